@@ -1,0 +1,50 @@
+"""ONNX models through Beam's OnnxModelHandlerNumpy, providers chosen from the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def providers_for(device: str, available: list[str]) -> list[str]:
+    """ONNX Runtime providers for a device setting; 'gpu' without CUDA is an error."""
+    if device == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [_CUDA, _CPU]
+    if device == "auto":
+        return [_CPU]
+    raise ModelLoadError(f"device 'gpu' was requested but onnxruntime offers no {_CUDA} here "
+                         f"(available: {', '.join(available)}); install onnxruntime-gpu on a "
+                         "machine with an NVIDIA GPU, or use device 'auto'")
+
+
+class OnnxAdapter(FrameworkAdapter):
+    framework = "onnx"
+
+    def _load(self) -> Any:
+        import onnxruntime as ort
+        from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
+
+        providers = providers_for(self.node.device, ort.get_available_providers())
+        session = OnnxModelHandlerNumpy(model_uri=self.node.uri,
+                                        providers=providers).load_model()
+        # The input name is looked up once, not per batch.
+        return _OnnxModel(session, session.get_inputs()[0].name)
+
+    def predict(self, model: Any, batch: np.ndarray, inference_args: dict[str, Any]
+                ) -> np.ndarray:
+        outputs = model.session.run(None, {model.input_name: batch, **inference_args})
+        return as_batch_output(outputs[0], len(batch), self.node.name)
+
+
+class _OnnxModel:
+    def __init__(self, session: Any, input_name: str) -> None:
+        self.session = session
+        self.input_name = input_name

@@ -1,0 +1,20 @@
+"""What every node expansion needs: the load policy, the I/O mapping, args."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossinfer.policy import LoadPolicy
+from crossinfer.rows import IOConfig
+
+
+@dataclass(frozen=True)
+class ExpandContext:
+    policy: LoadPolicy = field(default_factory=LoadPolicy)
+    io: IOConfig = field(default_factory=IOConfig)
+    inference_args: dict[str, Any] = field(default_factory=dict)
+
+
+def child_path(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name

@@ -1,0 +1,144 @@
+"""The public Python PTransforms: Inference (any spec), Model, ABTest, Sequence, Keyed.
+
+Each takes Rows (or dicts / NamedTuples) and returns :class:`InferenceOutputs`:
+``results`` (input fields + ``model``, ``path``, ``inference``, ...) and
+``failures`` (``element``, ``node``, ``error``). For any input,
+``len(results) + len(failures) == len(inputs)`` - per arm for a mirror A/B.
+
+The spec is validated when the transform is constructed, so a bad spec fails
+at pipeline construction with the field path, not later on a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from crossinfer.patterns.context import ExpandContext
+from crossinfer.patterns.graph import expand_node
+from crossinfer.policy import LoadPolicy
+from crossinfer.records import Failure, Item
+from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_item, to_output_row
+from crossinfer.spec import load_spec
+from crossinfer.spec.nodes import (
+    ABTestNode,
+    InferenceSpec,
+    KeyedNode,
+    ModelNode,
+    Node,
+    SequenceNode,
+)
+
+_FAILURES = "failures"
+
+
+class InferenceOutputs(NamedTuple):
+    results: beam.PCollection
+    failures: beam.PCollection
+
+
+class _ToRecords(beam.DoFn):
+    def __init__(self, io: IOConfig) -> None:
+        self._io = io
+
+    def process(self, element: Any) -> Iterator[Any]:
+        yield to_item(element, self._io)
+
+
+class _ToRows(beam.DoFn):
+    """Finished records -> result rows (main) and failure rows (tagged)."""
+
+    def __init__(self, output_factory: RowFactory | None,
+                 failure_factory: RowFactory | None) -> None:
+        self._output_factory = output_factory or beam.Row
+        self._failure_factory = failure_factory or beam.Row
+
+    def process(self, record: Any) -> Iterator[Any]:
+        if isinstance(record, Item):
+            yield to_output_row(record, self._output_factory)
+        elif isinstance(record, Failure):
+            yield pvalue.TaggedOutput(_FAILURES, to_failure_row(record, self._failure_factory))
+        else:  # pragma: no cover - a bug, never user input
+            raise TypeError(f"unexpected record {record!r}")
+
+
+class Inference(beam.PTransform):
+    """Run any inference spec (JSON text, a dict, an InferenceSpec or a node).
+
+    Args:
+      spec: the spec or its root node.
+      features_field / key_field: input field names.
+      policy: what the spec may load (defaults: any location, crossinfer's classes).
+      inference_args: extra keyword arguments for every model call.
+      output_factory / failure_factory: build output rows (default ``beam.Row``);
+        the expansion service passes schema'd NamedTuple types here.
+    """
+
+    expected_kind: type | None = None
+
+    def __init__(self, spec: InferenceSpec | Node | str | dict[str, Any], *,
+                 features_field: str = "features", key_field: str = "key",
+                 policy: LoadPolicy | None = None,
+                 inference_args: dict[str, Any] | None = None,
+                 output_factory: RowFactory | None = None,
+                 failure_factory: RowFactory | None = None,
+                 label: str | None = None) -> None:
+        super().__init__(label)
+        if not isinstance(spec, (InferenceSpec, str, dict)):
+            spec = InferenceSpec(node=spec)
+        self.policy = policy or LoadPolicy()
+        self.spec = load_spec(spec, self.policy)
+        if self.expected_kind is not None and not isinstance(self.spec.node, self.expected_kind):
+            raise TypeError(f"{type(self).__name__} takes a {self.expected_kind.__name__}, got "
+                            f"a {type(self.spec.node).__name__}; use crossinfer.Inference for "
+                            "any node")
+        self.io = IOConfig(features_field, key_field)
+        self._ctx = ExpandContext(self.policy, self.io, dict(inference_args or {}))
+        self._output_factory = output_factory
+        self._failure_factory = failure_factory
+        # Build the graph's handlers now so framework problems (a missing
+        # TensorRT, a class outside the allow-list) surface at construction.
+        self._check_handlers()
+
+    def _check_handlers(self) -> None:
+        from crossinfer.handlers.registry import adapter_for
+        from crossinfer.spec.nodes import walk
+
+        for _, node in walk(self.spec.node):
+            if isinstance(node, ModelNode):
+                adapter_for(node, self.policy)
+
+    def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
+        records = pcoll | "ToRecords" >> beam.ParDo(_ToRecords(self.io))
+        finished = expand_node(records, self.spec.node, "", self._ctx)
+        rows = finished | "ToRows" >> beam.ParDo(
+            _ToRows(self._output_factory, self._failure_factory)).with_outputs(
+            _FAILURES, main="results")
+        return InferenceOutputs(rows.results, rows[_FAILURES])
+
+
+class Model(Inference):
+    """One model. ``rows | Model(ModelNode(...))``."""
+
+    expected_kind = ModelNode
+
+
+class ABTest(Inference):
+    """An A/B test (weighted random, sticky hash, or mirror to every arm)."""
+
+    expected_kind = ABTestNode
+
+
+class Sequence(Inference):
+    """Model A -> post-processing -> model B (-> ...)."""
+
+    expected_kind = SequenceNode
+
+
+class Keyed(Inference):
+    """Keys -> models, at most ``max_models_per_worker`` resident, without thrashing."""
+
+    expected_kind = KeyedNode

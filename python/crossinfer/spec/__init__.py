@@ -1,0 +1,80 @@
+"""The inference spec: dataclasses, JSON (de)serialisation, JSON Schema, validation."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from crossinfer.policy import LoadPolicy
+from crossinfer.spec.codec import (
+    node_from_dict,
+    node_to_dict,
+    spec_from_dict,
+    spec_from_json,
+    spec_to_dict,
+    spec_to_json,
+)
+from crossinfer.spec.errors import SpecError
+from crossinfer.spec.nodes import (
+    SPEC_VERSION,
+    ABTestNode,
+    Arm,
+    Batching,
+    InferenceSpec,
+    KeyedNode,
+    Memory,
+    ModelNode,
+    Node,
+    Op,
+    Route,
+    SequenceNode,
+    walk,
+)
+from crossinfer.spec.validate import validate_spec
+
+
+def load_spec(source: str | dict[str, Any] | InferenceSpec,
+              policy: LoadPolicy | None = None) -> InferenceSpec:
+    """Decode (JSON text or object) and validate a spec; raise SpecError naming each bad field."""
+    if isinstance(source, InferenceSpec):
+        spec = source
+    elif isinstance(source, str):
+        spec = spec_from_json(source)
+    else:
+        spec = spec_from_dict(source)
+    return validate_spec(spec, policy)
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema of spec documents (``spec/schema.json``)."""
+    text = resources.files("crossinfer.spec").joinpath("schema.json").read_text()
+    return json.loads(text)
+
+
+__all__ = [
+    "SPEC_VERSION",
+    "ABTestNode",
+    "Arm",
+    "Batching",
+    "InferenceSpec",
+    "KeyedNode",
+    "LoadPolicy",
+    "Memory",
+    "ModelNode",
+    "Node",
+    "Op",
+    "Route",
+    "SequenceNode",
+    "SpecError",
+    "json_schema",
+    "load_spec",
+    "node_from_dict",
+    "node_to_dict",
+    "spec_from_dict",
+    "spec_from_json",
+    "spec_to_dict",
+    "spec_to_json",
+    "validate_spec",
+    "walk",
+]
