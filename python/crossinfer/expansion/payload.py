@@ -1,0 +1,189 @@
+"""The v1 payload: an ExternalConfigurationPayload Row of three string fields.
+
+``spec`` (required, JSON text), ``features_field`` and ``key_field`` (nullable).
+Decoding is strict on purpose: the schema is checked *before* any byte is
+decoded, so a payload can only ever carry strings - never a logical type whose
+decoder runs code (Beam's ``python_callable`` evaluates source on decode), never
+a pickled object - and an unknown or misspelled field is an error rather than
+a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from apache_beam.coders import RowCoder
+from apache_beam.portability.api import external_transforms_pb2, schema_pb2
+from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
+from google.protobuf.message import DecodeError
+
+SPEC_FIELD = "spec"
+FEATURES_FIELD = "features_field"
+KEY_FIELD = "key_field"
+FIELDS = (SPEC_FIELD, FEATURES_FIELD, KEY_FIELD)
+
+DEFAULT_FEATURES_FIELD = "features"
+DEFAULT_KEY_FIELD = "key"
+
+#: Largest spec accepted, in bytes of JSON text. Real specs are a few KiB; the
+#: bound keeps one request from tying up the service.
+MAX_SPEC_BYTES = 1 << 20
+#: Deepest JSON nesting accepted (an A/B of sequences of models is ~10 deep).
+MAX_SPEC_DEPTH = 64
+
+
+class PayloadError(ValueError):
+    """The payload is malformed; the message names the offending field."""
+
+
+#: The payload's Row, as Python clients encode it. Functional form with
+#: ``typing.Optional``: Beam's schema inference reads neither the string
+#: annotations of ``from __future__ import annotations`` nor ``str | None``
+#: (both become an opaque "any" field).
+PayloadRow = NamedTuple("PayloadRow", [
+    (SPEC_FIELD, str),
+    (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
+    (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
+])
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A decoded payload: the spec as a plain JSON object plus the I/O mapping."""
+
+    spec: dict[str, Any]
+    features_field: str
+    key_field: str
+    key_field_given: bool
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_payload(spec_json: str, features_field: str | None = None,
+                   key_field: str | None = None) -> bytes:
+    """The serialized ExternalConfigurationPayload for a transform's ``spec.payload``."""
+    row = PayloadRow(spec_json, features_field, key_field)
+    return NamedTupleBasedPayloadBuilder(row).payload()
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_payload(data: bytes) -> Payload:
+    """Decode and check a payload; raise PayloadError naming what is wrong."""
+    try:
+        config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
+    except DecodeError as exc:
+        raise PayloadError(f"payload: not an ExternalConfigurationPayload ({exc})") from exc
+    schema = _checked_schema(config.schema)
+    try:
+        row = RowCoder(schema).decode(config.payload)
+    except Exception as exc:  # any decoder failure is the client's bytes
+        raise PayloadError(f"payload: the Row bytes do not match the payload schema "
+                           f"({type(exc).__name__}: {exc})") from exc
+    values = dict(zip((f.name for f in schema.fields), row, strict=True))
+    return Payload(
+        spec=parse_spec_json(values.get(SPEC_FIELD)),
+        features_field=_field_name(values, FEATURES_FIELD, DEFAULT_FEATURES_FIELD),
+        key_field=_field_name(values, KEY_FIELD, DEFAULT_KEY_FIELD),
+        key_field_given=values.get(KEY_FIELD) is not None,
+    )
+
+
+def _checked_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
+    """A clean copy of the client's schema holding only the v1 fields, or PayloadError.
+
+    The copy carries a content-derived id, so decoding does not register one
+    new type per request in Beam's process-wide schema registry.
+    """
+    names = [f.name for f in schema.fields]
+    unknown = [n for n in names if n not in FIELDS]
+    if unknown:
+        raise PayloadError(
+            f"payload: unknown field(s) {', '.join(map(repr, unknown))}; the crossinfer v1 "
+            f"payload has only {', '.join(FIELDS)} (code-bearing or extra options are refused)")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PayloadError(f"payload: field(s) {', '.join(map(repr, duplicates))} appear "
+                           "more than once")
+    if SPEC_FIELD not in names:
+        raise PayloadError("payload.spec: is required (the inference spec as JSON text)")
+    clean = schema_pb2.Schema(encoding_positions_set=schema.encoding_positions_set)
+    for f in schema.fields:
+        kind = f.type.WhichOneof("type_info")
+        if kind != "atomic_type" or f.type.atomic_type != schema_pb2.STRING:
+            found = (f"logical type {f.type.logical_type.urn!r}" if kind == "logical_type"
+                     else schema_pb2.AtomicType.Name(f.type.atomic_type)
+                     if kind == "atomic_type" else kind or "no type")
+            raise PayloadError(f"payload.{f.name}: must be a STRING, got {found}")
+        clean.fields.add(name=f.name, encoding_position=f.encoding_position,
+                         type=schema_pb2.FieldType(atomic_type=schema_pb2.STRING,
+                                                   nullable=f.type.nullable))
+    if clean.encoding_positions_set and sorted(
+            f.encoding_position for f in clean.fields) != list(range(len(clean.fields))):
+        raise PayloadError("payload: encoding positions must number the fields 0..n-1")
+    shape = clean.SerializeToString(deterministic=True)
+    clean.id = "crossinfer-payload-" + hashlib.sha256(shape).hexdigest()[:16]
+    return clean
+
+
+def _field_name(values: dict[str, Any], name: str, default: str) -> str:
+    value = values.get(name)
+    if value is None:
+        return default
+    if not value.strip() or value != value.strip():
+        raise PayloadError(f"payload.{name}: {value!r} is not a field name")
+    return value
+
+
+def parse_spec_json(text: str | None) -> dict[str, Any]:
+    """Parse spec text as plain JSON: objects, arrays, strings, finite numbers,
+    booleans and null, no duplicate keys, bounded size and depth."""
+    if text is None:
+        raise PayloadError("payload.spec: is required (the inference spec as JSON text)")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise PayloadError(f"payload.spec: larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        doc = json.loads(text, parse_constant=_refuse_constant,
+                         object_pairs_hook=_refuse_duplicates)
+    except RecursionError as exc:
+        raise PayloadError("payload.spec: JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError and our own refusals
+        raise PayloadError(f"payload.spec: not plain JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PayloadError(f"payload.spec: expected a JSON object "
+                           f"({{\"version\": 1, \"node\": ...}}), got {type(doc).__name__}")
+    if _depth(doc) > MAX_SPEC_DEPTH:
+        raise PayloadError(f"payload.spec: JSON nested deeper than {MAX_SPEC_DEPTH} levels")
+    return doc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth, iteratively (the document may be adversarial)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return deepest

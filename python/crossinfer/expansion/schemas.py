@@ -1,0 +1,186 @@
+"""Input schema checks and the output Row types, derived from the input schema.
+
+Cross-language outputs must carry a schema (RowCoder) so a Java or Go pipeline
+reads them as Rows. The results schema is the input schema plus crossinfer's
+output fields; the failures schema nests the input row. Both are built here
+from the input schema proto and turned into NamedTuple types with Beam's own
+``named_tuple_from_schema`` (those types pickle to the workers by schema).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from apache_beam.portability.api import schema_pb2
+from apache_beam.typehints.schema_registry import SCHEMA_REGISTRY
+from apache_beam.typehints.schemas import named_tuple_from_schema
+
+from crossinfer.rows import FAILURE_FIELDS, OUTPUT_FIELDS
+
+_NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
+                      schema_pb2.FLOAT, schema_pb2.DOUBLE})
+
+#: Logical types whose decoders evaluate client-supplied source or unpickle
+#: bytes; an input schema naming one is refused, since the workers would run it.
+_CODE_LOGICAL_TYPES = frozenset({
+    "beam:logical_type:python_callable:v1",
+    "beam:logical:pythonsdk_any:v1",
+})
+
+
+class InputSchemaError(ValueError):
+    """The input PCollection's schema cannot feed the transform."""
+
+
+def _atomic(kind: int, nullable: bool = False) -> schema_pb2.FieldType:
+    return schema_pb2.FieldType(atomic_type=kind, nullable=nullable)
+
+
+def _array(element: int, nullable: bool = False) -> schema_pb2.FieldType:
+    return schema_pb2.FieldType(array_type=schema_pb2.ArrayType(element_type=_atomic(element)),
+                                nullable=nullable)
+
+
+#: crossinfer's output fields and their wire types (docs/wire-contract.md).
+OUTPUT_TYPES: dict[str, schema_pb2.FieldType] = {
+    "model": _atomic(schema_pb2.STRING),
+    "path": _atomic(schema_pb2.STRING),
+    "inference": _array(schema_pb2.DOUBLE),
+    "label": _atomic(schema_pb2.INT64, nullable=True),
+    "score": _atomic(schema_pb2.DOUBLE, nullable=True),
+    "labels": _array(schema_pb2.INT64, nullable=True),
+    "scores": _array(schema_pb2.DOUBLE, nullable=True),
+}
+assert tuple(OUTPUT_TYPES) == OUTPUT_FIELDS, "keep in step with crossinfer.rows"
+
+
+def describe(field_type: schema_pb2.FieldType) -> str:
+    """A type as the contract writes it: ``ARRAY<DOUBLE>``, ``STRING``, ``ROW``..."""
+    kind = field_type.WhichOneof("type_info")
+    if kind == "atomic_type":
+        return schema_pb2.AtomicType.Name(field_type.atomic_type)
+    if kind == "array_type":
+        return f"ARRAY<{describe(field_type.array_type.element_type)}>"
+    if kind == "iterable_type":
+        return f"ITERABLE<{describe(field_type.iterable_type.element_type)}>"
+    if kind == "map_type":
+        m = field_type.map_type
+        return f"MAP<{describe(m.key_type)}, {describe(m.value_type)}>"
+    if kind == "row_type":
+        return "ROW"
+    if kind == "logical_type":
+        return f"LOGICAL<{field_type.logical_type.urn}>"
+    return "an unset type"
+
+
+def check_input_schema(schema: schema_pb2.Schema, features_field: str, key_field: str,
+                       key_required: bool) -> None:
+    """Raise InputSchemaError unless ``schema`` has a numeric-array features field
+    (and a STRING key field when ``key_required``), and nothing code-bearing."""
+    fields = {f.name: f.type for f in schema.fields}
+    listing = ", ".join(fields) or "none"
+    problem = code_bearing_field(schema)
+    if problem:
+        raise InputSchemaError(problem)
+    if features_field not in fields:
+        raise InputSchemaError(
+            f"features_field: the input schema has no field {features_field!r} (fields: "
+            f"{listing}); set features_field in the payload to the numeric array field")
+    features = fields[features_field]
+    kind = features.WhichOneof("type_info")
+    element = (features.array_type.element_type if kind == "array_type"
+               else features.iterable_type.element_type if kind == "iterable_type" else None)
+    if element is None or element.WhichOneof("type_info") != "atomic_type" or (
+            element.atomic_type not in _NUMERIC):
+        raise InputSchemaError(
+            f"features_field: input field {features_field!r} must be an ARRAY (or ITERABLE) of "
+            f"DOUBLE, FLOAT or an integer type, got {describe(features)}")
+    if key_required:
+        if key_field not in fields:
+            raise InputSchemaError(
+                f"key_field: the spec routes or splits by key, but the input schema has no "
+                f"field {key_field!r} (fields: {listing}); set key_field in the payload")
+        key = fields[key_field]
+        if key.WhichOneof("type_info") != "atomic_type" or key.atomic_type != schema_pb2.STRING:
+            raise InputSchemaError(f"key_field: input field {key_field!r} must be a STRING, "
+                                   f"got {describe(key)}")
+
+
+def code_bearing_field(schema: schema_pb2.Schema) -> str | None:
+    """Why ``schema`` is refused for carrying code, or None."""
+    for f in schema.fields:
+        urn = _code_logical_type(f.type)
+        if urn:
+            return (f"input schema field {f.name!r} has logical type {urn!r}, whose values "
+                    "carry code; refused")
+    return None
+
+
+def _code_logical_type(field_type: schema_pb2.FieldType) -> str | None:
+    stack = [field_type]
+    while stack:
+        t = stack.pop()
+        kind = t.WhichOneof("type_info")
+        if kind == "logical_type":
+            if t.logical_type.urn in _CODE_LOGICAL_TYPES:
+                return t.logical_type.urn
+            stack.append(t.logical_type.representation)
+        elif kind == "array_type":
+            stack.append(t.array_type.element_type)
+        elif kind == "iterable_type":
+            stack.append(t.iterable_type.element_type)
+        elif kind == "map_type":
+            stack.extend((t.map_type.key_type, t.map_type.value_type))
+        elif kind == "row_type":
+            stack.extend(f.type for f in t.row_type.schema.fields)
+    return None
+
+
+def check_schema_id(schema: schema_pb2.Schema) -> None:
+    """Refuse a schema whose id is already registered in this process with other
+    fields: Beam resolves row types by id, so a reused id would decode rows with
+    the wrong layout."""
+    known = SCHEMA_REGISTRY.get_schema_by_id(schema.id)
+    if known is not None and list(known.fields) != list(schema.fields):
+        raise InputSchemaError(f"input schema id {schema.id!r} is already in use with "
+                               "different fields; give each schema its own id")
+
+
+def _derived_id(kind: str, schema: schema_pb2.Schema) -> str:
+    # Content-derived, so expanding the same input twice reuses one type instead
+    # of growing Beam's process-wide schema registry with each request.
+    digest = hashlib.sha256(schema.SerializeToString(deterministic=True)).hexdigest()
+    return f"crossinfer-{kind}-{digest[:24]}"
+
+
+def results_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
+    """Input fields (minus any named like an output field, which the output
+    replaces), then the output fields."""
+    out = schema_pb2.Schema()
+    for f in input_schema.fields:
+        if f.name not in OUTPUT_TYPES:
+            out.fields.add(name=f.name, type=f.type, description=f.description)
+    for name, field_type in OUTPUT_TYPES.items():
+        out.fields.add(name=name, type=field_type)
+    out.id = _derived_id("results", input_schema)
+    return out
+
+
+def failures_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
+    out = schema_pb2.Schema()
+    element, node, error = FAILURE_FIELDS
+    out.fields.add(name=element, type=schema_pb2.FieldType(
+        row_type=schema_pb2.RowType(schema=input_schema)))
+    out.fields.add(name=node, type=_atomic(schema_pb2.STRING))
+    out.fields.add(name=error, type=_atomic(schema_pb2.STRING))
+    out.id = _derived_id("failures", input_schema)
+    return out
+
+
+def output_types(input_schema: schema_pb2.Schema) -> tuple[type, type]:
+    """(results row type, failures row type) for an input schema."""
+    # Register the input type first so the failures type nests that same class
+    # (the one Beam's RowCoder hands the transform for this schema id).
+    named_tuple_from_schema(input_schema)
+    return (named_tuple_from_schema(results_schema(input_schema)),
+            named_tuple_from_schema(failures_schema(input_schema)))

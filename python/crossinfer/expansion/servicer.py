@@ -1,0 +1,203 @@
+"""The gRPC Expand handler: refuse, validate, then let Beam's servicer expand.
+
+Every request goes through :func:`plan` first: an allow-listed URN, a strictly
+decoded payload, a sanitised request (see :mod:`.security`), a spec validated
+against the service's load policy, pinned model files hashed, the input schema
+checked, and the core transform constructed (which surfaces framework
+problems). Only then does Beam's ``ExpansionServiceServicer.Expand`` run, on the
+sanitised request. Any problem becomes ``ExpansionResponse.error`` - the handler
+never raises, so one bad request cannot take the service down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_expansion_api_pb2
+from apache_beam.runners.portability.expansion_service import ExpansionServiceServicer
+from apache_beam.transforms.environments import Environment
+
+from crossinfer.expansion.payload import PayloadError, decode_payload
+from crossinfer.expansion.schemas import (
+    InputSchemaError,
+    check_input_schema,
+    check_schema_id,
+    output_types,
+)
+from crossinfer.expansion.security import RequestRefused, sanitize
+from crossinfer.expansion.transform import ExpandedInference, prepared, register_urns
+from crossinfer.expansion.urns import PATTERNS, pattern_for_urn, urn_for_node
+from crossinfer.policy import LoadPolicy, is_local, local_path
+from crossinfer.spec import SpecError, load_spec, walk
+from crossinfer.spec.nodes import ABTestNode, InferenceSpec, KeyedNode, ModelNode
+
+_LOG = logging.getLogger("crossinfer.expansion")
+
+#: Prefix of every error this service returns, so a client can tell ours apart.
+ERROR_PREFIX = "crossinfer: "
+
+#: Errors whose message is written for the user (field path first).
+_USER_ERRORS = (PayloadError, RequestRefused, InputSchemaError, SpecError)
+
+_FQN_URN = "beam:transforms:python:fully_qualified_named"
+
+
+@dataclass(frozen=True)
+class Plan:
+    urn: str
+    request: beam_expansion_api_pb2.ExpansionRequest
+    transform: beam.PTransform
+
+
+class Refused(Exception):
+    """A request failed a check; ``str()`` is the message for the client."""
+
+
+def unknown_urn_message(urn: str) -> str:
+    ours = ", ".join(p.urn for p in PATTERNS)
+    note = ""
+    if urn.startswith(_FQN_URN) or "fully_qualified" in urn:
+        note = " (Beam's fully-qualified-name transform is not exposed: this service runs no " \
+               "client-named code)"
+    elif "pickled" in urn or urn.startswith("beam:transform:python:"):
+        note = " (pickled or Python-source transforms are refused)"
+    return f"transform.spec.urn: {urn!r} is not a crossinfer transform{note}; this service " \
+           f"expands only {ours}"
+
+
+def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
+         pins: PinCache) -> Plan:
+    """Check ``request`` and build the transform it asks for, or raise."""
+    urn = request.transform.spec.urn
+    pattern = pattern_for_urn(urn)
+    if pattern is None:
+        raise RequestRefused(unknown_urn_message(urn))
+    payload = decode_payload(request.transform.spec.payload)
+    clean = sanitize(request)
+    spec = load_spec(payload.spec, policy)
+    if not isinstance(spec.node, pattern.node_type):
+        raise RequestRefused(
+            f"spec.node.kind: {urn} expands a {pattern.name!r} spec, but the root node is "
+            f"{spec.node.kind!r}; use {urn_for_node(spec.node)}")
+    pins.verify(spec)
+    check_schema_id(clean.input_schema)
+    check_input_schema(clean.input_schema, payload.features_field, payload.key_field,
+                       key_required=payload.key_field_given or needs_key(spec))
+    results_type, failures_type = output_types(clean.input_schema)
+    core = pattern.transform(spec, features_field=payload.features_field,
+                             key_field=payload.key_field, policy=policy,
+                             output_factory=results_type, failure_factory=failures_type)
+    return Plan(urn, clean.request, ExpandedInference(core, results_type, failures_type))
+
+
+def needs_key(spec: InferenceSpec) -> bool:
+    """Whether any node routes or splits by the element's key."""
+    return any(isinstance(node, KeyedNode) or (isinstance(node, ABTestNode)
+                                               and node.split == "hash")
+               for _, node in walk(spec.node))
+
+
+class PinCache:
+    """Checks pinned SHA-256s of local model files at expansion time, so a changed
+    file fails the client's pipeline construction, not a worker hours later.
+    Digests are cached by (path, size, mtime), so re-expanding is cheap."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def verify(self, spec: InferenceSpec) -> None:
+        problems = []
+        for path, node in walk(spec.node):
+            if isinstance(node, ModelNode) and node.sha256 and node.uri and is_local(node.uri):
+                actual = self.digest(local_path(node.uri))
+                if actual is not None and actual != node.sha256:
+                    problems.append((f"{path}.sha256", f"the file {node.uri!r} has SHA-256 "
+                                     f"{actual}, but the spec pins {node.sha256}; refusing it "
+                                     "(the file changed or the pin is wrong)"))
+        if problems:
+            raise SpecError(problems)
+
+    def digest(self, path: str) -> str | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # a missing file is reported by spec validation
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key in self._digests:
+                return self._digests[key]
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+        with self._lock:
+            self._digests[key] = sha.hexdigest()
+        return self._digests[key]
+
+
+class CrossinferExpansionServicer(ExpansionServiceServicer):
+    """Beam's expansion servicer, restricted to crossinfer's URNs."""
+
+    def __init__(self, policy: LoadPolicy, environment: Environment) -> None:
+        # Beam builds its default environment from options (and would pick
+        # DOCKER); the service decides the environment itself from its flags.
+        super().__init__(options=PipelineOptions(flags=[], sdk_location="container",
+                                                 experiments=["beam_fn_api"]))
+        self._default_environment = environment
+        self._policy = policy
+        self._pins = PinCache()
+        register_urns()
+
+    @property
+    def policy(self) -> LoadPolicy:
+        return self._policy
+
+    def Expand(self, request: beam_expansion_api_pb2.ExpansionRequest,
+               context: Any = None) -> beam_expansion_api_pb2.ExpansionResponse:
+        start = time.perf_counter()
+        urn = request.transform.spec.urn
+        try:
+            response = self._expand(request, context)
+        except Exception as exc:  # a handler that raises fails the RPC: answer instead
+            _LOG.exception("internal error expanding %r", urn)
+            response = beam_expansion_api_pb2.ExpansionResponse(
+                error=f"{ERROR_PREFIX}internal error: {type(exc).__name__}: {exc}")
+        ms = (time.perf_counter() - start) * 1000
+        if response.error:
+            first = response.error.splitlines()[0]
+            _LOG.info("expand urn=%s outcome=error ms=%.0f error=%s", urn or "-", ms, first)
+        else:
+            _LOG.info("expand urn=%s outcome=ok ms=%.0f", urn, ms)
+        return response
+
+    def _expand(self, request: beam_expansion_api_pb2.ExpansionRequest,
+                context: Any) -> beam_expansion_api_pb2.ExpansionResponse:
+        try:
+            prepared_plan = plan(request, self._policy, self._pins)
+        except _USER_ERRORS as exc:
+            return beam_expansion_api_pb2.ExpansionResponse(error=ERROR_PREFIX + str(exc))
+        except Exception as exc:
+            # Framework problems (e.g. TensorRT absent) surface while the core
+            # transform is constructed; their message is the useful part.
+            _LOG.debug("expansion refused", exc_info=True)
+            return beam_expansion_api_pb2.ExpansionResponse(
+                error=f"{ERROR_PREFIX}{type(exc).__name__}: {exc}")
+        with prepared(prepared_plan.urn, prepared_plan.transform):
+            response = super().Expand(prepared_plan.request, context)
+        if response.error:
+            # Beam returns a traceback; keep it in our log, give the client its
+            # last line (the exception) after our prefix.
+            _LOG.error("Beam failed to expand %s:\n%s", prepared_plan.urn, response.error)
+            last = response.error.strip().splitlines()[-1]
+            response = beam_expansion_api_pb2.ExpansionResponse(
+                error=f"{ERROR_PREFIX}internal error while expanding: {last}")
+        return response
