@@ -112,7 +112,8 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
             groups.setdefault(prepared[i].shape, []).append(i)  # type: ignore[union-attr]
         for indices in groups.values():
             self._infer_group(batch, prepared, indices, model, inference_args, out)
-        failures = sum(1 for r, given in zip(out, batch, strict=False) if isinstance(r, Failure) and r is not given)
+        failures = sum(1 for r, given in zip(out, batch, strict=True)
+                       if isinstance(r, Failure) and r is not given)
         if failures:
             Metrics.counter(self.namespace, "failures").inc(failures)
         return out  # type: ignore[return-value]
