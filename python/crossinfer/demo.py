@@ -20,6 +20,7 @@ import hashlib
 import json
 import pickle
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def train_demo_models(root: str | Path) -> DemoModels:
 
     mlp = _train_mlp(x_scaled, y, [64, 64, 10], seed=0)
     torch.save(mlp.state_dict(), out / "digits_mlp.pt")
-    torch.jit.script(mlp).save(str(out / "digits_mlp.ts"))
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.x, still supported
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(mlp).save(str(out / "digits_mlp.ts"))
     torch.onnx.export(mlp, (torch.zeros(1, 64),), str(out / "digits_mlp.onnx"),
                       input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)

@@ -90,6 +90,8 @@ def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
 
 def _kind_name(arr: np.ndarray) -> str:
     if arr.dtype.kind == "O":
+        if any(v is None for v in arr.reshape(-1)):
+            return "null values"
         return "mixed or nested values"
     if arr.dtype.kind in "US":
         return "strings"

@@ -1,0 +1,38 @@
+# crossinfer: the README's commands. `make demo` runs the main job, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+DEMO_DIR := .work/demo_models
+
+.PHONY: demo test venv lint test-python examples clean
+
+## venv: the project's virtual environment in .venv (uv from PyPI installs from its cache in seconds)
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[dev]"
+	touch $@
+
+## demo: the main job
+demo: venv
+	$(PY) examples/python/ab_and_sequence.py
+
+## test: lint + every test suite
+test: lint test-python
+
+lint: venv
+	$(PY) -m ruff check python tests examples/python bench
+
+test-python: venv
+	$(PY) -m pytest -q tests
+
+## examples: run every Python example
+examples: venv
+	for f in ab_and_sequence keyed streaming; do echo "== examples/python/$$f.py"; $(PY) examples/python/$$f.py || exit 1; done
+
+clean:
+	rm -rf .work .pytest_cache
