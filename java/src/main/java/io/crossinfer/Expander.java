@@ -2,6 +2,7 @@ package io.crossinfer;
 
 import java.util.List;
 import java.util.stream.Collectors;
+import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.util.construction.External;
 import org.apache.beam.sdk.values.PCollection;
@@ -13,6 +14,9 @@ import org.apache.beam.vendor.grpc.v1p69p0.io.grpc.StatusRuntimeException;
 /** Checks the input, calls the expansion service and unpacks its two outputs. */
 final class Expander {
   private static final String SERVICE_ERROR_PREFIX = "expansion service error: ";
+  private static final String LOOPBACK_PLACEHOLDER = "localhost:0";
+  /** Deadline of one expansion call: generous, the service imports frameworks on first use. */
+  private static final ExpansionClients CLIENTS = new ExpansionClients(300);
 
   private Expander() {}
 
@@ -42,13 +46,24 @@ final class Expander {
     checkInput(input, description, featuresField, keyField, needsKey);
     byte[] payload = ExpansionPayload.encode(specJson, io.featuresField, io.keyField);
     PCollectionTuple outputs;
+    PortablePipelineOptions portable =
+        input.getPipeline().getOptions().as(PortablePipelineOptions.class);
+    boolean loopbackPlaceholder = needsLoopbackPlaceholder(portable);
     try {
+      if (loopbackPlaceholder) {
+        portable.setDefaultEnvironmentConfig(LOOPBACK_PLACEHOLDER);
+      }
       outputs =
           input.apply(
               "Expand " + urn,
-              External.<PCollection<Row>, Row>of(urn, payload, address).withMultiOutputs());
+              External.<PCollection<Row>, Row>of(urn, payload, address, CLIENTS)
+                  .withMultiOutputs());
     } catch (RuntimeException e) {
       throw translate(e, description, address);
+    } finally {
+      if (loopbackPlaceholder) {
+        portable.setDefaultEnvironmentConfig(null);
+      }
     }
     for (String tag : List.of(InferenceResult.RESULTS_TAG, InferenceResult.FAILURES_TAG)) {
       if (!outputs.has(tag)) {
@@ -68,6 +83,23 @@ final class Expander {
     PCollection<Row> results = outputs.get(InferenceResult.RESULTS_TAG);
     PCollection<Row> failures = outputs.get(InferenceResult.FAILURES_TAG);
     return new InferenceResult(input.getPipeline(), results, failures);
+  }
+
+  /**
+   * With {@code --defaultEnvironmentType=LOOPBACK} the PortableRunner learns the address of the
+   * in-process Java worker only in {@code run()}, but Beam's {@code External} describes the Java
+   * environment to the expansion service at construction and fails without an address. The
+   * request gets a placeholder; {@code run()} then sets the real address, which is what the
+   * submitted pipeline uses.
+   */
+  private static boolean needsLoopbackPlaceholder(PortablePipelineOptions options) {
+    if (!"LOOPBACK".equals(options.getDefaultEnvironmentType())
+        || options.getDefaultEnvironmentConfig() != null) {
+      return false;
+    }
+    List<String> envOptions = options.getEnvironmentOptions();
+    return envOptions == null
+        || envOptions.stream().noneMatch(o -> o.startsWith("external_service_address="));
   }
 
   private static RuntimeException translate(
