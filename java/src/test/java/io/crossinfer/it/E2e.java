@@ -251,6 +251,36 @@ final class E2e {
 
   // ------------------------------------------------------------- runners
 
+  /**
+   * The prism binary, built with {@code java/scripts/build-prism.sh} (go install from the Go
+   * module proxy) when missing; the Prism tests are skipped, with the reason, only when it cannot
+   * be built.
+   */
+  static synchronized Path prism() throws IOException, InterruptedException {
+    Path binary = io.crossinfer.launch.PrismJobServer.resolveBinary();
+    if (binary != null && Files.isExecutable(binary)) {
+      return binary;
+    }
+    Path script = Paths.get("scripts", "build-prism.sh").toAbsolutePath();
+    Process build =
+        new ProcessBuilder("bash", script.toString())
+            .redirectErrorStream(true)
+            .redirectOutput(workDir().resolve("build-prism.log").toFile())
+            .start();
+    boolean done = build.waitFor(10, TimeUnit.MINUTES);
+    if (!done) {
+      build.destroyForcibly();
+    }
+    binary = io.crossinfer.launch.PrismJobServer.resolveBinary();
+    assumeTrue(
+        "SKIPPED: no prism binary and `"
+            + script
+            + "` could not build one (needs Go and the Go module proxy); see "
+            + workDir().resolve("build-prism.log"),
+        done && build.exitValue() == 0 && binary != null && Files.isExecutable(binary));
+    return binary;
+  }
+
   /** PortableRunner options for a job server, with the Java side in this JVM (LOOPBACK). */
   static PortablePipelineOptions portableOptions(String jobEndpoint) {
     PortablePipelineOptions options = PipelineOptionsFactory.create().as(PortablePipelineOptions.class);

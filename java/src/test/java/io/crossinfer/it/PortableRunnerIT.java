@@ -70,7 +70,24 @@ public class PortableRunnerIT {
         p.apply("Keyed digits", Create.of(keyedRows(rows)).withRowSchema(DigitsData.SCHEMA))
             .apply("Keyed", E2e.keyed().withExpansionService(address)),
         "keyed");
+    write(
+        p.apply("Bad digits", Create.of(badRows()).withRowSchema(DigitsData.SCHEMA))
+            .apply("Keyed on bad input", E2e.keyed().withExpansionService(address)),
+        "bad");
     state = p.run().waitUntilFinish(Duration.standardMinutes(4));
+  }
+
+  /** One row of each class of bad input, and one good row. */
+  static List<Row> badRows() {
+    List<Double> good = new java.util.ArrayList<>(java.util.Collections.nCopies(64, 3.0));
+    List<Double> nan = new java.util.ArrayList<>(good);
+    nan.set(5, Double.NaN);
+    return List.of(
+        DigitsData.row(9001, "sklearn", 1, nan),
+        DigitsData.row(9002, "sklearn", 2, List.of()),
+        DigitsData.row(9003, "sklearn", 3, good.subList(0, 63)),
+        DigitsData.row(9004, "no-such-route", 4, good),
+        DigitsData.row(9005, "sklearn", 5, good));
   }
 
   /** The rows with keys naming the keyed routes, round-robin. */
@@ -127,6 +144,58 @@ public class PortableRunnerIT {
   @Test
   public void keyedResultsEqualPythonDirect() throws Exception {
     assertMatchesPythonDirect("keyed");
+  }
+
+  private static ObjectNode failureOf(long id) throws Exception {
+    assertEquals("pipeline state", PipelineResult.State.DONE, state);
+    List<ObjectNode> failures = JsonLinesSink.read(out.resolve("bad-failures"));
+    List<ObjectNode> matching =
+        failures.stream().filter(f -> f.get("element").get("id").asLong() == id).toList();
+    assertEquals("failures of row " + id + " in " + failures, 1, matching.size());
+    ObjectNode failure = matching.get(0);
+    // The failure carries the input row untouched.
+    assertEquals(id % 10, failure.get("element").get("digit").asLong());
+    return failure;
+  }
+
+  @Test
+  public void nanFeaturesComeBackAsAnInputFailure() throws Exception {
+    ObjectNode f = failureOf(9001);
+    assertEquals("input", f.get("node").asText());
+    assertTrue(f.toString(), f.get("error").asText().contains("NaN or infinity (first at index 5)"));
+  }
+
+  @Test
+  public void emptyFeaturesComeBackAsAnInputFailure() throws Exception {
+    ObjectNode f = failureOf(9002);
+    assertEquals("input", f.get("node").asText());
+    assertTrue(f.toString(), f.get("error").asText().contains("'features' is empty"));
+  }
+
+  @Test
+  public void wrongLengthFeaturesComeBackAsAModelFailure() throws Exception {
+    ObjectNode f = failureOf(9003);
+    assertEquals("digits_keyed/digits_lr", f.get("node").asText());
+    assertTrue(f.toString(), f.get("error").asText().contains("X has 63 features"));
+    assertEquals(63, f.get("element").get("features").size());
+  }
+
+  @Test
+  public void unknownKeyWithoutDefaultRouteComesBackAsAFailure() throws Exception {
+    ObjectNode f = failureOf(9004);
+    assertEquals("digits_keyed", f.get("node").asText());
+    assertTrue(f.toString(), f.get("error").asText().contains("no route for key 'no-such-route'"));
+  }
+
+  @Test
+  public void everyBadInputElementIsAccountedFor() throws Exception {
+    assertEquals("pipeline state", PipelineResult.State.DONE, state);
+    List<ObjectNode> results = JsonLinesSink.read(out.resolve("bad"));
+    List<ObjectNode> failures = JsonLinesSink.read(out.resolve("bad-failures"));
+    assertEquals(4, failures.size());
+    assertEquals(1, results.size());
+    assertEquals(9005, results.get(0).get("id").asLong());
+    assertEquals("digits_lr", results.get(0).get("model").asText());
   }
 
   @Test
