@@ -10,9 +10,9 @@ a silently ignored option.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import typing
+import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,6 +34,9 @@ DEFAULT_KEY_FIELD = "key"
 MAX_SPEC_BYTES = 1 << 20
 #: Deepest JSON nesting accepted (an A/B of sequences of models is ~10 deep).
 MAX_SPEC_DEPTH = 64
+
+
+_PAYLOAD_ID_NAMESPACE = uuid.UUID("0d6a9a5e-3f0e-5b8a-8c36-1f6f3c1b7a90")
 
 
 class PayloadError(ValueError):
@@ -127,8 +130,8 @@ def _checked_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
     if clean.encoding_positions_set and sorted(
             f.encoding_position for f in clean.fields) != list(range(len(clean.fields))):
         raise PayloadError("payload: encoding positions must number the fields 0..n-1")
-    shape = clean.SerializeToString(deterministic=True)
-    clean.id = "crossinfer-payload-" + hashlib.sha256(shape).hexdigest()[:16]
+    clean.id = str(uuid.uuid5(_PAYLOAD_ID_NAMESPACE, clean.SerializeToString(
+        deterministic=True).hex()))
     return clean
 
 

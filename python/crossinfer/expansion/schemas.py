@@ -9,7 +9,7 @@ from the input schema proto and turned into NamedTuple types with Beam's own
 
 from __future__ import annotations
 
-import hashlib
+import uuid
 
 from apache_beam.portability.api import schema_pb2
 from apache_beam.typehints.schema_registry import SCHEMA_REGISTRY
@@ -20,12 +20,15 @@ from crossinfer.rows import FAILURE_FIELDS, OUTPUT_FIELDS
 _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
                       schema_pb2.FLOAT, schema_pb2.DOUBLE})
 
-#: Logical types whose decoders evaluate client-supplied source or unpickle
-#: bytes; an input schema naming one is refused, since the workers would run it.
-_CODE_LOGICAL_TYPES = frozenset({
-    "beam:logical_type:python_callable:v1",
-    "beam:logical:pythonsdk_any:v1",
-})
+#: Logical types whose values carry code: Beam's ``python_callable`` evaluates
+#: source when decoded, ``pythonsdk_any`` holds pickled Python objects. An input
+#: schema with one is refused, since the workers would decode it.
+_CODE_LOGICAL_TYPES = {
+    "beam:logical_type:python_callable:v1": "Python source, evaluated when decoded",
+    "beam:logical:pythonsdk_any:v1": (
+        "a pickled Python value; give the field a concrete type (Python NamedTuples: "
+        "no 'from __future__ import annotations', which hides field types from Beam)"),
+}
 
 
 class InputSchemaError(ValueError):
@@ -111,8 +114,8 @@ def code_bearing_field(schema: schema_pb2.Schema) -> str | None:
     for f in schema.fields:
         urn = _code_logical_type(f.type)
         if urn:
-            return (f"input schema field {f.name!r} has logical type {urn!r}, whose values "
-                    "carry code; refused")
+            return (f"input schema field {f.name!r} has logical type {urn!r} "
+                    f"({_CODE_LOGICAL_TYPES[urn]}); refused")
     return None
 
 
@@ -146,11 +149,16 @@ def check_schema_id(schema: schema_pb2.Schema) -> None:
                                "different fields; give each schema its own id")
 
 
+#: Namespace of crossinfer's name-based schema ids.
+_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8a3b-5d7e-9c1f-2b3a4c5d6e7f")
+
+
 def _derived_id(kind: str, schema: schema_pb2.Schema) -> str:
-    # Content-derived, so expanding the same input twice reuses one type instead
-    # of growing Beam's process-wide schema registry with each request.
-    digest = hashlib.sha256(schema.SerializeToString(deterministic=True)).hexdigest()
-    return f"crossinfer-{kind}-{digest[:24]}"
+    """A UUID derived from the content, so expanding the same input twice reuses
+    one type instead of growing Beam's process-wide schema registry with each
+    request. A UUID because Beam Java parses every schema id as one."""
+    return str(uuid.uuid5(_ID_NAMESPACE, kind + "\0" + schema.SerializeToString(
+        deterministic=True).hex()))
 
 
 def results_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:

@@ -144,6 +144,11 @@ def start(args: argparse.Namespace) -> RunningService:
     if args.start_worker_pool and kind != "external":
         raise EnvironmentConfigError("--start-worker-pool uses the external environment; "
                                      f"drop --environment {kind}")
+    if args.environment_config and (kind == "loopback" or args.start_worker_pool):
+        # Silently ignoring it would leave the user believing workers run there.
+        raise EnvironmentConfigError("--environment-config is not used with "
+                                     + ("--start-worker-pool" if args.start_worker_pool
+                                        else "--environment loopback"))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="expand"),
         options=[("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
@@ -176,14 +181,21 @@ def start(args: argparse.Namespace) -> RunningService:
     return RunningService(server, address, pool)
 
 
+def configure_logging(level: str) -> None:
+    """Log to stderr: crossinfer at ``level``, everything else at WARNING."""
+    # force: importing Beam already configured the root logger (it logs a
+    # warning). Root stays at WARNING (Beam logs at INFO per pipeline it builds);
+    # crossinfer's own per-expansion lines use the chosen level.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("crossinfer").setLevel(level)
+    if level == "DEBUG":
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # force: importing Beam already configured the root logger (it logs a warning).
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Beam logs each worker's life at INFO; our per-expansion lines are the point.
-    logging.getLogger("apache_beam").setLevel(
-        logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
+    configure_logging(args.log_level)
     try:
         running = start(args)
     except (EnvironmentConfigError, ValueError, OSError) as exc:

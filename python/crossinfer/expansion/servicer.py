@@ -144,6 +144,12 @@ class PinCache:
         return self._digests[key]
 
 
+def _short(text: str, limit: int = 300) -> str:
+    """One bounded log line: the client controls these strings."""
+    line = " | ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 class CrossinferExpansionServicer(ExpansionServiceServicer):
     """Beam's expansion servicer, restricted to crossinfer's URNs."""
 
@@ -173,8 +179,8 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
                 error=f"{ERROR_PREFIX}internal error: {type(exc).__name__}: {exc}")
         ms = (time.perf_counter() - start) * 1000
         if response.error:
-            first = response.error.splitlines()[0]
-            _LOG.info("expand urn=%s outcome=error ms=%.0f error=%s", urn or "-", ms, first)
+            _LOG.info("expand urn=%s outcome=error ms=%.0f error=%s", _short(urn) or "-", ms,
+                      _short(response.error))
         else:
             _LOG.info("expand urn=%s outcome=ok ms=%.0f", urn, ms)
         return response
