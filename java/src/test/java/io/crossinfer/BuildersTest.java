@@ -1,0 +1,121 @@
+package io.crossinfer;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertNotEquals;
+import static org.junit.Assert.assertNotSame;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.util.List;
+import java.util.Map;
+import org.apache.beam.sdk.util.SerializableUtils;
+import org.junit.Test;
+
+/** The builders are immutable values that write canonical JSON. */
+public class BuildersTest {
+  private static final ObjectMapper MAPPER = new ObjectMapper();
+
+  private static JsonNode node(Node n) throws Exception {
+    return MAPPER.readTree(n.toSpecJson()).get("node");
+  }
+
+  @Test
+  public void withMethodsReturnNewInstancesAndLeaveTheOriginalUnchanged() throws Exception {
+    Model base = Model.sklearn("lr", "/m/lr.pkl");
+    String before = base.toSpecJson();
+    Model gpu = base.withDevice(Device.GPU);
+    assertNotSame(base, gpu);
+    assertEquals(before, base.toSpecJson());
+    assertEquals("gpu", node(gpu).get("device").asText());
+    ABTest ab = ABTest.of("ab", ABTest.Arm.of("a", base), ABTest.Arm.of("b", gpu));
+    ABTest hashed = ab.withHashSplit("salt");
+    assertEquals("random", ab.split().specName());
+    assertEquals(ABTest.Split.HASH, hashed.split());
+  }
+
+  @Test
+  public void defaultsAreLeftOutOfTheJson() throws Exception {
+    JsonNode n = node(Model.sklearn("lr", "/m/lr.pkl"));
+    assertEquals(List.of("kind", "name", "framework", "uri"), fieldNames(n));
+    JsonNode ab =
+        node(ABTest.of("ab", ABTest.Arm.of("a", Model.sklearn("x", "x.pkl")),
+            ABTest.Arm.of("b", Model.sklearn("y", "y.pkl"))));
+    assertEquals(List.of("kind", "name", "arms"), fieldNames(ab));
+    assertEquals(1, ab.get("arms").get(0).get("weight").asInt());
+  }
+
+  @Test
+  public void switchingTheSplitDropsTheOtherSplitsSettings() throws Exception {
+    ABTest ab =
+        ABTest.of("ab", ABTest.Arm.of("a", Model.sklearn("x", "x.pkl")),
+                ABTest.Arm.of("b", Model.sklearn("y", "y.pkl")))
+            .withRandomSplit(7)
+            .withMirror();
+    JsonNode n = node(ab);
+    assertEquals("mirror", n.get("split").asText());
+    assertEquals(null, n.get("seed"));
+  }
+
+  @Test
+  public void weightsAreWrittenAsWholeNumbersWhenWhole() throws Exception {
+    ABTest ab =
+        ABTest.of("ab", ABTest.Arm.of("a", Model.sklearn("x", "x.pkl")),
+                ABTest.Arm.of("b", Model.sklearn("y", "y.pkl")))
+            .withWeights(90, 12.5);
+    String json = ab.toCompactSpecJson();
+    assertEquals(true, json.contains("\"weight\":90,"));
+    assertEquals(true, json.contains("\"weight\":12.5,"));
+  }
+
+  @Test
+  public void urnFollowsTheRootKind() {
+    Model m = Model.sklearn("x", "x.pkl");
+    assertEquals("beam:transform:crossinfer:model:v1", m.urn());
+    assertEquals("beam:transform:crossinfer:sequence:v1", Sequence.of("s", m).urn());
+    assertEquals("beam:transform:crossinfer:keyed:v1",
+        Keyed.of("k", Keyed.Route.of(m, "a")).urn());
+    assertEquals("beam:transform:crossinfer:ab_test:v1",
+        ABTest.of("ab", ABTest.Arm.of("a", m), ABTest.Arm.of("b", Model.sklearn("y", "y"))).urn());
+  }
+
+  @Test
+  public void transformsSurviveJavaSerialization() {
+    Model m =
+        Model.pytorch("mlp", "/m/mlp.pt")
+            .withStateDict("crossinfer.models:MLP", Map.of("sizes", List.of(64, 10)))
+            .withPostprocess(Op.softmax(), Op.topK(2))
+            .withExpansionService("localhost:1234");
+    Model copy = SerializableUtils.clone(m);
+    assertEquals(m, copy);
+    assertEquals(m.toSpecJson(), copy.toSpecJson());
+    assertEquals("localhost:1234", copy.expansionService());
+  }
+
+  @Test
+  public void equalityFollowsTheSpec() {
+    assertEquals(Model.sklearn("x", "x.pkl"), Model.sklearn("x", "x.pkl"));
+    assertNotEquals(Model.sklearn("x", "x.pkl"), Model.sklearn("x", "y.pkl"));
+    assertNotEquals(
+        Model.sklearn("x", "x.pkl"), Model.sklearn("x", "x.pkl").withFeaturesField("pixels"));
+  }
+
+  @Test
+  public void opsAreFlatObjects() {
+    assertEquals("{\"op\":\"pad_truncate\",\"length\":64,\"value\":0.0}",
+        Op.padTruncate(64, 0).toString());
+    assertEquals("{\"op\":\"normalize\",\"mean\":[0.5,0.25],\"std\":[2.0,4.0]}",
+        Op.normalize(new double[] {0.5, 0.25}, new double[] {2, 4}).toString());
+    assertEquals("{\"op\":\"threshold\",\"threshold\":0.5}", Op.threshold(0.5).toString());
+    assertEquals("{\"op\":\"reshape\",\"shape\":[-1,8]}", Op.reshape(-1, 8).toString());
+    assertEquals("{\"op\":\"scale\",\"factor\":[1.0,2.0]}",
+        Op.scale(new double[] {1, 2}).toString());
+    assertEquals("{\"op\":\"future_op\",\"alpha\":1}",
+        Op.named("future_op", Map.of("alpha", 1)).toString());
+  }
+
+  private static List<String> fieldNames(JsonNode n) {
+    List<String> names = new java.util.ArrayList<>();
+    n.fieldNames().forEachRemaining(names::add);
+    return names;
+  }
+}
