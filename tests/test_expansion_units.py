@@ -148,6 +148,18 @@ def test_input_schema_refusals(fields: list, features: str, key: str, needs: boo
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["_id", "class", "user-id", "2x"])
+def test_input_field_names_must_suit_python_rows(name: str) -> None:
+    nested = schema_pb2.Schema(fields=[schema_pb2.Field(
+        name=name, type=schema_pb2.FieldType(atomic_type=schema_pb2.INT64))])
+    schema = named_fields_to_schema([("features", list[float])])
+    schema.fields.add(name="meta", type=schema_pb2.FieldType(
+        row_type=schema_pb2.RowType(schema=nested)))
+    with pytest.raises(schemas.InputSchemaError) as err:
+        schemas.check_input_schema(schema, "features", "key", key_required=False)
+    assert f"input schema field 'meta.{name}': Python workers need field names" in str(err.value)
+
+
 def test_input_schema_accepts_numeric_arrays_and_iterables() -> None:
     for element in (schema_pb2.INT32, schema_pb2.FLOAT, schema_pb2.DOUBLE, schema_pb2.INT64):
         for container in ("array_type", "iterable_type"):

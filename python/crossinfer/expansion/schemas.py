@@ -9,6 +9,7 @@ from the input schema proto and turned into NamedTuple types with Beam's own
 
 from __future__ import annotations
 
+import keyword
 import uuid
 
 from apache_beam.portability.api import schema_pb2
@@ -82,7 +83,7 @@ def check_input_schema(schema: schema_pb2.Schema, features_field: str, key_field
     (and a STRING key field when ``key_required``), and nothing code-bearing."""
     fields = {f.name: f.type for f in schema.fields}
     listing = ", ".join(fields) or "none"
-    problem = code_bearing_field(schema)
+    problem = code_bearing_field(schema) or unusable_field_name(schema)
     if problem:
         raise InputSchemaError(problem)
     if features_field not in fields:
@@ -119,14 +120,33 @@ def code_bearing_field(schema: schema_pb2.Schema) -> str | None:
     return None
 
 
-def _code_logical_type(field_type: schema_pb2.FieldType) -> str | None:
-    stack = [field_type]
+def unusable_field_name(schema: schema_pb2.Schema) -> str | None:
+    """Why a field name (nested rows included) cannot become a Python NamedTuple
+    field - which Beam's Python RowCoder needs on the workers - or None."""
+    stack = [("", schema)]
+    while stack:
+        prefix, current = stack.pop()
+        for f in current.fields:
+            name = f.name
+            if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+                return (f"input schema field {prefix + name!r}: Python workers need field "
+                        "names that are identifiers (letters, digits and '_', not starting "
+                        "with '_' or a digit, not a Python keyword); rename it before the "
+                        "transform")
+            stack.extend((f"{prefix}{name}.", t.row_type.schema) for t in _types_in(f.type)
+                         if t.WhichOneof("type_info") == "row_type")
+    return None
+
+
+def _types_in(field_type: schema_pb2.FieldType,
+              into_rows: bool = False) -> list[schema_pb2.FieldType]:
+    """``field_type`` and the types it contains (and nested rows' field types)."""
+    found, stack = [], [field_type]
     while stack:
         t = stack.pop()
+        found.append(t)
         kind = t.WhichOneof("type_info")
         if kind == "logical_type":
-            if t.logical_type.urn in _CODE_LOGICAL_TYPES:
-                return t.logical_type.urn
             stack.append(t.logical_type.representation)
         elif kind == "array_type":
             stack.append(t.array_type.element_type)
@@ -134,8 +154,16 @@ def _code_logical_type(field_type: schema_pb2.FieldType) -> str | None:
             stack.append(t.iterable_type.element_type)
         elif kind == "map_type":
             stack.extend((t.map_type.key_type, t.map_type.value_type))
-        elif kind == "row_type":
+        elif kind == "row_type" and into_rows:
             stack.extend(f.type for f in t.row_type.schema.fields)
+    return found
+
+
+def _code_logical_type(field_type: schema_pb2.FieldType) -> str | None:
+    for t in _types_in(field_type, into_rows=True):
+        if t.WhichOneof("type_info") == "logical_type" and (
+                t.logical_type.urn in _CODE_LOGICAL_TYPES):
+            return t.logical_type.urn
     return None
 
 
