@@ -1,0 +1,283 @@
+package io.crossinfer.examples;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.crossinfer.ABTest;
+import io.crossinfer.InferenceResult;
+import io.crossinfer.Model;
+import io.crossinfer.Op;
+import io.crossinfer.Sequence;
+import io.crossinfer.SklearnMethod;
+import io.crossinfer.launch.ExpansionServiceLauncher;
+import io.crossinfer.launch.PrismJobServer;
+import io.crossinfer.launch.Python;
+import io.crossinfer.launch.PythonJobServer;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import org.apache.beam.runners.portability.PortableRunner;
+import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.options.PortablePipelineOptions;
+import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.values.PCollection;
+import org.apache.beam.sdk.values.Row;
+import org.joda.time.Duration;
+
+/**
+ * The Java demo: an A/B test and a sequence of models on the handwritten digits, run end to end
+ * from a Java pipeline through the crossinfer expansion service on a local portable runner.
+ *
+ * <ul>
+ *   <li>A/B test {@code digits_ab}: 90% of users (sticky by key) to a scikit-learn logistic
+ *       regression, 10% to a PyTorch MLP.
+ *   <li>Sequence {@code digits_seq}: scikit-learn PCA to 16 components, then a PyTorch MLP on
+ *       them.
+ * </ul>
+ *
+ * <p>It trains the demo models if needed ({@code python -m crossinfer.demo}), starts an expansion
+ * service (with a Python worker pool) and a job server, runs one pipeline with both transforms,
+ * and prints per arm and per stage path the rows, share and accuracy against the true digits,
+ * plus a few rows.
+ *
+ * <pre>
+ * mvn -B -q -f java/pom.xml test-compile exec:java -Dexec.mainClass=io.crossinfer.examples.DigitsDemo
+ *     [-Dexec.args="--runner=prism --limit=500"]
+ * </pre>
+ *
+ * <p>Arguments: {@code --runner=portable} (Beam's Python job server, default) or {@code prism};
+ * {@code --limit=N} digits (default all 1,797); {@code --models=DIR} (default {@code
+ * .work/demo_models} at the repository root); {@code --expansion-service=host:port} to use a
+ * running service (its model roots must include DIR); {@code --job-endpoint=host:port} to use a
+ * running job server; {@code --out=DIR} for the outputs and logs (default a new directory under
+ * {@code .work/}).
+ */
+public final class DigitsDemo {
+  private DigitsDemo() {}
+
+  /** The A/B test of the demo, over the models in {@code models}. */
+  public static ABTest abTest(Path models) throws IOException {
+    String lrPath = models.resolve("digits_lr.pkl").toString();
+    Model lr =
+        Model.sklearn("digits_lr", lrPath)
+            .withMethod(SklearnMethod.PREDICT_PROBA)
+            .withPreprocess(Op.scale(1.0 / 16))
+            .withPostprocess(Op.argmax())
+            .withSha256(sha256(Paths.get(lrPath)));
+    Model mlp =
+        Model.pytorch("digits_mlp", models.resolve("digits_mlp.pt").toString())
+            .withStateDict("crossinfer.models:MLP", Map.of("sizes", List.of(64, 64, 10)))
+            .withPreprocess(Op.scale(1.0 / 16))
+            .withPostprocess(Op.softmax(), Op.argmax());
+    return ABTest.of("digits_ab", ABTest.Arm.of("control", 90, lr), ABTest.Arm.of("treatment", 10, mlp))
+        .withHashSplit("digits-2026");
+  }
+
+  /** The sequence of the demo: PCA, then an MLP on the components. */
+  public static Sequence sequence(Path models) {
+    return Sequence.of(
+        "digits_seq",
+        Model.sklearn("digits_pca", models.resolve("digits_pca.pkl").toString())
+            .withMethod(SklearnMethod.TRANSFORM)
+            .withPreprocess(Op.scale(1.0 / 16)),
+        Model.pytorch("digits_pca_mlp", models.resolve("digits_pca_mlp.pt").toString())
+            .withStateDict("crossinfer.models:MLP", Map.of("sizes", List.of(16, 32, 10)))
+            .withPostprocess(Op.softmax(), Op.argmax()));
+  }
+
+  /**
+   * Beam's Java harness leaves a gRPC channel to the runner's logging service unclosed when a job
+   * ends, and gRPC reports that at SEVERE when the channel is garbage collected; harmless here.
+   */
+  private static final java.util.logging.Logger ORPHAN_CHANNEL_LOGGER =
+      java.util.logging.Logger.getLogger(
+          "org.apache.beam.vendor.grpc.v1p69p0.io.grpc.internal.ManagedChannelOrphanWrapper");
+
+  public static void main(String[] args) throws Exception {
+    ORPHAN_CHANNEL_LOGGER.setLevel(java.util.logging.Level.OFF);
+    int code = run(args, System.out);
+    // Beam and gRPC leave non-daemon threads behind; the demo is done.
+    System.exit(code);
+  }
+
+  /** Runs the demo, printing to {@code out}; returns the exit code. */
+  public static int run(String[] args, PrintStream out) throws Exception {
+    Map<String, String> opts = parse(args);
+    Path python = Python.resolve();
+    Path root = repositoryRoot();
+    Path models =
+        Paths.get(opts.getOrDefault("models", root.resolve(".work/demo_models").toString()))
+            .toAbsolutePath();
+    int limit = Integer.parseInt(opts.getOrDefault("limit", "100000"));
+    String runner = opts.getOrDefault("runner", "portable");
+    if (!runner.equals("portable") && !runner.equals("prism")) {
+      out.println("--runner must be 'portable' or 'prism', got '" + runner + "'");
+      return 2;
+    }
+
+    out.println("== crossinfer Java demo");
+    out.println("python: " + python);
+    out.println("training the demo models (kept if already there) in " + models + " ...");
+    DigitsData.prepareModels(python, models);
+    List<Row> rows = DigitsData.load(DigitsData.sklearnDigitsCsv(python), limit);
+    Path outDir;
+    if (opts.containsKey("out")) {
+      outDir = Files.createDirectories(Paths.get(opts.get("out")).toAbsolutePath());
+    } else {
+      Path work = Files.createDirectories(root.resolve(".work"));
+      outDir = Files.createTempDirectory(work, "java-demo-");
+    }
+
+    List<AutoCloseable> started = new ArrayList<>();
+    try {
+      String service = opts.get("expansion-service");
+      if (service == null) {
+        ExpansionServiceLauncher launcher =
+            ExpansionServiceLauncher.builder()
+                .python(python)
+                .modelRoots(models.toString())
+                .logFile(outDir.resolve("expansion-service.log"))
+                .start();
+        started.add(launcher);
+        service = launcher.address();
+      }
+      String endpoint = opts.get("job-endpoint");
+      String runnerName;
+      if (endpoint == null && runner.equals("prism")) {
+        PrismJobServer prism = PrismJobServer.start();
+        started.add(prism);
+        endpoint = prism.endpoint();
+        runnerName = "Prism at " + endpoint;
+      } else if (endpoint == null) {
+        PythonJobServer jobServer =
+            PythonJobServer.start(python, outDir.resolve("job-server.log"),
+                java.time.Duration.ofMinutes(2));
+        started.add(jobServer);
+        endpoint = jobServer.endpoint();
+        runnerName = "Beam Python job server at " + endpoint;
+      } else {
+        runnerName = "job server at " + endpoint;
+      }
+      out.println("expansion service: " + service + "; runner: PortableRunner -> " + runnerName);
+      out.println("digits: " + rows.size() + " rows; outputs in " + outDir);
+
+      PortablePipelineOptions options =
+          PipelineOptionsFactory.create().as(PortablePipelineOptions.class);
+      options.setRunner(PortableRunner.class);
+      options.setJobEndpoint(endpoint);
+      options.setDefaultEnvironmentType("LOOPBACK"); // the Java steps run in this JVM
+      options.setJobName("crossinfer-java-demo");
+
+      Pipeline p = Pipeline.create(options);
+      PCollection<Row> digits =
+          p.apply("Digits", Create.of(rows).withRowSchema(DigitsData.SCHEMA));
+      InferenceResult ab = digits.apply("A/B test", abTest(models).withExpansionService(service));
+      InferenceResult seq =
+          digits.apply("PCA then MLP", sequence(models).withExpansionService(service));
+      ab.output().apply("Write A/B", JsonLinesSink.to(outDir.resolve("ab")));
+      ab.failures().apply("Write A/B failures", JsonLinesSink.to(outDir.resolve("ab-failures")));
+      seq.output().apply("Write sequence", JsonLinesSink.to(outDir.resolve("sequence")));
+      seq.failures()
+          .apply("Write sequence failures", JsonLinesSink.to(outDir.resolve("sequence-failures")));
+
+      long start = System.nanoTime();
+      PipelineResult.State state = p.run().waitUntilFinish(Duration.standardMinutes(10));
+      double seconds = (System.nanoTime() - start) / 1e9;
+      if (state != PipelineResult.State.DONE) {
+        out.println("pipeline ended in state " + state + " after " + seconds + " s; logs in "
+            + outDir);
+        return 1;
+      }
+      out.printf("pipeline DONE in %.1f s%n", seconds);
+      report(out, "A/B test digits_ab: hash split 90/10 on 'key' (salt digits-2026)", "arm",
+          JsonLinesSink.read(outDir.resolve("ab")),
+          JsonLinesSink.read(outDir.resolve("ab-failures")), rows.size());
+      report(out, "Sequence digits_seq: digits_pca (sklearn PCA, 16 components) -> digits_pca_mlp"
+              + " (PyTorch MLP)", "stage path",
+          JsonLinesSink.read(outDir.resolve("sequence")),
+          JsonLinesSink.read(outDir.resolve("sequence-failures")), rows.size());
+      return 0;
+    } finally {
+      for (int i = started.size() - 1; i >= 0; i--) {
+        started.get(i).close();
+      }
+    }
+  }
+
+  private static void report(
+      PrintStream out, String title, String groupName, List<ObjectNode> results,
+      List<ObjectNode> failures, int inputs) {
+    out.println();
+    out.println("== " + title);
+    Map<String, long[]> byPath = new TreeMap<>();
+    for (ObjectNode r : results) {
+      long[] c = byPath.computeIfAbsent(r.get("path").asText(), k -> new long[2]);
+      c[0]++;
+      if (r.get("label").asLong() == r.get("digit").asLong()) {
+        c[1]++;
+      }
+    }
+    out.printf("  %-42s %6s %7s %9s%n", groupName, "rows", "share", "accuracy");
+    for (Map.Entry<String, long[]> e : byPath.entrySet()) {
+      long n = e.getValue()[0];
+      out.printf("  %-42s %6d %6.1f%% %8.1f%%%n", e.getKey(), n, 100.0 * n / inputs,
+          100.0 * e.getValue()[1] / n);
+    }
+    out.printf("  results %d + failures %d = %d inputs%n", results.size(), failures.size(),
+        inputs);
+    results.stream()
+        .sorted((a, b) -> Long.compare(a.get("id").asLong(), b.get("id").asLong()))
+        .limit(3)
+        .forEach(
+            r ->
+                out.printf(
+                    "  row id=%d key=%s digit=%d -> %s label=%d score=%.3f%n",
+                    r.get("id").asLong(), r.get("key").asText(), r.get("digit").asLong(),
+                    r.get("path").asText(), r.get("label").asLong(), r.get("score").asDouble()));
+    failures.stream().limit(3).forEach(f -> out.println(
+        "  failure at " + f.get("node").asText() + ": " + f.get("error").asText()));
+  }
+
+  private static Map<String, String> parse(String[] args) {
+    Map<String, String> opts = new LinkedHashMap<>();
+    for (String arg : args) {
+      if (!arg.startsWith("--") || !arg.contains("=")) {
+        throw new IllegalArgumentException(
+            "expected --name=value arguments (--runner, --limit, --models, --out,"
+                + " --expansion-service, --job-endpoint), got '" + arg + "'");
+      }
+      opts.put(arg.substring(2, arg.indexOf('=')), arg.substring(arg.indexOf('=') + 1));
+    }
+    return opts;
+  }
+
+  /** The directory holding {@code .venv} (the repository), else the working directory. */
+  private static Path repositoryRoot() {
+    Path dir = Paths.get("").toAbsolutePath();
+    for (Path d = dir; d != null; d = d.getParent()) {
+      if (Files.isDirectory(d.resolve(".venv")) || Files.isDirectory(d.resolve(".git"))) {
+        return d;
+      }
+    }
+    return dir;
+  }
+
+  private static String sha256(Path file) throws IOException {
+    try {
+      return HexFormat.of()
+          .formatHex(MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(file)));
+    } catch (NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+}
