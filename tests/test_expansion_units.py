@@ -325,6 +325,19 @@ def test_bad_flags_exit_with_status_2(flags: list[str], message: str,
     assert message in capsys.readouterr().err
 
 
+def test_busy_port_is_an_error_not_shared(capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # gRPC's default SO_REUSEPORT would let a second service share the port
+    monkeypatch.setattr(service, "configure_logging", lambda level: None)
+    first = service.start(service.build_parser().parse_args(["--port", "0"]))
+    try:
+        port = first.address.rsplit(":", 1)[1]
+        assert service.main(["--port", port]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        first.stop()
+
+
 # ------------------------------------------------------------------ servicer, in-process
 
 

@@ -28,7 +28,7 @@ from crossinfer.expansion.environments import (
     describe,
 )
 from crossinfer.expansion.local import WorkerPool, start_worker_pool
-from crossinfer.expansion.worker_pool import grpc_address
+from crossinfer.expansion.worker_pool import grpc_address, listen
 from crossinfer.policy import BUILTIN_CLASSES, LoadPolicy
 
 READY = "crossinfer expansion service listening on"
@@ -152,10 +152,11 @@ def start(args: argparse.Namespace) -> RunningService:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="expand"),
         options=[("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)])
-    port = server.add_insecure_port(grpc_address(args.bind, args.port))
-    if not port:
-        raise OSError(f"cannot listen on {grpc_address(args.bind, args.port)}")
+                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                 # gRPC sets SO_REUSEPORT by default: a second service on a busy
+                 # port would start and silently share it with the first.
+                 ("grpc.so_reuseport", 0)])
+    port = listen(server, args.bind, args.port)
     address = grpc_address(args.bind, port)
     pool = None
     try:
@@ -176,7 +177,8 @@ def start(args: argparse.Namespace) -> RunningService:
             pool.stop()
         raise
     _LOG.info("workers: %s; model roots: %s; allowed classes: %s; require sha256: %s",
-              describe(environment), ", ".join(policy.model_roots or ()),
+              "loopback (this process)" if kind == "loopback" else describe(environment),
+              ", ".join(policy.model_roots or ()),
               ", ".join(policy.allowed_classes), policy.require_sha256)
     return RunningService(server, address, pool)
 

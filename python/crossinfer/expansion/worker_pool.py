@@ -27,13 +27,26 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def listen(server: grpc.Server, bind: str, port: int) -> int:
+    """Bind ``server``; the port it got, or OSError with a readable message."""
+    address = grpc_address(bind, port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
+        raise OSError(f"cannot listen on {address}: the port is in use or the address is "
+                      "not local") from exc
+    if not bound:
+        raise OSError(f"cannot listen on {address}")
+    return bound
+
+
 def serve(bind: str, port: int) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    # No SO_REUSEPORT: a busy port must fail, not be shared with another pool.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                         options=[("grpc.so_reuseport", 0)])
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
         BeamFnExternalWorkerPoolServicer(), server)
-    bound = server.add_insecure_port(grpc_address(bind, port))
-    if not bound:
-        raise OSError(f"cannot listen on {grpc_address(bind, port)}")
+    bound = listen(server, bind, port)
     server.start()
     return server, bound
 
@@ -47,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit when stdin reaches end of file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    server, port = serve(args.bind, args.port)
+    try:
+        server, port = serve(args.bind, args.port)
+    except OSError as exc:
+        print(f"worker pool: error: {exc}", file=sys.stderr)
+        return 2
     print(f"{READY} {grpc_address(args.bind, port)}", flush=True)
     done = threading.Event()
     if args.exit_with_parent:
