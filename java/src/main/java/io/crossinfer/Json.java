@@ -3,7 +3,6 @@ package io.crossinfer;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -17,8 +16,6 @@ import java.util.Map;
 /** JSON helpers for the canonical spec form. */
 final class Json {
   static final JsonNodeFactory NODES = JsonNodeFactory.instance;
-  private static final ObjectMapper PRETTY =
-      new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
   private static final ObjectMapper COMPACT = new ObjectMapper();
 
   private Json() {}
@@ -39,12 +36,111 @@ final class Json {
     return NODES.numberNode(value);
   }
 
+  /**
+   * {@code node} as Python's {@code json.dumps(value, indent=2)} writes it (the form of {@code
+   * crossinfer.spec.spec_to_json} and of the golden files): two-space indents, {@code ": "}
+   * after keys, one array item per line, non-ASCII escaped, floats as Python's {@code repr}.
+   */
   static String pretty(JsonNode node) {
-    try {
-      return PRETTY.writeValueAsString(node);
-    } catch (JsonProcessingException e) {
-      throw new IllegalStateException("cannot write JSON", e);
+    StringBuilder out = new StringBuilder();
+    writePython(node, 0, out);
+    return out.toString();
+  }
+
+  private static void writePython(JsonNode node, int indent, StringBuilder out) {
+    if (node.isObject()) {
+      if (node.size() == 0) {
+        out.append("{}");
+        return;
+      }
+      out.append("{\n");
+      var fields = node.fields();
+      while (fields.hasNext()) {
+        var field = fields.next();
+        out.append(" ".repeat(indent + 2));
+        writeString(field.getKey(), out);
+        out.append(": ");
+        writePython(field.getValue(), indent + 2, out);
+        out.append(fields.hasNext() ? ",\n" : "\n");
+      }
+      out.append(" ".repeat(indent)).append('}');
+    } else if (node.isArray()) {
+      if (node.size() == 0) {
+        out.append("[]");
+        return;
+      }
+      out.append("[\n");
+      for (int i = 0; i < node.size(); i++) {
+        out.append(" ".repeat(indent + 2));
+        writePython(node.get(i), indent + 2, out);
+        out.append(i + 1 < node.size() ? ",\n" : "\n");
+      }
+      out.append(" ".repeat(indent)).append(']');
+    } else if (node.isTextual()) {
+      writeString(node.textValue(), out);
+    } else if (node.isFloatingPointNumber()) {
+      out.append(pythonFloat(node.doubleValue()));
+    } else if (node.isNumber()) {
+      out.append(node.bigIntegerValue());
+    } else if (node.isBoolean()) {
+      out.append(node.booleanValue() ? "true" : "false");
+    } else {
+      out.append("null");
     }
+  }
+
+  private static void writeString(String text, StringBuilder out) {
+    out.append('"');
+    for (int i = 0; i < text.length(); i++) {
+      char c = text.charAt(i);
+      switch (c) {
+        case '"':
+          out.append("\\\"");
+          break;
+        case '\\':
+          out.append("\\\\");
+          break;
+        case '\n':
+          out.append("\\n");
+          break;
+        case '\r':
+          out.append("\\r");
+          break;
+        case '\t':
+          out.append("\\t");
+          break;
+        case '\b':
+          out.append("\\b");
+          break;
+        case '\f':
+          out.append("\\f");
+          break;
+        default:
+          if (c < 0x20 || c > 0x7f) {
+            out.append(String.format("\\u%04x", (int) c));
+          } else {
+            out.append(c);
+          }
+      }
+    }
+    out.append('"');
+  }
+
+  /** A double as Python's {@code repr(float)}: {@code 0.0625}, {@code 90.0}, {@code 1e-05}. */
+  static String pythonFloat(double value) {
+    if (value == 0) {
+      return (1 / value < 0) ? "-0.0" : "0.0";
+    }
+    java.math.BigDecimal exact = new java.math.BigDecimal(Double.toString(value)).stripTrailingZeros();
+    int exponent = exact.precision() - exact.scale() - 1; // position of the first digit
+    if (exponent >= -4 && exponent < 16) {
+      String plain = exact.toPlainString();
+      return plain.contains(".") ? plain : plain + ".0";
+    }
+    String digits = exact.unscaledValue().abs().toString();
+    String mantissa = digits.length() == 1 ? digits : digits.charAt(0) + "." + digits.substring(1);
+    return (value < 0 ? "-" : "") + mantissa + "e" + (exponent < 0 ? "-" : "+")
+        + String.format("%02d", Math.abs(exponent));
   }
 
   static String compact(JsonNode node) {

@@ -113,6 +113,24 @@ public class BuildersTest {
         Op.named("future_op", Map.of("alpha", 1)).toString());
   }
 
+  @Test
+  public void floatsAreWrittenAsPythonWritesThem() {
+    assertEquals("0.0625", Json.pythonFloat(0.0625));
+    assertEquals("90.0", Json.pythonFloat(90));
+    assertEquals("0.0001", Json.pythonFloat(1e-4));
+    assertEquals("1e-05", Json.pythonFloat(1e-5));
+    assertEquals("1.5e+16", Json.pythonFloat(1.5e16));
+    assertEquals("1234567890123456.0", Json.pythonFloat(1234567890123456.0));
+    assertEquals("-2.5", Json.pythonFloat(-2.5));
+    assertEquals("0.1", Json.pythonFloat(0.1));
+  }
+
+  @Test
+  public void textIsEscapedAsPythonEscapesIt() {
+    String json = Model.sklearn("m", "/models/caf\u00e9 \"x\"\\y.pkl").toSpecJson();
+    assertEquals(true, json.contains("\"uri\": \"/models/caf\\u00e9 \\\"x\\\"\\\\y.pkl\""));
+  }
+
   private static List<String> fieldNames(JsonNode n) {
     List<String> names = new java.util.ArrayList<>();
     n.fieldNames().forEachRemaining(names::add);

@@ -55,9 +55,19 @@ public class GoldenSpecTest {
   }
 
   @Test
-  public void javaBuildersWriteTheGoldenNumbersTheWayPythonDoes() throws IOException {
-    // Beyond tree equality: integers stay integers (weight 90, not 90.0) and floats stay floats
-    // (value 0.0), so the compact texts are identical.
+  public void javaBuildersWriteTheGoldenFilesByteForByte() throws IOException {
+    // Beyond tree equality: integers stay integers (weight 90, not 90.0), floats stay floats
+    // (value 0.0), and the layout is Python's json.dumps(indent=2): the same file either way.
+    for (Map.Entry<String, Node> entry : GoldenSpecs.all().entrySet()) {
+      assertEquals(
+          entry.getKey(),
+          Files.readString(goldenDir().resolve(entry.getKey())),
+          entry.getValue().toSpecJson() + "\n");
+    }
+  }
+
+  @Test
+  public void compactSpecSentToTheServiceIsTheSameTree() throws IOException {
     for (Map.Entry<String, Node> entry : GoldenSpecs.all().entrySet()) {
       JsonNode golden = MAPPER.readTree(goldenDir().resolve(entry.getKey()).toFile());
       assertEquals(
