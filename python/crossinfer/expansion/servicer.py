@@ -52,13 +52,11 @@ _FQN_URN = "beam:transforms:python:fully_qualified_named"
 
 @dataclass(frozen=True)
 class Plan:
+    """A checked request: the sanitised request for Beam, and the transform it expands to."""
+
     urn: str
     request: beam_expansion_api_pb2.ExpansionRequest
     transform: beam.PTransform
-
-
-class Refused(Exception):
-    """A request failed a check; ``str()`` is the message for the client."""
 
 
 def unknown_urn_message(urn: str) -> str:
@@ -69,7 +67,8 @@ def unknown_urn_message(urn: str) -> str:
                "client-named code)"
     elif "pickled" in urn or urn.startswith("beam:transform:python:"):
         note = " (pickled or Python-source transforms are refused)"
-    return f"transform.spec.urn: {urn!r} is not a crossinfer transform{note}; this service " \
+    shown = urn if len(urn) <= 200 else urn[:197] + "..."
+    return f"transform.spec.urn: {shown!r} is not a crossinfer transform{note}; this service " \
            f"expands only {ours}"
 
 
