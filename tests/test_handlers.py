@@ -106,3 +106,14 @@ def test_metrics_are_reported_per_model_and_arm(models, digits_data):
         assert sizes and sizes[0].count >= 1
         loads = metric(result, ns, "load_model_latency_milli_secs", "distributions")
         assert loads and loads[0].count == 1
+
+
+def test_a_custom_class_that_is_not_a_model_handler_fails_at_construction():
+    node = ci.ModelNode(name="wrong", framework="custom", handler_class="crossinfer.models:MLP")
+    with pytest.raises(ModelLoadError, match="is not a subclass of"):
+        ci.Model(node)
+
+
+def test_a_node_kind_that_is_not_a_string_is_a_field_error():
+    with pytest.raises(ci.SpecError, match=r"node\.kind: expected one of"):
+        ci.load_spec({"version": 1, "node": {"kind": ["model"], "name": "m"}})

@@ -14,21 +14,38 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
-from crossinfer.policy import import_object
+from crossinfer.policy import LoadPolicy, import_object
+from crossinfer.spec.nodes import ModelNode
 
 
 class CustomAdapter(FrameworkAdapter):
     framework = "custom"
+
+    def __init__(self, node: ModelNode, policy: LoadPolicy) -> None:
+        super().__init__(node, policy)
+        # Allow-listed classes are imported here, at construction, so a class that is
+        # not a ModelHandler fails the pipeline (or the expansion) before any worker runs.
+        if policy.class_allowed(node.handler_class or ""):
+            self._handler_class()
+
+    def _handler_class(self) -> type:
+        path = self.node.handler_class or ""
+        try:
+            cls = import_object(path)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ModelLoadError(f"model {self.node.name!r}: cannot import handler class "
+                                 f"{path!r}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, ModelHandler)):
+            raise ModelLoadError(f"model {self.node.name!r}: {path!r} is not a subclass of "
+                                 "apache_beam.ml.inference.base.ModelHandler")
+        return cls
 
     def handler(self) -> ModelHandler:
         path = self.node.handler_class or ""
         if not self.policy.class_allowed(path):
             raise ModelLoadError(f"model {self.node.name!r}: handler class {path!r} is not "
                                  "allow-listed")
-        cls = import_object(path)
-        if not (isinstance(cls, type) and issubclass(cls, ModelHandler)):
-            raise ModelLoadError(f"model {self.node.name!r}: {path!r} is not a subclass of "
-                                 "apache_beam.ml.inference.base.ModelHandler")
+        cls = self._handler_class()
         params = dict(self.node.handler_params)
         if self.node.uri is not None:
             params.setdefault("model_uri", self.node.uri)

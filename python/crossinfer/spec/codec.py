@@ -168,7 +168,7 @@ def _node(obj: Any, path: str, errors: ErrorCollector) -> Node | None:
         errors.add(path, f"expected a node object, got {_type_name(obj)}")
         return None
     kind = obj.get("kind")
-    if kind not in NODE_TYPES:
+    if not isinstance(kind, str) or kind not in NODE_TYPES:
         known = ", ".join(repr(k) for k in NODE_TYPES)
         errors.add(f"{path}.kind", f"expected one of {known}, got {kind!r}")
         return None
