@@ -16,6 +16,7 @@ import java.util.Map;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 import org.joda.time.Duration;
@@ -70,6 +71,36 @@ public class PortableRunnerIT {
         p.apply("Keyed digits", Create.of(keyedRows(rows)).withRowSchema(DigitsData.SCHEMA))
             .apply("Keyed", E2e.keyed().withExpansionService(address)),
         "keyed");
+    Schema renamed =
+        Schema.builder()
+            .addInt64Field("id")
+            .addStringField("user")
+            .addInt64Field("digit")
+            .addArrayField("pixels", Schema.FieldType.FLOAT)
+            .build();
+    List<Row> renamedRows =
+        rows.stream()
+            .map(
+                r ->
+                    Row.withSchema(renamed)
+                        .addValues(
+                            r.getInt64("id"),
+                            r.getString("key"),
+                            r.getInt64("digit"),
+                            r.getArray("features").stream()
+                                .map(x -> ((Double) x).floatValue())
+                                .toList())
+                        .build())
+            .toList();
+    write(
+        p.apply("Renamed digits", Create.of(renamedRows).withRowSchema(renamed))
+            .apply(
+                "A/B on renamed fields",
+                E2e.abTest()
+                    .withFeaturesField("pixels")
+                    .withKeyField("user")
+                    .withExpansionService(address)),
+        "renamed");
     write(
         p.apply("Bad digits", Create.of(badRows()).withRowSchema(DigitsData.SCHEMA))
             .apply("Keyed on bad input", E2e.keyed().withExpansionService(address)),
@@ -196,6 +227,18 @@ public class PortableRunnerIT {
     assertEquals(1, results.size());
     assertEquals(9005, results.get(0).get("id").asLong());
     assertEquals("digits_lr", results.get(0).get("model").asText());
+  }
+
+  @Test
+  public void featuresAndKeyFieldsCanBeRenamedAndFloat() throws Exception {
+    assertEquals("pipeline state", PipelineResult.State.DONE, state);
+    List<String> pythonLines = E2e.resultLines(expected.get("ab").get("results")::elements);
+    List<ObjectNode> renamed = JsonLinesSink.read(out.resolve("renamed"));
+    assertEquals(List.of(), JsonLinesSink.read(out.resolve("renamed-failures")));
+    E2e.assertSameLines("A/B on 'pixels' (FLOAT) keyed by 'user' vs Python-direct on 'features'",
+        pythonLines, E2e.resultLines(renamed));
+    assertTrue(renamed.get(0).has("pixels"));
+    assertTrue(renamed.get(0).has("user"));
   }
 
   @Test

@@ -110,11 +110,11 @@ public class PrismIT {
   }
 
   /** Row i arrives at second i, in batches of ten with the watermark advancing between them. */
+  @SuppressWarnings({"unchecked", "rawtypes"}) // a generic array for TestStream's varargs
   static TestStream<Row> digitStream(List<Row> rows) {
     TestStream.Builder<Row> builder =
         TestStream.create(RowCoder.of(DigitsData.SCHEMA)).advanceWatermarkTo(new Instant(0));
     for (int start = 0; start < rows.size(); start += 10) {
-      @SuppressWarnings("unchecked")
       TimestampedValue<Row>[] batch = new TimestampedValue[Math.min(10, rows.size() - start)];
       for (int i = 0; i < batch.length; i++) {
         long id = rows.get(start + i).getInt64("id");

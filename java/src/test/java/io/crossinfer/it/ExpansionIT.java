@@ -7,13 +7,16 @@ import static org.junit.Assert.assertTrue;
 import io.crossinfer.ABTest;
 import io.crossinfer.ExpansionException;
 import io.crossinfer.Inference;
+import io.crossinfer.InferenceResult;
 import io.crossinfer.Model;
 import io.crossinfer.Op;
 import io.crossinfer.examples.DigitsData;
 import io.crossinfer.launch.ExpansionServiceLauncher;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import org.apache.beam.sdk.Pipeline;
+import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.transforms.Create;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
@@ -22,10 +25,11 @@ import org.junit.BeforeClass;
 import org.junit.Test;
 
 /**
- * A spec the service refuses fails the Java program at pipeline construction, with the service's
- * message and the field path; nothing runs.
+ * Pipeline construction against a real expansion service (nothing runs): the outputs carry
+ * schemas Java reads, and a spec the service refuses fails the Java program at construction, with
+ * the service's message and the field path.
  */
-public class ExpansionErrorsIT {
+public class ExpansionIT {
   private static ExpansionServiceLauncher service;
   private static Path models;
 
@@ -36,7 +40,7 @@ public class ExpansionErrorsIT {
         ExpansionServiceLauncher.builder()
             .python(E2e.python())
             .modelRoots(models.toString())
-            .logFile(E2e.workDir().resolve("errors-expansion-service.log"))
+            .logFile(E2e.workDir().resolve("construction-expansion-service.log"))
             .start();
   }
 
@@ -51,6 +55,28 @@ public class ExpansionErrorsIT {
     // Construction only: the pipeline is never run, so no job server is needed.
     Pipeline p = Pipeline.create(E2e.portableOptions("localhost:1"));
     return p.apply(Create.of(E2e.digits(3)).withRowSchema(DigitsData.SCHEMA));
+  }
+
+  @Test
+  public void outputSchemasFollowTheWireContract() throws Exception {
+    PCollection<Row> input = input();
+    InferenceResult result = input.apply(E2e.abTest().withExpansionService(service.address()));
+    Schema out = result.output().getSchema();
+    assertEquals(
+        List.of("id", "key", "digit", "features", "model", "path", "inference", "label", "score",
+            "labels", "scores"),
+        out.getFieldNames());
+    assertEquals(Schema.FieldType.STRING, out.getField("model").getType());
+    assertEquals(Schema.FieldType.STRING, out.getField("path").getType());
+    assertEquals(Schema.FieldType.array(Schema.FieldType.DOUBLE),
+        out.getField("inference").getType());
+    assertEquals(Schema.FieldType.INT64.withNullable(true), out.getField("label").getType());
+    assertEquals(Schema.FieldType.DOUBLE.withNullable(true), out.getField("score").getType());
+    assertEquals(Schema.FieldType.array(Schema.FieldType.INT64).withNullable(true),
+        out.getField("labels").getType());
+    Schema failures = result.failures().getSchema();
+    assertEquals(List.of("element", "node", "error"), failures.getFieldNames());
+    assertTrue(failures.getField("element").getType().getRowSchema().equivalent(input.getSchema()));
   }
 
   @Test
