@@ -37,6 +37,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *     .withExpansionService("localhost:8097");
  *
  * InferenceResult result = rows.apply("A/B", ab);
+ *
+ * // or, arms named after their models, random split:
+ * rows.apply(ABTest.of(lr, mlp).split(90, 10).withExpansionService("localhost:8097"));
  * }</pre>
  */
 public final class ABTest extends InferenceTransform<ABTest> {
@@ -145,6 +148,42 @@ public final class ABTest extends InferenceTransform<ABTest> {
       }
     }
     return new ABTest(name, List.copyOf(arms), Split.RANDOM, 0, null, Io.DEFAULT);
+  }
+
+  /**
+   * An A/B test over nodes, each arm named after its node, weights 1 until {@link
+   * #split(double...)}: {@code rows.apply(ABTest.of(modelA, modelB).split(90, 10))}. The test is
+   * named {@code <a>_vs_<b>...} (see {@link #withName}).
+   */
+  public static ABTest of(Node first, Node second, Node... more) {
+    List<Arm> arms = new ArrayList<>();
+    List<String> names = new ArrayList<>();
+    List<Node> nodes = new ArrayList<>(List.of(first, second));
+    if (more != null) {
+      nodes.addAll(List.of(more));
+    }
+    for (Node node : nodes) {
+      if (node == null) {
+        throw new IllegalArgumentException("ABTest.of: a node is null");
+      }
+      arms.add(Arm.of(node.name(), node));
+      names.add(node.name());
+    }
+    String name = String.join("_vs_", names);
+    if (name.length() > 100) {
+      name = name.substring(0, 100);
+    }
+    return of(name, arms);
+  }
+
+  /** The same test under another name (the name is also the default hash-split salt). */
+  public ABTest withName(String newName) {
+    return new ABTest(requireName(newName, "withName"), arms, split, seed, salt, io);
+  }
+
+  /** The arms' weights in arm order, e.g. {@code split(90, 10)}; same as {@link #withWeights}. */
+  public ABTest split(double... weights) {
+    return withWeights(weights);
   }
 
   /** This test with one more arm. */

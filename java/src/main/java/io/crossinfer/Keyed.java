@@ -20,8 +20,8 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <pre>{@code
  * Keyed keyed = Keyed.of("by_team",
- *         Keyed.Route.of(lr, "sklearn"),
- *         Keyed.Route.of(mlp, "torch", "pytorch"))
+ *         Keyed.route(lr, "sklearn"),
+ *         Keyed.route(mlp, "torch", "pytorch"))
  *     .withDefault(lr2)
  *     .withMaxModelsPerWorker(2)
  *     .withKeyField("team")
@@ -107,6 +107,11 @@ public final class Keyed extends InferenceTransform<Keyed> {
       }
     }
     return new Keyed(name, List.of(routes), null, null, Io.DEFAULT);
+  }
+
+  /** Shorthand for {@link Route#of(Model, String...)}: {@code Keyed.route(lr, "a", "b")}. */
+  public static Route route(Model model, String... keys) {
+    return Route.of(model, keys);
   }
 
   /** This router with one more route: {@code keys} go to {@code model}. */

@@ -68,6 +68,23 @@ public class BuildersTest {
   }
 
   @Test
+  public void abTestOfModelsNamesArmsAfterTheModels() throws Exception {
+    Model a = Model.sklearn("digits_lr", "lr.pkl");
+    Model b = Model.pytorch("digits_mlp", "mlp.ts");
+    ABTest ab = ABTest.of(a, b).split(90, 10);
+    JsonNode n = node(ab);
+    assertEquals("digits_lr_vs_digits_mlp", n.get("name").asText());
+    assertEquals("digits_lr", n.get("arms").get(0).get("name").asText());
+    assertEquals(90, n.get("arms").get(0).get("weight").asInt());
+    assertEquals("digits_mlp", n.get("arms").get(1).get("name").asText());
+    assertEquals(10, n.get("arms").get(1).get("weight").asInt());
+    assertEquals("exp", node(ab.withName("exp")).get("name").asText());
+    assertEquals(
+        Keyed.of("k", Keyed.Route.of(a, "x")).toSpecJson(),
+        Keyed.of("k", Keyed.route(a, "x")).toSpecJson());
+  }
+
+  @Test
   public void urnFollowsTheRootKind() {
     Model m = Model.sklearn("x", "x.pkl");
     assertEquals("beam:transform:crossinfer:model:v1", m.urn());
