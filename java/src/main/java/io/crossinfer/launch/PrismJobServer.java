@@ -8,6 +8,7 @@ import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -21,9 +22,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <pre>{@code
  * try (PrismJobServer prism = PrismJobServer.start()) {
- *   options.setRunner(PortableRunner.class);
- *   options.setJobEndpoint(prism.endpoint());
- *   options.setDefaultEnvironmentType("LOOPBACK");
+ *   PortablePipelineOptions options = prism.pipelineOptions(); // PortableRunner, LOOPBACK
+ *   options.as(StreamingOptions.class).setStreaming(true);     // for a streaming pipeline
+ *   Pipeline p = Pipeline.create(options);
  *   ...
  * }
  * }</pre>
@@ -97,6 +98,15 @@ public final class PrismJobServer implements AutoCloseable {
       socket.setReuseAddress(true);
       return socket.getLocalPort();
     }
+  }
+
+  /**
+   * Options to run a pipeline here: the PortableRunner with this job endpoint, the Java steps in
+   * this JVM ({@code LOOPBACK}), and Beam's harmless orphaned-channel reports muted. Add {@code options.as(StreamingOptions.class).setStreaming(true)} for a
+   * streaming pipeline.
+   */
+  public PortablePipelineOptions pipelineOptions() {
+    return LocalPipelineOptions.forEndpoint(endpoint());
   }
 
   /** {@code localhost:port}, for {@code --jobEndpoint}. */

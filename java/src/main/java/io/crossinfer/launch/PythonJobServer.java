@@ -6,6 +6,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -15,11 +16,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <pre>{@code
  * try (PythonJobServer jobServer = PythonJobServer.start()) {
- *   PortablePipelineOptions options = PipelineOptionsFactory.as(PortablePipelineOptions.class);
- *   options.setRunner(PortableRunner.class);
- *   options.setJobEndpoint(jobServer.endpoint());
- *   options.setDefaultEnvironmentType("LOOPBACK"); // Java code runs in this JVM
+ *   Pipeline p = Pipeline.create(jobServer.pipelineOptions()); // PortableRunner, LOOPBACK
  *   ...
+ *   p.run().waitUntilFinish();
  * }
  * }</pre>
  */
@@ -90,6 +89,14 @@ public final class PythonJobServer implements AutoCloseable {
     } catch (NumberFormatException e) {
       return null;
     }
+  }
+
+  /**
+   * Options to run a pipeline here: the PortableRunner with this job endpoint, the Java steps in
+   * this JVM ({@code LOOPBACK}), and Beam's harmless orphaned-channel reports muted.
+   */
+  public PortablePipelineOptions pipelineOptions() {
+    return LocalPipelineOptions.forEndpoint(endpoint());
   }
 
   /** {@code localhost:port}, for {@code --jobEndpoint}. */

@@ -63,7 +63,7 @@ public class PortableRunnerIT {
                 "sequence", new E2e.Run(E2e.sequence().toSpecJson(), rows),
                 "keyed", new E2e.Run(E2e.keyed().toSpecJson(), keyedRows(rows))));
 
-    Pipeline p = Pipeline.create(E2e.portableOptions(jobServer.endpoint()));
+    Pipeline p = Pipeline.create(jobServer.pipelineOptions());
     PCollection<Row> input = p.apply("Digits", Create.of(rows).withRowSchema(DigitsData.SCHEMA));
     write(input.apply("A/B", E2e.abTest().withExpansionService(address)), "ab");
     write(input.apply("Sequence", E2e.sequence().withExpansionService(address)), "sequence");

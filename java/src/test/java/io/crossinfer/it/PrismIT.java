@@ -76,7 +76,7 @@ public class PrismIT {
                 "stream", new E2e.Run(E2e.abTest().toSpecJson(), streamRows)));
 
     batchOut = E2e.freshDir("prism-batch");
-    Pipeline batch = Pipeline.create(E2e.portableOptions(prism.endpoint()));
+    Pipeline batch = Pipeline.create(prism.pipelineOptions());
     InferenceResult mirrored =
         batch
             .apply("Digits", Create.of(rows).withRowSchema(DigitsData.SCHEMA))
@@ -86,7 +86,7 @@ public class PrismIT {
     batchState = batch.run().waitUntilFinish(Duration.standardMinutes(4));
 
     streamOut = E2e.freshDir("prism-stream");
-    PortablePipelineOptions options = E2e.portableOptions(prism.endpoint());
+    PortablePipelineOptions options = prism.pipelineOptions();
     options.as(StreamingOptions.class).setStreaming(true);
     Pipeline stream = Pipeline.create(options);
     InferenceResult ab =

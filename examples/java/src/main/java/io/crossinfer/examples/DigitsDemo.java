@@ -95,16 +95,7 @@ public final class DigitsDemo {
             .withPostprocess(Op.softmax(), Op.argmax()));
   }
 
-  /**
-   * Beam's Java harness leaves a gRPC channel to the runner's logging service unclosed when a job
-   * ends, and gRPC reports that at SEVERE when the channel is garbage collected; harmless here.
-   */
-  private static final java.util.logging.Logger ORPHAN_CHANNEL_LOGGER =
-      java.util.logging.Logger.getLogger(
-          "org.apache.beam.vendor.grpc.v1p69p0.io.grpc.internal.ManagedChannelOrphanWrapper");
-
   public static void main(String[] args) throws Exception {
-    ORPHAN_CHANNEL_LOGGER.setLevel(java.util.logging.Level.OFF);
     int code = run(args, System.out);
     // Beam and gRPC leave non-daemon threads behind; the demo is done.
     System.exit(code);
@@ -153,30 +144,29 @@ public final class DigitsDemo {
       }
       String endpoint = opts.get("job-endpoint");
       String runnerName;
+      PortablePipelineOptions options;
       if (endpoint == null && runner.equals("prism")) {
         PrismJobServer prism = PrismJobServer.start();
         started.add(prism);
-        endpoint = prism.endpoint();
-        runnerName = "Prism at " + endpoint;
+        options = prism.pipelineOptions();
+        runnerName = "Prism at " + prism.endpoint();
       } else if (endpoint == null) {
         PythonJobServer jobServer =
             PythonJobServer.start(python, outDir.resolve("job-server.log"),
                 java.time.Duration.ofMinutes(2));
         started.add(jobServer);
-        endpoint = jobServer.endpoint();
-        runnerName = "Beam Python job server at " + endpoint;
+        options = jobServer.pipelineOptions();
+        runnerName = "Beam Python job server at " + jobServer.endpoint();
       } else {
+        options = PipelineOptionsFactory.create().as(PortablePipelineOptions.class);
+        options.setRunner(PortableRunner.class);
+        options.setJobEndpoint(endpoint);
+        options.setDefaultEnvironmentType("LOOPBACK"); // the Java steps run in this JVM
         runnerName = "job server at " + endpoint;
       }
+      options.setJobName("crossinfer-java-demo");
       out.println("expansion service: " + service + "; runner: PortableRunner -> " + runnerName);
       out.println("digits: " + rows.size() + " rows; outputs in " + outDir);
-
-      PortablePipelineOptions options =
-          PipelineOptionsFactory.create().as(PortablePipelineOptions.class);
-      options.setRunner(PortableRunner.class);
-      options.setJobEndpoint(endpoint);
-      options.setDefaultEnvironmentType("LOOPBACK"); // the Java steps run in this JVM
-      options.setJobName("crossinfer-java-demo");
 
       Pipeline p = Pipeline.create(options);
       PCollection<Row> digits =

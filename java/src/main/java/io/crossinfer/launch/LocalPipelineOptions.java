@@ -1,0 +1,35 @@
+package io.crossinfer.launch;
+
+import org.apache.beam.runners.portability.PortableRunner;
+import org.apache.beam.sdk.options.PipelineOptionsFactory;
+import org.apache.beam.sdk.options.PortablePipelineOptions;
+import org.apache.beam.sdk.options.SdkHarnessOptions;
+
+/**
+ * Pipeline options for a local job server: the PortableRunner, the job endpoint, and the Java
+ * steps in this JVM ({@code LOOPBACK}).
+ */
+final class LocalPipelineOptions {
+  /**
+   * Beam's Java harness leaves gRPC channels to the runner unclosed when a job ends, and gRPC
+   * reports each at SEVERE, with a stack trace, when it is garbage collected. Harmless; muted.
+   */
+  static final String ORPHAN_CHANNEL_LOGGER =
+      "org.apache.beam.vendor.grpc.v1p69p0.io.grpc.internal.ManagedChannelOrphanWrapper";
+
+  private LocalPipelineOptions() {}
+
+  static PortablePipelineOptions forEndpoint(String jobEndpoint) {
+    PortablePipelineOptions options =
+        PipelineOptionsFactory.create().as(PortablePipelineOptions.class);
+    options.setRunner(PortableRunner.class);
+    options.setJobEndpoint(jobEndpoint);
+    options.setDefaultEnvironmentType("LOOPBACK");
+    options
+        .as(SdkHarnessOptions.class)
+        .setSdkHarnessLogLevelOverrides(
+            new SdkHarnessOptions.SdkHarnessLogLevelOverrides()
+                .addOverrideForName(ORPHAN_CHANNEL_LOGGER, SdkHarnessOptions.LogLevel.OFF));
+    return options;
+  }
+}
