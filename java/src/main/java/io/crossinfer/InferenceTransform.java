@@ -235,6 +235,12 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
     }
   }
 
+  /** The default step name, e.g. {@code ABTest(digits_ab)}: unique per node name. */
+  @Override
+  protected String getKindString() {
+    return getClass().getSimpleName() + "(" + name() + ")";
+  }
+
   @Override
   public void validate(@Nullable PipelineOptions options) {
     checkSpec();

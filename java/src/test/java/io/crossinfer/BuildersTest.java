@@ -85,6 +85,12 @@ public class BuildersTest {
   }
 
   @Test
+  public void defaultStepNameNamesTheNode() {
+    assertEquals("Model(digits_lr)", Model.sklearn("digits_lr", "lr.pkl").getName());
+    assertEquals("Sequence(seq)", Sequence.of("seq", Model.sklearn("a", "a")).getName());
+  }
+
+  @Test
   public void urnFollowsTheRootKind() {
     Model m = Model.sklearn("x", "x.pkl");
     assertEquals("beam:transform:crossinfer:model:v1", m.urn());
