@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 DEMO_DIR := .work/demo_models
 
-.PHONY: demo test venv lint test-python examples clean
+.PHONY: demo demo-python test venv lint test-python test-java prism examples clean
 
 ## venv: the project's virtual environment in .venv (uv from PyPI installs from its cache in seconds)
 venv: $(VENV)/.installed
@@ -17,18 +17,31 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[dev]"
 	touch $@
 
-## demo: the main job
+## demo: the main job - a Java pipeline calling A/B and sequence inference through the
+## expansion service on the embedded local runner (Beam's Python job server), printing results
 demo: venv
+	bash examples/java/run-demo.sh
+
+## demo-python: the same A/B + sequence from a Python pipeline, no service
+demo-python: venv
 	$(PY) examples/python/ab_and_sequence.py
 
-## test: lint + every test suite
-test: lint test-python
+## test: lint + every test suite (Python, then Java unit and end-to-end tests)
+test: lint test-python test-java
 
 lint: venv
 	$(PY) -m ruff check python tests examples/python bench
 
 test-python: venv
 	$(PY) -m pytest -q tests
+
+## prism: Beam's Prism runner from the Go module proxy, into .tools/bin (cached in ~/.cache/crossinfer)
+prism:
+	bash java/scripts/build-prism.sh
+
+## test-java: Surefire + Failsafe (no -q: CI reads the "Tests run" lines)
+test-java: venv prism
+	mvn -B -ntp -f java/pom.xml verify
 
 ## examples: run every Python example
 examples: venv
