@@ -20,7 +20,8 @@ failing node) and ``error`` (a message).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,38 +55,84 @@ def field_dict(element: Any) -> dict[str, Any]:
     raise TypeError(f"expected a Row, NamedTuple or dict, got {type(element).__name__}")
 
 
+def fields_view(element: Any) -> Mapping[str, Any]:
+    """Like :func:`field_dict`, without copying a dict's or a Beam Row's fields
+    (the hot path: read them, never write them)."""
+    t = type(element)
+    if t is beam.Row or t is dict:
+        return element if t is dict else element.__dict__
+    if isinstance(element, beam.Row):
+        return element.__dict__  # a Row keeps its fields, in order, in its __dict__
+    return field_dict(element)
+
+
+_MISSING = object()
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
     """Validate an input element and turn it into an :class:`Item`, or a
     :class:`Failure` that says what is wrong with it."""
     try:
-        fields = field_dict(element)
+        fields = fields_view(element)
     except TypeError as exc:
         return Failure(element, stage, str(exc))
     name = io.features_field
-    if name not in fields:
-        return Failure(element, stage, f"the input has no field {name!r} "
-                                       f"(fields: {', '.join(sorted(fields)) or 'none'})")
-    raw = fields[name]
-    if raw is None:
-        return Failure(element, stage, f"field {name!r} is null")
-    if isinstance(raw, (bytes, str)):
-        return Failure(element, stage, f"field {name!r} must be an array of numbers, got "
-                                       f"{type(raw).__name__}")
-    try:
-        features = np.asarray(raw)
-    except (ValueError, TypeError) as exc:
-        return Failure(element, stage, f"field {name!r} is not a numeric array: {exc}")
-    if features.dtype.kind not in "iuf":
-        return Failure(element, stage, f"field {name!r} must contain only numbers "
-                                       f"(found {_kind_name(features)})")
-    if features.size == 0:
-        return Failure(element, stage, f"field {name!r} is empty")
-    if features.dtype.kind == "f" and not np.all(np.isfinite(features)):
-        bad = int(np.flatnonzero(~np.isfinite(features.reshape(-1)))[0])
-        return Failure(element, stage, f"field {name!r} contains NaN or infinity "
-                                       f"(first at index {bad})")
+    raw = fields.get(name, _MISSING)
+    if type(raw) is np.ndarray:
+        # The common case first: a 1-D float32/64 array with values.
+        if raw.ndim == 1 and raw.dtype in _FAST_DTYPES and raw.size and \
+                math.isfinite(raw.dot(raw)):
+            key = fields.get(io.key_field)
+            return Item(element, raw, key if key is None or type(key) is str else str(key))
+        features = raw
+    else:
+        if raw is _MISSING:
+            return Failure(element, stage, f"the input has no field {name!r} "
+                                           f"(fields: {', '.join(sorted(fields)) or 'none'})")
+        if raw is None:
+            return Failure(element, stage, f"field {name!r} is null")
+        if isinstance(raw, (bytes, str)):
+            return Failure(element, stage, f"field {name!r} must be an array of numbers, got "
+                                           f"{type(raw).__name__}")
+        try:
+            features = np.asarray(raw)
+        except (ValueError, TypeError) as exc:
+            return Failure(element, stage, f"field {name!r} is not a numeric array: {exc}")
+    problem = check_features(features, name)
+    if problem is not None:
+        return Failure(element, stage, problem)
     key = fields.get(io.key_field)
-    return Item(element, features, None if key is None else str(key))
+    return Item(element, features, key if key is None or type(key) is str else str(key))
+
+
+def check_features(features: np.ndarray, name: str) -> str | None:
+    """Why ``features`` cannot be inferred, or None when they can: numbers
+    only, not empty, finite. The finiteness check is one sum (a NaN or an
+    infinity makes it non-finite); only a non-finite sum is looked at closely,
+    since finite values can also overflow a sum."""
+    kind = features.dtype.kind
+    if kind not in "iuf":
+        return f"field {name!r} must contain only numbers (found {_kind_name(features)})"
+    if features.size == 0:
+        return f"field {name!r} is empty"
+    if kind == "f" and not _finite_screen(features):
+        bad = np.flatnonzero(~np.isfinite(features.reshape(-1)))
+        if bad.size:
+            return f"field {name!r} contains NaN or infinity (first at index {int(bad[0])})"
+    return None
+
+
+def _finite_screen(features: np.ndarray) -> bool:
+    """True when every value is surely finite: the sum of squares of finite
+    values is finite unless it overflows (a NaN or an infinity makes it
+    NaN or infinite); a dot product is the cheapest reduction numpy has.
+    Values beyond ~1e19 (float32) overflow it: numpy warns once, and the
+    exact check decides."""
+    flat = features if features.ndim == 1 else features.reshape(-1)
+    if flat.dtype.itemsize >= 4:
+        return math.isfinite(flat.dot(flat))
+    return math.isfinite(flat.sum())
 
 
 def _kind_name(arr: np.ndarray) -> str:
@@ -100,13 +147,21 @@ def _kind_name(arr: np.ndarray) -> str:
     return f"dtype {arr.dtype}"
 
 
+def float_list(values: Any) -> list[float]:
+    """An array's values, flattened, as Python floats."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return arr.reshape(-1).tolist()  # float16/32 values convert to float exactly
+
+
 def output_values(item: Item) -> dict[str, Any]:
     """The crossinfer output fields of a finished item."""
     inference = item.inference if item.inference is not None else item.features
     return {
         "model": item.model,
         "path": item.path,
-        "inference": [float(v) for v in np.asarray(inference, dtype=np.float64).reshape(-1)],
+        "inference": float_list(inference),
         "label": item.label,
         "score": item.score,
         "labels": item.labels,
@@ -120,9 +175,25 @@ RowFactory = Callable[..., Any]
 def to_output_row(item: Item, factory: RowFactory = beam.Row) -> Any:
     """Input fields + output fields. Output fields win over input fields of the
     same name."""
-    values = dict(field_dict(item.original))
-    values.update(output_values(item))
+    values = dict(fields_view(item.original))
+    inference = item.inference_list
+    if inference is None:
+        inference = float_list(item.inference if item.inference is not None else item.features)
+    values["model"] = item.model
+    values["path"] = item.path
+    values["inference"] = inference
+    values["label"] = item.label
+    values["score"] = item.score
+    values["labels"] = item.labels
+    values["scores"] = item.scores
+    if factory is beam.Row:  # Row(**values) without unpacking the keywords
+        row = _new_row(beam.Row)
+        row.__dict__ = values
+        return row
     return factory(**values)
+
+
+_new_row = object.__new__
 
 
 def to_failure_row(failure: Failure, factory: RowFactory = beam.Row) -> Any:

@@ -25,6 +25,18 @@ def providers_for(device: str, available: list[str]) -> list[str]:
                          "machine with an NVIDIA GPU, or use device 'auto'")
 
 
+def session_options(ort: Any) -> Any:
+    """ONNX Runtime session options for a pipeline worker.
+
+    Intra-op threads do not spin-wait for the next run: in a pipeline the
+    runner's own thread works between model calls (decoding, batching,
+    building rows), and spinning threads would take the cores it needs.
+    """
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxAdapter(FrameworkAdapter):
     framework = "onnx"
 
@@ -33,8 +45,8 @@ class OnnxAdapter(FrameworkAdapter):
         from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 
         providers = providers_for(self.node.device, ort.get_available_providers())
-        session = OnnxModelHandlerNumpy(model_uri=self.node.uri,
-                                        providers=providers).load_model()
+        session = OnnxModelHandlerNumpy(model_uri=self.node.uri, providers=providers,
+                                        session_options=session_options(ort)).load_model()
         # The input name is looked up once, not per batch.
         return _OnnxModel(session, session.get_inputs()[0].name)
 

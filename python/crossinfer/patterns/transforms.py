@@ -11,7 +11,7 @@ at pipeline construction with the field path, not later on a worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -19,9 +19,10 @@ from apache_beam import pvalue
 
 from crossinfer.patterns.context import ExpandContext
 from crossinfer.patterns.graph import expand_node
+from crossinfer.patterns.to_records import ToRecords
 from crossinfer.policy import LoadPolicy
-from crossinfer.records import Failure, Item
-from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_item, to_output_row
+from crossinfer.records import Failure, Item, ItemBatch, RecordBase
+from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_output_row
 from crossinfer.spec import load_spec
 from crossinfer.spec.nodes import (
     ABTestNode,
@@ -40,14 +41,6 @@ class InferenceOutputs(NamedTuple):
     failures: beam.PCollection
 
 
-class _ToRecords(beam.DoFn):
-    def __init__(self, io: IOConfig) -> None:
-        self._io = io
-
-    def process(self, element: Any) -> Iterator[Any]:
-        yield to_item(element, self._io)
-
-
 class _ToRows(beam.DoFn):
     """Finished records -> result rows (main) and failure rows (tagged)."""
 
@@ -56,13 +49,13 @@ class _ToRows(beam.DoFn):
         self._output_factory = output_factory or beam.Row
         self._failure_factory = failure_factory or beam.Row
 
-    def process(self, record: Any) -> Iterator[Any]:
-        if isinstance(record, Item):
-            yield to_output_row(record, self._output_factory)
-        elif isinstance(record, Failure):
-            yield pvalue.TaggedOutput(_FAILURES, to_failure_row(record, self._failure_factory))
-        else:  # pragma: no cover - a bug, never user input
-            raise TypeError(f"unexpected record {record!r}")
+    def process(self, record: Any) -> Iterable[Any]:
+        if type(record) is Item:
+            return (to_output_row(record, self._output_factory),)
+        if type(record) is Failure:
+            return (pvalue.TaggedOutput(
+                _FAILURES, to_failure_row(record, self._failure_factory)),)
+        raise TypeError(f"unexpected record {record!r}")  # pragma: no cover - a bug
 
 
 class Inference(beam.PTransform):
@@ -111,13 +104,42 @@ class Inference(beam.PTransform):
             if isinstance(node, ModelNode):
                 adapter_for(node, self.policy)
 
+    def _records_mode(self, pcoll: beam.PCollection) -> tuple[str, int, type]:
+        """How ToRecords hands records on (see :mod:`crossinfer.patterns.to_records`):
+        batched by shape for a first model with a fixed batch size, regrouped
+        by shape before other nodes - both only for bounded input in the
+        global window - else one by one."""
+        from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH
+        from crossinfer.spec.nodes import walk
+
+        if not (pcoll.is_bounded and pcoll.windowing.is_default()):
+            return "items", DEFAULT_MAX_BATCH, RecordBase
+        first = first_model(self.spec.node)
+        if first is not None and first.batching.min_batch_size in (
+                None, first.batching.max_batch_size):  # a fixed batch size
+            return "batches", first.batching.max_batch_size or DEFAULT_MAX_BATCH, ItemBatch
+        largest = max((n.batching.max_batch_size or DEFAULT_MAX_BATCH
+                       for _, n in walk(self.spec.node) if isinstance(n, ModelNode)),
+                      default=DEFAULT_MAX_BATCH)
+        return "bucket", largest, RecordBase
+
     def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
-        records = pcoll | "ToRecords" >> beam.ParDo(_ToRecords(self.io))
+        mode, chunk, output_type = self._records_mode(pcoll)
+        records = pcoll | "ToRecords" >> beam.ParDo(
+            ToRecords(self.io, mode, chunk)).with_output_types(output_type)
         finished = expand_node(records, self.spec.node, "", self._ctx)
         rows = finished | "ToRows" >> beam.ParDo(
             _ToRows(self._output_factory, self._failure_factory)).with_outputs(
             _FAILURES, main="results")
         return InferenceOutputs(rows.results, rows[_FAILURES])
+
+
+def first_model(node: Node) -> ModelNode | None:
+    """The model every element meets first, if there is one (a model, or the
+    first stage of a sequence that starts with one)."""
+    while isinstance(node, SequenceNode) and node.stages:
+        node = node.stages[0]
+    return node if isinstance(node, ModelNode) else None
 
 
 class Model(Inference):

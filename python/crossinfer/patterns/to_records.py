@@ -1,0 +1,97 @@
+"""Input elements -> records, batched by shape where that cannot be observed.
+
+Three ways to hand records on, chosen at construction (see
+:func:`crossinfer.patterns.transforms.Inference.expand`):
+
+* ``items``: one record per element, as they come (unbounded input, windows
+  other than the global one);
+* ``bucket``: one record per element, but when a bundle turns out to hold more
+  than one feature shape, records are held and emitted grouped by shape, so
+  Beam's batches downstream (an A/B split, a keyed node) hold one or two
+  shapes instead of dozens;
+* ``batches``: when the first step is a model with a fixed batch size,
+  records leave as :class:`~crossinfer.records.ItemBatch` elements of one
+  shape and up to that size, and RunInference skips Beam's own batching
+  (:meth:`ModelNodeHandler.should_skip_batching`). Ragged input then never
+  shares a batch across shapes, and Beam's per-element batching step is saved.
+
+A shape's records leave as soon as they fill a batch, when too many are held
+(the largest group leaves first), or at the end of the bundle. Reordering and
+batching here are only done for bounded input in the global window, where
+RunInference's own batching would give every output the end of the window as
+its timestamp anyway. Equal-shape input pays one dictionary lookup per element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+
+from crossinfer.records import Item, ItemBatch
+from crossinfer.rows import IOConfig, to_item
+
+#: Elements held per bundle at most, in batches of ``chunk``.
+HELD_BATCHES = 8
+MODES = ("items", "bucket", "batches")
+_FAILED = ("failed",)  # the group key of failures (no shape is a 1-tuple of str)
+
+
+class ToRecords(beam.DoFn):
+    def __init__(self, io: IOConfig, mode: str = "items", chunk: int = 256) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self._io = io
+        self._mode = mode
+        self._chunk = max(1, chunk)
+        self._limit = self._chunk * HELD_BATCHES
+
+    def start_bundle(self) -> None:
+        self._last_shape: tuple[Any, ...] | None = None
+        self._groups: dict[tuple[Any, ...], list[Any]] | None = None
+        self._held = 0
+        if self._mode == "batches":
+            self._groups = {}
+
+    def process(self, element: Any) -> Iterable[Any]:
+        record = to_item(element, self._io)
+        mode = self._mode
+        if mode == "items":
+            return (record,)  # a tuple: cheaper for Beam than a generator
+        shape = record.features.shape if type(record) is Item else _FAILED
+        groups = self._groups
+        if groups is None:  # "bucket" mode, one shape so far
+            if shape == self._last_shape or self._last_shape is None:
+                self._last_shape = shape
+                return (record,)
+            groups = self._groups = {}  # shapes vary in this bundle: group from now on
+        group = groups.get(shape)
+        if group is None:
+            group = groups[shape] = []
+        group.append(record)
+        self._held += 1
+        if len(group) >= self._chunk:
+            return self._release(shape)
+        if self._held > self._limit:
+            return self._release(max(groups, key=lambda s: len(groups[s])))
+        return ()
+
+    def _release(self, shape: tuple[Any, ...]) -> Iterable[Any]:
+        assert self._groups is not None
+        group = self._groups.pop(shape)
+        self._held -= len(group)
+        if self._mode == "batches":
+            return (ItemBatch(group),)
+        return group
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for group in (self._groups or {}).values():
+            if self._mode == "batches":
+                yield GlobalWindows.windowed_value_at_end_of_window(ItemBatch(group))
+            else:
+                for record in group:
+                    yield GlobalWindows.windowed_value_at_end_of_window(record)
+        self._groups = None
+        self._held = 0

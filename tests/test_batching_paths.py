@@ -1,0 +1,127 @@
+"""The fast paths: shape bucketing of ragged input, the record coder's cheap
+size estimate, crossinfer's default batching, fast input validation."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam import coders
+from apache_beam.utils.windowed_value import WindowedValue
+
+import crossinfer as ci
+from crossinfer.handlers.registry import model_handler
+from crossinfer.models import MeanPoolClassifier
+from crossinfer.patterns.to_records import ToRecords
+from crossinfer.records import Batch, Failure, Item, ItemBatch, RecordBase, RecordCoder
+from crossinfer.rows import IOConfig, to_item
+from support import run
+
+
+def ragged_rows(n: int, seed: int = 0) -> list[beam.Row]:
+    rng = np.random.default_rng(seed)
+    return [beam.Row(id=i, features=rng.standard_normal(int(rng.integers(4, 12)))
+                     .astype(np.float32)) for i in range(n)]
+
+
+def drain(dofn: ToRecords, elements: list) -> list:
+    """Run a DoFn by hand over one bundle; returns its outputs in order."""
+    dofn.start_bundle()
+    out = []
+    for e in elements:
+        out.extend(dofn.process(e))
+    out.extend(wv.value if isinstance(wv, WindowedValue) else wv for wv in dofn.finish_bundle())
+    return out
+
+
+def test_equal_shapes_pass_straight_through() -> None:
+    rows = [beam.Row(id=i, features=np.ones(3, dtype=np.float32)) for i in range(10)]
+    out = drain(ToRecords(IOConfig(), "bucket", chunk=4), rows)
+    assert [r.original.id for r in out] == list(range(10))
+
+
+def test_ragged_shapes_come_out_grouped_and_none_is_lost() -> None:
+    rows = ragged_rows(500)
+    dofn = ToRecords(IOConfig(), "bucket", chunk=16)
+    out = drain(dofn, [*rows, beam.Row(id=999, features=None)])
+    assert sorted(r.original.id for r in out) == [*range(500), 999]
+    assert sum(isinstance(r, Failure) for r in out) == 1
+    items = [r for r in out if isinstance(r, Item)]
+    runs = 1 + sum(a.features.shape != b.features.shape for a, b in itertools.pairwise(items))
+    assert runs < 500 / 8, runs  # round-robin-ish shapes, regrouped into long runs
+
+
+def test_bucketing_is_off_unless_asked() -> None:
+    rows = ragged_rows(50)
+    out = drain(ToRecords(IOConfig(), "items"), rows)
+    assert [r.original.id for r in out] == list(range(50))
+
+
+def test_batches_mode_emits_batches_of_one_shape() -> None:
+    rows = [*ragged_rows(300), beam.Row(id=998, features=[1.0, float("nan")])]
+    batches = drain(ToRecords(IOConfig(), "batches", chunk=8), rows)
+    assert all(type(b) is ItemBatch and 0 < len(b) <= 8 for b in batches)
+    records = [r for b in batches for r in b]
+    assert sorted(r.original.id for r in records) == [*range(300), 998]
+    for b in batches:
+        assert len({r.features.shape if type(r) is Item else "failed" for r in b}) == 1
+    assert sum(len(b) == 8 for b in batches) > len(batches) // 2
+
+
+def test_ragged_pipeline_matches_calling_the_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = MeanPoolClassifier(hidden=8, classes=3)
+    torch.save(model.state_dict(), tmp_path / "pool.pt")
+    node = ci.ModelNode(name="pool", framework="pytorch", format="state_dict",
+                        uri=str(tmp_path / "pool.pt"),
+                        model_class="crossinfer.models:MeanPoolClassifier",
+                        model_params={"hidden": 8, "classes": 3}, postprocess=(ci.Op("argmax"),))
+    rows = ragged_rows(700, seed=3)
+    results, failures, _ = run(rows, ci.Model(node))
+    assert failures == [] and len(results) == 700
+    with torch.no_grad():
+        for r in results:
+            x = torch.from_numpy(rows[r.id].features)[None]
+            np.testing.assert_allclose(r.inference, model(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_record_coder_round_trips_and_estimates_without_pickling() -> None:
+    impl = RecordCoder().get_impl()
+    item = to_item(beam.Row(id=1, key="k", features=np.arange(8, dtype=np.float32)), IOConfig())
+    item.inference_list, item.label = [1.0, 2.0], 1
+    batch = Batch("orig", np.zeros((5, 3), dtype=np.float32), np.arange(5))
+    failure = Failure("orig", "node", "why", index=2)
+    for record in (item, batch, failure):
+        back = impl.decode(impl.encode(record))
+        assert type(back) is type(record)
+        assert pickle.dumps(back) == pickle.dumps(record)
+    assert impl.estimate_size(item) == 128 + 32
+    assert coders.registry.get_coder(RecordBase) == RecordCoder()
+
+
+def test_default_batching_is_a_fixed_size_and_a_min_makes_it_adaptive(models) -> None:
+    def kwargs(batching: ci.Batching) -> dict:
+        node = ci.ModelNode(name="m", framework="sklearn", uri=models.path("digits_lr.pkl"),
+                            batching=batching)
+        return model_handler(node, ci.LoadPolicy(), "m").batch_elements_kwargs()
+
+    assert kwargs(ci.Batching()) == {"min_batch_size": 256, "max_batch_size": 256}
+    assert kwargs(ci.Batching(max_batch_size=64)) == {"min_batch_size": 64,
+                                                       "max_batch_size": 64}
+    assert kwargs(ci.Batching(min_batch_size=8)) == {"min_batch_size": 8, "max_batch_size": 256}
+
+
+def test_fast_validation_agrees_with_the_careful_one() -> None:
+    io = IOConfig()
+    huge = np.full(4, 3e38, dtype=np.float32)  # finite, but its sum of squares overflows
+    with np.errstate(over="ignore"):
+        assert isinstance(to_item(beam.Row(features=huge), io), Item)
+    for bad in (np.array([1.0, np.nan], dtype=np.float32), np.array([np.inf]),
+                np.array([[1.0], [-np.inf]])):
+        failure = to_item(beam.Row(features=bad), io)
+        assert isinstance(failure, Failure) and "NaN or infinity" in failure.error
+    assert isinstance(to_item({"features": np.array([1, 2])}, io), Item)
+    assert to_item({"features": np.zeros(0, dtype=np.float32)}, io).error.endswith("is empty")
