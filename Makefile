@@ -30,7 +30,7 @@ demo-python: venv
 test: lint test-python test-java
 
 lint: venv
-	$(PY) -m ruff check python tests examples/python bench
+	$(PY) -m ruff check python tests examples/python $(wildcard bench)
 
 test-python: venv
 	$(PY) -m pytest -q tests
