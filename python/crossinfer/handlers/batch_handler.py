@@ -149,11 +149,17 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
         """One model call for the rows of every record in ``group`` (same row shape)."""
         x = group[0].x if len(group) == 1 else np.concatenate([p.x for p in group])
         sizes = [len(p.x) for p in group]
-        owner = np.repeat(np.arange(len(group)), sizes)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
         pieces: list[tuple[np.ndarray, Outputs]] = []
         failed: list[tuple[int, BaseException]] = []
         self._run(x, np.arange(len(x)), model, inference_args, pieces, failed)
+        if not failed:  # the common case: every row has its result, in order
+            outputs, lo = pieces[0][1], 0
+            for p, size in zip(group, sizes, strict=True):
+                out.append(self._result(p, outputs, lo, lo + size, None))
+                lo += size
+            return
+        owner = np.repeat(np.arange(len(group)), sizes)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
         for g, exc in failed:
             p = group[owner[g]]
             out.append(Failure(p.record.original, self.path, error_text(exc),
@@ -189,9 +195,10 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
         pieces.append((idx, outputs))
 
     def _result(self, p: _Prepared, outputs: Outputs, lo: int, hi: int,
-                local: np.ndarray) -> Batch:
+                local: np.ndarray | None) -> Batch:
+        """Rows ``lo:hi`` of ``outputs``: the rows ``local`` of ``p`` (None: all)."""
         inference = outputs.inference[lo:hi]
-        whole = len(local) == len(p.rowid)
+        whole = local is None or len(local) == len(p.rowid)
         result = Batch(p.record.original, inference, p.rowid if whole else p.rowid[local])
         result.model = self.node.name
         result.path = self.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,18 @@ def providers_for(device: str, available: list[str]) -> list[str]:
 def session_options(ort: Any) -> Any:
     """ONNX Runtime session options for a pipeline worker.
 
-    Intra-op threads do not spin-wait for the next run: in a pipeline the
-    runner's own thread works between model calls (decoding, batching,
-    building rows), and spinning threads would take the cores it needs.
+    * Intra-op threads do not spin-wait for the next run: in a pipeline the
+      runner's own thread works between model calls (decoding, batching,
+      building rows), and spinning threads would take the cores it needs.
+    * ``OMP_NUM_THREADS``, when set to a positive number, sets the intra-op
+      thread count, as it does for PyTorch (workers that run one SDK process
+      per core usually set it to 1); otherwise ONNX Runtime's default.
     """
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        options.intra_op_num_threads = int(threads)
     return options
 
 

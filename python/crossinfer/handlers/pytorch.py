@@ -60,7 +60,7 @@ class PytorchAdapter(FrameworkAdapter):
 
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(batch))
-            device = _model_device(model)
+            device = self._device_of(model)
             if tensor.device != device:
                 tensor = tensor.to(device, non_blocking=True)
             out = model(tensor, **inference_args)
@@ -70,7 +70,19 @@ class PytorchAdapter(FrameworkAdapter):
                 out = next(iter(out.values()))
             return as_batch_output(out.detach().cpu().numpy(), len(batch), self.node.name)
 
+    def _device_of(self, model: Any) -> Any:
+        """The model's device, looked up once per loaded model (walking its
+        parameters costs more than a small model's batch). Keyed by the
+        model's id: a model this adapter loads again lands on the same device."""
+        cached = getattr(self, "_device_cache", None)
+        if cached is not None and cached[0] == id(model):
+            return cached[1]
+        device = _model_device(model)
+        self._device_cache = (id(model), device)
+        return device
+
     def release(self, model: Any) -> None:
+        self._device_cache = None
         import torch
 
         if torch.cuda.is_available():

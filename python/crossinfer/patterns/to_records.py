@@ -50,6 +50,7 @@ class ToRecords(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._last_shape: tuple[Any, ...] | None = None
+        self._last_group: list[Any] = []
         self._groups: dict[tuple[Any, ...], list[Any]] | None = None
         self._held = 0
         if self._mode == "batches":
@@ -57,31 +58,36 @@ class ToRecords(beam.DoFn):
 
     def process(self, element: Any) -> Iterable[Any]:
         record = to_item(element, self._io)
-        mode = self._mode
-        if mode == "items":
+        if self._mode == "items":
             return (record,)  # a tuple: cheaper for Beam than a generator
         shape = record.features.shape if type(record) is Item else _FAILED
-        groups = self._groups
-        if groups is None:  # "bucket" mode, one shape so far
+        if self._groups is None:  # "bucket" mode, one shape so far: pass on
             if shape == self._last_shape or self._last_shape is None:
                 self._last_shape = shape
                 return (record,)
-            groups = self._groups = {}  # shapes vary in this bundle: group from now on
-        group = groups.get(shape)
-        if group is None:
-            group = groups[shape] = []
+            self._groups = {}  # shapes vary in this bundle: group from now on
+            self._last_shape = None
+        if shape == self._last_shape:  # the common case: the same shape again
+            group = self._last_group
+        else:
+            group = self._groups.get(shape)
+            if group is None:
+                group = self._groups[shape] = []
+            self._last_shape, self._last_group = shape, group
         group.append(record)
         self._held += 1
         if len(group) >= self._chunk:
             return self._release(shape)
         if self._held > self._limit:
-            return self._release(max(groups, key=lambda s: len(groups[s])))
+            return self._release(max(self._groups, key=lambda s: len(self._groups[s])))
         return ()
 
     def _release(self, shape: tuple[Any, ...]) -> Iterable[Any]:
         assert self._groups is not None
         group = self._groups.pop(shape)
         self._held -= len(group)
+        if shape == self._last_shape:
+            self._last_shape, self._last_group = None, []
         if self._mode == "batches":
             return (ItemBatch(group),)
         return group
@@ -95,3 +101,4 @@ class ToRecords(beam.DoFn):
                     yield GlobalWindows.windowed_value_at_end_of_window(record)
         self._groups = None
         self._held = 0
+        self._last_shape, self._last_group = None, []

@@ -1,0 +1,218 @@
+"""Timing harness: interleaved repeats, medians, ratios, a table and a JSON file.
+
+Timings on a shared machine are noisy, so every variant of a benchmark is run
+in the same process, interleaved (repeat 1 of every variant, then repeat 2, in
+a rotating order) and summarised by its median. Figures that matter are the
+ratios between variants measured in one run, never absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Variant:
+    """One thing to time: ``run()`` processes ``elements`` elements and may
+    return extra facts (model loads, failures) to record."""
+
+    name: str
+    group: str
+    elements: int
+    run: Callable[[], dict[str, Any] | None]
+    kind: str = ""  # raw | beam | crossinfer | ...
+    #: a cheaper run for the warm-up (a pipeline on fewer elements); default: run
+    warm: Callable[[], Any] | None = None
+
+
+@dataclass
+class Measured:
+    """Timings of one variant: wall-clock seconds and this process's CPU
+    seconds (everything runs in this process; CPU time is less disturbed by
+    other work on a shared machine, so its ratios are reported too)."""
+
+    name: str
+    group: str
+    kind: str
+    elements: int
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def per_second(self) -> float:
+        return self.elements / self.median_s
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.elements / statistics.median(self.cpu_seconds)
+
+
+def common_args(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per variant, interleaved (the median is reported)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of torch and ONNX Runtime, for every variant "
+                             "(0: the frameworks' defaults); 1 keeps timings stable on a "
+                             "small shared machine")
+    parser.add_argument("--name", default=name, help="results file: bench/results/NAME.json")
+
+
+#: Intra-op threads given to every framework in this run (0: frameworks' defaults).
+THREADS = [0]
+
+
+def apply_threads(threads: int) -> None:
+    """The same intra-op thread count for every variant of a run: torch's, and
+    ONNX Runtime's (Beam's handler and the raw loop get session options,
+    crossinfer reads ``OMP_NUM_THREADS``)."""
+    THREADS[0] = max(0, threads)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def ort_session_options() -> Any:
+    """ONNX Runtime session options with this run's thread count (or None)."""
+    if THREADS[0] <= 0:
+        return None
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS[0]
+    return options
+
+
+def measure(variants: list[Variant], repeats: int, warmup: bool = True,
+            log: Callable[[str], None] = print) -> list[Measured]:
+    """Run every variant ``repeats`` times, interleaved in a rotating order."""
+    measured = [Measured(v.name, v.group, v.kind, v.elements) for v in variants]
+    if warmup:  # imports, first model loads, caches, allocator warm-up
+        for v in variants:
+            (v.warm or v.run)()
+    for r in range(repeats):
+        order = list(range(len(variants)))
+        shift = r % len(order)
+        order = order[shift:] + order[:shift]
+        for i in order:
+            start, cpu = time.perf_counter(), time.process_time()
+            facts = variants[i].run() or {}
+            elapsed = time.perf_counter() - start
+            measured[i].seconds.append(elapsed)
+            measured[i].cpu_seconds.append(time.process_time() - cpu)
+            measured[i].facts.update(facts)
+            log(f"  [{r + 1}/{repeats}] {variants[i].group:>10} {variants[i].name:<34} "
+                f"{elapsed:8.3f} s  {variants[i].elements / elapsed:12,.0f} el/s")
+    return measured
+
+
+def ratio(m: Measured, others: list[Measured], kind: str, cpu: bool = False) -> float | None:
+    """``m``'s throughput over the one of its group's variant of ``kind``."""
+    ref = next((o for o in others if o.group == m.group and o.kind == kind), None)
+    if ref is None:
+        return None
+    if cpu:
+        return m.per_cpu_second / ref.per_cpu_second
+    return m.per_second / ref.per_second
+
+
+def table(measured: list[Measured], refs: tuple[str, ...] = ("raw", "beam")) -> str:
+    """Elements/s (wall clock) and ratios to each reference, by wall clock and
+    by CPU time."""
+    head = f"{'group':<16}{'variant':<38}{'elements':>10}{'median s':>10}{'el/s':>11}"
+    head += "".join(f"{'x ' + r:>9}{'(cpu)':>7}" for r in refs)
+    lines = [head, "-" * len(head)]
+    for m in measured:
+        line = (f"{m.group:<16}{m.name:<38}{m.elements:>10,}{m.median_s:>10.3f}"
+                f"{m.per_second:>11,.0f}")
+        for r in refs:
+            value = ratio(m, measured, r)
+            cpu = ratio(m, measured, r, cpu=True)
+            line += f"{value:>9.2f}" if value is not None else f"{'':>9}"
+            line += f"{cpu:>7.2f}" if cpu is not None else f"{'':>7}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    import apache_beam
+    import numpy
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "apache_beam": apache_beam.__version__,
+        "numpy": numpy.__version__,
+        "runner": "FnApiRunner (in process)",
+    }
+    for name in ("torch", "sklearn", "onnxruntime"):
+        try:
+            env[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return env
+
+
+def write_results(name: str, params: dict[str, Any], measured: list[Measured],
+                  targets: list[dict[str, Any]], refs: tuple[str, ...] = ("raw", "beam"),
+                  notes: list[str] | None = None) -> Path:
+    rows = []
+    for m in measured:
+        row = asdict(m)
+        row["median_s"] = m.median_s
+        row["elements_per_s"] = m.per_second
+        row["elements_per_cpu_s"] = m.per_cpu_second
+        for r in refs:
+            row[f"ratio_to_{r}"] = ratio(m, measured, r)
+            row[f"cpu_ratio_to_{r}"] = ratio(m, measured, r, cpu=True)
+        rows.append(row)
+    doc = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "environment": environment(), "params": params, "rows": rows,
+           "targets": targets, "notes": notes or []}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
+
+
+def target(name: str, value: float | None, goal: float, op: str = ">=",
+           cpu_value: float | None = None) -> dict[str, Any]:
+    """A target and where it stands (judged on ``value``, the wall-clock
+    ratio; ``cpu_value`` is the same ratio by CPU time, for reference)."""
+    met = None if value is None else (value >= goal if op == ">=" else value == goal)
+    return {"target": name, "value": value, "cpu_value": cpu_value, "goal": f"{op} {goal}",
+            "met": met}
+
+
+def ratio_target(name: str, m: Measured, measured: list[Measured], kind: str,
+                 goal: float) -> dict[str, Any]:
+    return target(name, ratio(m, measured, kind), goal,
+                  cpu_value=ratio(m, measured, kind, cpu=True))
+
+
+def targets_text(targets: list[dict[str, Any]]) -> str:
+    lines = []
+    for t in targets:
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        cpu = "" if t.get("cpu_value") is None else f"(cpu {t['cpu_value']:.2f})"
+        state = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
+        lines.append(f"  {t['target']:<52} {value:>8} {cpu:<11} goal {t['goal']:<7} {state}")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Benchmark 4: ragged inputs.
+
+``crossinfer.models:MeanPoolClassifier`` (any input length) on the same number
+of elements, once with lengths drawn from 4..64 and once all of one length
+(34, the mean of 4..64, so both runs carry the same number of values). Plain
+Beam RunInference is run on the ragged input too, to show what it does there
+(it stacks the batch and fails: "stack expects each tensor to be equal size").
+
+    python -m bench.ragged --elements 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+import crossinfer as ci
+from bench import harness
+from bench.harness import Variant
+from bench.models import MEANPOOL_PARAMS, BenchModels, prepare
+from bench.pipelines import Synthetic, count, run, warm_data
+from bench.variants import crossinfer_pipeline
+
+LOW, HIGH = 4, 64
+EQUAL = (LOW + HIGH) // 2
+
+
+def node(models: BenchModels) -> ci.ModelNode:
+    return ci.ModelNode(name="meanpool", framework="pytorch", format="state_dict",
+                        uri=models.path("meanpool.pt"),
+                        model_class="crossinfer.models:MeanPoolClassifier",
+                        model_params=MEANPOOL_PARAMS, postprocess=(ci.Op("argmax"),))
+
+
+def beam_ragged(models: BenchModels, n: int) -> dict[str, Any]:
+    """Plain Beam on ragged input: the error it stops with (expected)."""
+    import torch
+    from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+
+    from crossinfer.models import MeanPoolClassifier
+
+    handler = PytorchModelHandlerTensor(state_dict_path=models.path("meanpool.pt"),
+                                        model_class=MeanPoolClassifier,
+                                        model_params=MEANPOOL_PARAMS)
+
+    def build(p: beam.Pipeline) -> None:
+        out = (p | Synthetic(n, ragged=(LOW, HIGH))
+               | beam.Map(lambda r: torch.from_numpy(r.features)) | RunInference(handler))
+        count(out, "out")
+
+    beam_logger = logging.getLogger("apache_beam")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.CRITICAL)  # the failure is expected: keep its log quiet
+    try:
+        run(build)
+    except Exception as exc:  # the failure is the finding
+        text = str(exc)
+        marker = "stack expects each tensor to be equal size"
+        return {"error": marker if marker in text else text.splitlines()[0][:200]}
+    finally:
+        beam_logger.setLevel(level)
+    return {"error": None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--elements", type=int, default=100_000)
+    harness.common_args(parser, "ragged")
+    args = parser.parse_args(argv)
+    harness.apply_threads(args.threads)
+    models = prepare()
+    n = args.elements
+    spec = node(models)
+    warm_data(n, dim=EQUAL)
+    warm_data(n, ragged=(LOW, HIGH))
+    def equal(count: int) -> Any:
+        return crossinfer_pipeline(lambda: ci.Model(spec), count,
+                                   source=lambda: Synthetic(count, dim=EQUAL))
+
+    def ragged(count: int) -> Any:
+        return crossinfer_pipeline(lambda: ci.Model(spec), count,
+                                   source=lambda: Synthetic(count, ragged=(LOW, HIGH)))
+
+    variants = [
+        Variant(f"equal length ({EQUAL})", "meanpool", n, equal(n), "equal", warm=equal(2_000)),
+        Variant(f"ragged ({LOW}..{HIGH})", "meanpool", n, ragged(n), "crossinfer",
+                warm=ragged(2_000)),
+    ]
+    print(f"ragged: {n:,} elements, {args.repeats} repeats, interleaved")
+    measured = harness.measure(variants, args.repeats)
+    beam_result = beam_ragged(models, min(n, 2_000))
+    failures = measured[1].facts.get("failures")
+    targets = [harness.ratio_target("ragged / equal-length elements/s", measured[1], measured,
+                                    "equal", 0.8),
+               harness.target("ragged failures", failures, 0, op="==")]
+    notes = [f"plain Beam RunInference on the ragged input: {beam_result['error'] or 'ran'}"]
+    print()
+    print(harness.table(measured, refs=("equal",)))
+    print("\n" + notes[0])
+    print("\ntargets:\n" + harness.targets_text(targets))
+    path = harness.write_results(args.name, vars(args), measured, targets, refs=("equal",),
+                                 notes=notes)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

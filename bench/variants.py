@@ -1,0 +1,184 @@
+"""The three ways to run one model, for each framework: a raw framework loop,
+plain Beam RunInference (Beam's own handler, as Beam's docs use it) and
+crossinfer. Each function returns a callable that runs once and returns facts.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import RunInference
+
+import crossinfer as ci
+from bench.harness import THREADS, ort_session_options
+from bench.models import MLP_SIZES, BenchModels
+from bench.pipelines import Synthetic, check, count, run
+
+FRAMEWORKS = ("sklearn", "pytorch", "onnx")
+MLP_CLASS = "crossinfer.models:MLP"
+
+Runner = Callable[[], dict[str, Any] | None]
+
+
+# ------------------------------------------------------------------ raw loops
+
+
+def raw_loop(framework: str, models: BenchModels, data: np.ndarray, batch: int) -> Runner:
+    """Call the framework directly on slices of a ready array (the limit)."""
+    if framework == "sklearn":
+        with open(models.path("lr.pkl"), "rb") as f:
+            lr = pickle.load(f)
+
+        def step(x: np.ndarray) -> np.ndarray:
+            return lr.predict(x)
+    elif framework == "pytorch":
+        import torch
+
+        from crossinfer.models import MLP
+
+        mlp = MLP(MLP_SIZES)
+        mlp.load_state_dict(torch.load(models.path("mlp.pt")))
+        mlp.eval()
+
+        def step(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return mlp(torch.from_numpy(x)).argmax(dim=1).numpy()
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(models.path("mlp.onnx"), ort_session_options(),
+                                       providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def step(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: x})[0].argmax(axis=1)
+
+    def once() -> dict[str, Any]:
+        done = 0
+        for start in range(0, len(data), batch):
+            done += len(step(data[start:start + batch]))
+        assert done == len(data)
+        return {}
+
+    return once
+
+
+# ------------------------------------------------------------- plain Beam
+
+
+def beam_handler(framework: str, models: BenchModels, path: str | None = None) -> Any:
+    """Beam's own handler for the framework, configured as Beam's docs do."""
+    if framework == "sklearn":
+        from apache_beam.ml.inference.sklearn_inference import SklearnModelHandlerNumpy
+
+        return SklearnModelHandlerNumpy(model_uri=path or models.path("lr.pkl"))
+    if framework == "pytorch":
+        from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+
+        from crossinfer.models import MLP
+
+        return PytorchModelHandlerTensor(state_dict_path=path or models.path("mlp.pt"),
+                                         model_class=MLP, model_params={"sizes": MLP_SIZES})
+    return _beam_onnx_handler(path or models.path("mlp.onnx"), THREADS[0])
+
+
+def _beam_onnx_handler(uri: str, threads: int) -> Any:
+    from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
+
+    class OnnxHandler(OnnxModelHandlerNumpy):
+        """Beam's ONNX handler with this run's thread count. ONNX Runtime's
+        SessionOptions cannot be pickled, so they cannot be given to Beam's
+        handler at construction; they are made in load_model, on the worker."""
+
+        def load_model(self) -> Any:
+            if threads > 0:
+                import onnxruntime as ort
+
+                self._session_options = ort.SessionOptions()
+                self._session_options.intra_op_num_threads = threads
+            return super().load_model()
+
+    return OnnxHandler(model_uri=uri, providers=["CPUExecutionProvider"])
+
+
+def to_beam_input(framework: str) -> Callable[[Any], Any]:
+    """A record's features as the input type of Beam's handler."""
+    if framework == "pytorch":
+        import torch
+
+        return lambda r: torch.from_numpy(r.features)
+    return lambda r: r.features
+
+
+def beam_postprocess(framework: str) -> Callable[[Any], int]:
+    if framework == "sklearn":
+        return lambda r: int(r.inference)
+    return lambda r: int(r.inference.argmax())
+
+
+def apply_beam(pcoll: beam.PCollection, framework: str, models: BenchModels,
+               label: str = "Beam", path: str | None = None) -> beam.PCollection:
+    """The plain Beam pipeline for one element per row: to the handler's
+    input type, RunInference, post-processing in a Map."""
+    return (pcoll
+            | f"{label}Input" >> beam.Map(to_beam_input(framework))
+            | f"{label}RunInference" >> RunInference(beam_handler(framework, models, path))
+            | f"{label}Post" >> beam.Map(beam_postprocess(framework)))
+
+
+def beam_pipeline(framework: str, models: BenchModels, n: int, *,
+                  source_batch: int | None = None) -> Runner:
+    """Plain Beam; with ``source_batch`` the source carries batches, which
+    plain RunInference can only take one row at a time (FlatMap to rows,
+    then RunInference batches them again)."""
+    def build(p: beam.Pipeline) -> None:
+        records = p | Synthetic(n, batch=source_batch)
+        if source_batch is not None:
+            records = records | "Unbatch" >> beam.FlatMap(_unbatch)
+        count(apply_beam(records, framework, models), "out")
+
+    return lambda: check(run(build), n, "out")
+
+
+def _unbatch(record: beam.Row) -> list[beam.Row]:
+    return [beam.Row(id=record.id + i, features=x) for i, x in enumerate(record.features)]
+
+
+# ------------------------------------------------------------- crossinfer
+
+
+def crossinfer_node(framework: str, models: BenchModels, name: str = "m",
+                    path: str | None = None, **extra: Any) -> ci.ModelNode:
+    if framework == "sklearn":
+        return ci.ModelNode(name=name, framework="sklearn", uri=path or models.path("lr.pkl"),
+                            method="predict", **extra)
+    if framework == "pytorch":
+        return ci.ModelNode(name=name, framework="pytorch", format="state_dict",
+                            uri=path or models.path("mlp.pt"), model_class=MLP_CLASS,
+                            model_params={"sizes": MLP_SIZES},
+                            postprocess=(ci.Op("argmax"),), **extra)
+    return ci.ModelNode(name=name, framework="onnx", uri=path or models.path("mlp.onnx"),
+                        postprocess=(ci.Op("argmax"),), **extra)
+
+
+def crossinfer_pipeline(transform: Callable[[], beam.PTransform], n: int, *,
+                        source: Callable[[], beam.PTransform] | None = None,
+                        weight: Callable[[Any], int] | None = None) -> Runner:
+    """The source's records through a crossinfer transform; every element
+    must come out as a result (failures are counted and reported)."""
+    def build(p: beam.Pipeline) -> None:
+        out = (p | (source() if source else Synthetic(n))) | transform()
+        count(out.results, "out", weight)
+        count(out.failures, "failed", weight)
+
+    def once() -> dict[str, Any]:
+        got = check(run(build), n, "out", "failed")
+        if got["failed"]:
+            raise RuntimeError(f"crossinfer reported {got['failed']} failures")
+        return {"failures": got["failed"]}
+
+    return once
