@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 DEMO_DIR := .work/demo_models
 
-.PHONY: demo demo-python test venv lint test-python test-java prism examples clean
+.PHONY: demo demo-python test venv lint test-python test-java prism examples bench clean
 
 ## venv: the project's virtual environment in .venv (uv from PyPI installs from its cache in seconds)
 venv: $(VENV)/.installed
@@ -46,6 +46,11 @@ test-java: venv prism
 ## examples: run every Python example
 examples: venv
 	for f in ab_and_sequence keyed streaming; do echo "== examples/python/$$f.py"; $(PY) examples/python/$$f.py || exit 1; done
+
+## bench: every benchmark side by side (not a test: prints ratios, writes bench/results/*.json + chart.png)
+bench: venv
+	$(PY) -m uv pip install -q --python $(PY) -r bench/requirements.txt
+	$(PY) -m bench
 
 clean:
 	rm -rf .work .pytest_cache
