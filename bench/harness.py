@@ -64,8 +64,9 @@ class Measured:
 
 
 def common_args(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per variant, interleaved (the median is reported)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds (every variant once per round, in a rotating "
+                             "order); medians are reported")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads of torch and ONNX Runtime, for every variant "
                              "(0: the frameworks' defaults); 1 keeps timings stable on a "
@@ -124,13 +125,18 @@ def measure(variants: list[Variant], repeats: int, warmup: bool = True,
 
 
 def ratio(m: Measured, others: list[Measured], kind: str, cpu: bool = False) -> float | None:
-    """``m``'s throughput over the one of its group's variant of ``kind``."""
+    """``m``'s throughput over the one of its group's variant of ``kind``: the
+    median of the per-round ratios (a round runs every variant once, back to
+    back, so a round's two timings saw the same machine load)."""
     ref = next((o for o in others if o.group == m.group and o.kind == kind), None)
     if ref is None:
         return None
-    if cpu:
-        return m.per_cpu_second / ref.per_cpu_second
-    return m.per_second / ref.per_second
+    mine, theirs = (m.cpu_seconds, ref.cpu_seconds) if cpu else (m.seconds, ref.seconds)
+    if not mine or len(mine) != len(theirs):
+        return (m.per_cpu_second / ref.per_cpu_second if cpu
+                else m.per_second / ref.per_second)
+    return statistics.median((m.elements / a) / (ref.elements / b)
+                             for a, b in zip(mine, theirs, strict=True))
 
 
 def table(measured: list[Measured], refs: tuple[str, ...] = ("raw", "beam")) -> str:

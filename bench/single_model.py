@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-element", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--source-batch", type=int, default=64,
                         help="rows per element of the batch-native source")
+    parser.add_argument("--batched-repeats", type=int, default=3,
+                        help="rounds for the batch-native variants (plain Beam takes ~40 s "
+                             "a run there)")
     parser.add_argument("--batched-elements", type=int, default=1_000_000,
                         help="rows for the batch-native runs (more rows than per element: a "
                              "pipeline's fixed start-up cost must not dominate)")
@@ -101,16 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     models = prepare()
     n = args.elements
     data = dataset(n, SHARDS)
-    variants: list[Variant] = []
+    print(f"single model: {n:,} elements per element ({args.repeats} rounds), "
+          f"{args.batched_elements:,} rows batch-native ({args.batched_repeats} rounds)")
+    measured: list[harness.Measured] = []
     if args.per_element:
-        variants += per_element_variants(models, data, frameworks, n, args.batch)
+        measured += harness.measure(
+            per_element_variants(models, data, frameworks, n, args.batch), args.repeats)
     if args.batched:
         nb = args.batched_elements
-        variants += batched_variants(models, dataset(nb, SHARDS), frameworks, nb,
-                                     args.source_batch)
-    print(f"single model: {n:,} elements per element, {args.batched_elements:,} rows "
-          f"batch-native; {args.repeats} repeats, interleaved")
-    measured = harness.measure(variants, args.repeats)
+        measured += harness.measure(
+            batched_variants(models, dataset(nb, SHARDS), frameworks, nb, args.source_batch),
+            args.batched_repeats)
     targets = []
     for m in measured:
         if m.kind != "crossinfer":
