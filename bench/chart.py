@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         ax.axis("off")
     env = panels[0][0]["environment"]
     fig.suptitle(f"crossinfer benchmarks - {env.get('cpus')} CPUs, apache-beam "
-                 f"{env.get('apache_beam')}, {env.get('runner')}; ratios measured in one run",
-                 fontsize=10)
+                 f"{env.get('apache_beam')}, {env.get('runner')}\nbar labels: elements/s and "
+                 "the ratio to plain Beam (keyed: Beam + GroupByKey; ragged: equal-length "
+                 "input), measured in one run", fontsize=10)
     fig.tight_layout()
     out = Path(argv[0]) if argv else RESULTS / "chart.png"
     fig.savefig(out, dpi=110)

@@ -2,7 +2,8 @@
 
 ``crossinfer.models:MeanPoolClassifier`` (any input length) on the same number
 of elements, once with lengths drawn from 4..64 and once all of one length
-(34, the mean of 4..64, so both runs carry the same number of values). Plain
+(34, the mean of 4..64, so both runs carry the same number of values; both
+sources slice rows of one length-64 array, so they cost the same). Plain
 Beam RunInference is run on the ragged input too, to show what it does there
 (it stacks the batch and fails: "stack expects each tensor to be equal size").
 
@@ -76,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     models = prepare()
     n = args.elements
     spec = node(models)
-    warm_data(n, dim=EQUAL)
+    warm_data(n, ragged=(EQUAL, EQUAL))
     warm_data(n, ragged=(LOW, HIGH))
-    def equal(count: int) -> Any:
+    def equal(count: int) -> Any:  # the same source code path, every length EQUAL
         return crossinfer_pipeline(lambda: ci.Model(spec), count,
-                                   source=lambda: Synthetic(count, dim=EQUAL))
+                                   source=lambda: Synthetic(count, ragged=(EQUAL, EQUAL)))
 
     def ragged(count: int) -> Any:
         return crossinfer_pipeline(lambda: ci.Model(spec), count,

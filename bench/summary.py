@@ -20,8 +20,10 @@ def _fmt(value: float | None) -> str:
 
 def render(name: str, doc: dict) -> str:
     refs = REFS.get(name, ("raw", "beam"))
+    loads = any("model_loads" in row.get("facts", {}) for row in doc["rows"])
     head = ["group", "variant", "elements", "elements/s"]
     head += [f"x {r} (wall / cpu)" for r in refs]
+    head += ["model loads"] if loads else []
     lines = [f"#### `{name}` ({doc['when']})", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for row in doc["rows"]:
@@ -30,6 +32,8 @@ def render(name: str, doc: dict) -> str:
         for r in refs:
             wall, cpu = row.get(f"ratio_to_{r}"), row.get(f"cpu_ratio_to_{r}")
             cells.append("" if wall is None else f"{_fmt(wall)} / {_fmt(cpu)}")
+        if loads:
+            cells.append(str(row.get("facts", {}).get("model_loads", "")))
         lines.append("| " + " | ".join(cells) + " |")
     if doc.get("targets"):
         lines += ["", "| target | value (wall) | cpu | goal | |", "|---|---|---|---|---|"]
@@ -52,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(path.read_text())
         print(f"#### before/after: `{doc['bench']} {' '.join(doc['args'])}` "
               f"(crossinfer / {doc['ref']}, median of {doc['rounds']} rounds)")
-        print("\n| group | before | after |\n|---|---|---|")
+        print("\n| group | before | after | crossinfer el/s after / before |\n|---|---|---|---|")
         for g in doc["groups"]:
-            print(f"| {g['group']} | {g['before']:.2f} | {g['after']:.2f} |")
+            speedup = g.get("speedup")
+            print(f"| {g['group']} | {g['before']:.2f} | {g['after']:.2f} | "
+                  f"{'' if speedup is None else f'{speedup:.2f}'} |")
         print()
     return 0
 

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     args = [a for a in ns.args if a != "--"]
     ratios: dict[tuple[str, str], list[float]] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(ns.rounds):
             for label, tree in (("before", ns.before), ("after", ns.after)):
@@ -57,18 +58,24 @@ def main(argv: list[str] | None = None) -> int:
                     value = row.get(f"ratio_to_{ns.ref}")
                     if row["kind"] == "crossinfer" and value is not None:
                         ratios.setdefault((row["group"], label), []).append(value)
+                        rates.setdefault((row["group"], label), []).append(
+                            row["elements_per_s"])
                 print(f"round {r + 1} {label} done", flush=True)
     groups = sorted({g for g, _ in ratios})
     summary = []
-    print(f"\ncrossinfer / {ns.ref} (median of {ns.rounds} rounds, each measured in one run)")
-    print(f"{'group':<20}{'before':>10}{'after':>10}")
+    print(f"\ncrossinfer / {ns.ref} (median of {ns.rounds} rounds, each measured in one run); "
+          "speed-up: crossinfer's elements/s after / before, paired by round")
+    print(f"{'group':<20}{'before':>10}{'after':>10}{'speed-up':>10}")
     for g in groups:
         b = statistics.median(ratios.get((g, "before"), [float("nan")]))
         a = statistics.median(ratios.get((g, "after"), [float("nan")]))
-        summary.append({"group": g, "before": b, "after": a,
+        speedup = statistics.median(x / y for x, y in zip(
+            rates.get((g, "after"), []), rates.get((g, "before"), []), strict=False)) \
+            if rates.get((g, "before")) else float("nan")
+        summary.append({"group": g, "before": b, "after": a, "speedup": speedup,
                         "before_all": ratios.get((g, "before")),
                         "after_all": ratios.get((g, "after"))})
-        print(f"{g:<20}{b:>10.2f}{a:>10.2f}")
+        print(f"{g:<20}{b:>10.2f}{a:>10.2f}{speedup:>10.2f}")
     out = HERE / "results" / f"{ns.name}.json"
     out.write_text(json.dumps({"bench": ns.bench, "args": args, "ref": ns.ref,
                                "rounds": ns.rounds, "groups": summary}, indent=2) + "\n")

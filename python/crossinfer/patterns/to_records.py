@@ -79,8 +79,16 @@ class ToRecords(beam.DoFn):
         if len(group) >= self._chunk:
             return self._release(shape)
         if self._held > self._limit:
-            return self._release(max(self._groups, key=lambda s: len(self._groups[s])))
+            return self._release(self._largest())
         return ()
+
+    def _largest(self) -> tuple[Any, ...]:
+        assert self._groups is not None
+        best, size = None, -1
+        for shape, group in self._groups.items():
+            if len(group) > size:
+                best, size = shape, len(group)
+        return best  # type: ignore[return-value]
 
     def _release(self, shape: tuple[Any, ...]) -> Iterable[Any]:
         assert self._groups is not None
