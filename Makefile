@@ -49,7 +49,7 @@ examples: venv
 
 ## bench: every benchmark side by side (not a test: prints ratios, writes bench/results/*.json + chart.png)
 bench: venv
-	$(PY) -m uv pip install -q --python $(PY) -r bench/requirements.txt
+	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -r bench/requirements.txt
 	$(PY) -m bench
 
 clean:
