@@ -8,7 +8,6 @@ import java.nio.file.Paths;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
-import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -28,17 +27,15 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *   ...
  * }
  * }</pre>
+ *
+ * <p>{@link #close()} stops prism.
  */
-public final class PrismJobServer implements AutoCloseable {
+public final class PrismJobServer extends LocalJobServer {
   /** Environment variable naming the prism binary. */
   public static final String ENV = "CROSSINFER_PRISM";
 
-  private final ManagedProcess process;
-  private final int port;
-
   private PrismJobServer(ManagedProcess process, int port) {
-    this.process = process;
-    this.port = port;
+    super(process, port);
   }
 
   /**
@@ -98,35 +95,5 @@ public final class PrismJobServer implements AutoCloseable {
       socket.setReuseAddress(true);
       return socket.getLocalPort();
     }
-  }
-
-  /**
-   * Options to run a pipeline here: the PortableRunner with this job endpoint, the Java steps in
-   * this JVM ({@code LOOPBACK}), and Beam's harmless orphaned-channel reports muted. Add {@code options.as(StreamingOptions.class).setStreaming(true)} for a
-   * streaming pipeline.
-   */
-  public PortablePipelineOptions pipelineOptions() {
-    return LocalPipelineOptions.forEndpoint(endpoint());
-  }
-
-  /** {@code localhost:port}, for {@code --jobEndpoint}. */
-  public String endpoint() {
-    return "localhost:" + port;
-  }
-
-  /** The job port. */
-  public int port() {
-    return port;
-  }
-
-  /** Prism's last output lines, for diagnostics. */
-  public String outputTail() {
-    return process.outputTail();
-  }
-
-  /** Stops prism. */
-  @Override
-  public void close() {
-    process.close();
   }
 }

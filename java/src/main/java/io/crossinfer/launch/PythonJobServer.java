@@ -6,7 +6,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
@@ -22,14 +21,11 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * }
  * }</pre>
  */
-public final class PythonJobServer implements AutoCloseable {
-  private final ManagedProcess process;
-  private final int port;
+public final class PythonJobServer extends LocalJobServer {
   private final Path stagingDir;
 
   private PythonJobServer(ManagedProcess process, int port, Path stagingDir) {
-    this.process = process;
-    this.port = port;
+    super(process, port);
     this.stagingDir = stagingDir;
   }
 
@@ -91,33 +87,10 @@ public final class PythonJobServer implements AutoCloseable {
     }
   }
 
-  /**
-   * Options to run a pipeline here: the PortableRunner with this job endpoint, the Java steps in
-   * this JVM ({@code LOOPBACK}), and Beam's harmless orphaned-channel reports muted.
-   */
-  public PortablePipelineOptions pipelineOptions() {
-    return LocalPipelineOptions.forEndpoint(endpoint());
-  }
-
-  /** {@code localhost:port}, for {@code --jobEndpoint}. */
-  public String endpoint() {
-    return "localhost:" + port;
-  }
-
-  /** The port the job server listens on. */
-  public int port() {
-    return port;
-  }
-
-  /** The job server's last output lines, for diagnostics. */
-  public String outputTail() {
-    return process.outputTail();
-  }
-
   /** Stops the job server and deletes its staging directory. */
   @Override
   public void close() {
-    process.close();
+    super.close();
     deleteRecursively(stagingDir);
   }
 
