@@ -35,6 +35,8 @@ from apache_beam.portability.api import (
 )
 from apache_beam.runners import pipeline_context
 
+from crossinfer.expansion.local import start_child
+
 READY_TIMEOUT_SECS = 120.0
 
 
@@ -111,22 +113,20 @@ def start_process(name: str, args: list[str], log_dir: Path, ready_prefix: str |
     """Start ``python args...``; wait for a stdout line starting with
     ``ready_prefix`` or for ``port`` to accept connections."""
     log = log_dir / f"{name}.log"
-    process = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-        env={**os.environ, **(env or {})})
-    proc = Proc(name, process, log)
-    if ready_prefix is not None:
-        assert process.stdout is not None
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(process.stdout.readline()),
-                                  daemon=True)
-        reader.start()
-        reader.join(READY_TIMEOUT_SECS)
-        line = box[0].strip() if box else ""
-        if not line.startswith(ready_prefix):
-            proc.stop()
-            raise RuntimeError(f"{name} did not start: said {line!r}; log:\n{proc.log_text()}")
-        proc.ready_line = line
+    stderr, full_env = log.open("w"), {**os.environ, **(env or {})}
+    if ready_prefix is None:
+        proc = Proc(name, subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env=full_env), log)
+    else:
+        # The caller reads the rest of stdout (a test checks the ready line was all).
+        try:
+            process, line = start_child(args, ready_prefix, name=name, stderr=stderr,
+                                        env=full_env, timeout=READY_TIMEOUT_SECS,
+                                        forward_output=False)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; log:\n{log.read_text(errors='replace')}") from None
+        proc = Proc(name, process, log, line)
     if port is not None:
         wait_for_port(port)
     return proc
