@@ -13,10 +13,11 @@ import sys
 
 from bench import chart
 
-BENCHMARKS = ("single_model", "patterns", "keyed", "ragged", "gpu")
+BENCHMARKS = ("single_model", "xlang", "patterns", "keyed", "ragged", "gpu")
 QUICK = {
     "single_model": ["--elements", "5000", "--batched-elements", "20000", "--repeats", "1",
                      "--batched-repeats", "1"],
+    "xlang": ["--elements", "5000", "--repeats", "1"],
     "patterns": ["--elements", "5000", "--repeats", "1"],
     "keyed": ["--elements", "5000", "--beam-elements", "600", "--repeats", "1"],
     "ragged": ["--elements", "5000", "--repeats", "1"],

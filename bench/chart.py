@@ -19,14 +19,16 @@ from bench.harness import RESULTS
 PANELS = [
     ("single_model", "per-element", "1. one model, one row per element"),
     ("single_model", "batched", "1b. one model, batch-native input (64-row batches)"),
+    ("xlang", None, "1c. Java -> expansion service -> Python vs Python-direct (Prism)"),
     ("patterns", None, "2. A/B and sequence, torch MLP"),
     ("keyed", None, "3. keyed: 6 models, round-robin keys, bound 2"),
     ("ragged", None, "4. ragged input (lengths 4..64) vs equal length"),
     ("gpu", None, "5. GPU (CUDA)"),
 ]
 COLORS = {"raw": "#9e9e9e", "beam": "#4c72b0", "beam-nogbk": "#8fa8d6", "crossinfer": "#dd8452",
-          "equal": "#55a868"}
-REFS = {"keyed": "beam", "ragged": "equal", "gpu": "raw"}
+          "equal": "#55a868", "python": "#dd8452", "java-array": "#8172b3",
+          "java-packed": "#937860"}
+REFS = {"keyed": "beam", "ragged": "equal", "gpu": "raw", "xlang": "python"}
 
 
 def _rows(doc: dict[str, Any], subset: str | None) -> list[dict[str, Any]]:
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     fig.suptitle(f"crossinfer benchmarks - {env.get('cpus')} CPUs, apache-beam "
                  f"{env.get('apache_beam')}, {env.get('runner')}\nbar labels: elements/s and "
                  "the ratio to plain Beam (keyed: Beam + GroupByKey; ragged: equal-length "
-                 "input), measured in one run", fontsize=10)
+                 "input; Java: crossinfer Python-direct), measured in one run", fontsize=10)
     fig.tight_layout()
     out = Path(argv[0]) if argv else RESULTS / "chart.png"
     fig.savefig(out, dpi=110)

@@ -10,8 +10,9 @@ import sys
 
 from bench.harness import RESULTS
 
-ORDER = ("single_model", "patterns", "keyed", "ragged", "gpu")
-REFS = {"keyed": ("beam", "beam-nogbk"), "ragged": ("equal",), "gpu": ("raw",)}
+ORDER = ("single_model", "xlang", "patterns", "keyed", "ragged", "gpu")
+REFS = {"keyed": ("beam", "beam-nogbk"), "ragged": ("equal",), "gpu": ("raw",),
+        "xlang": ("python", "java-array")}
 
 
 def _fmt(value: float | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -17,7 +18,7 @@ from crossinfer.handlers.registry import model_handler
 from crossinfer.models import MeanPoolClassifier
 from crossinfer.patterns.to_records import ToRecords
 from crossinfer.records import Batch, Failure, Item, ItemBatch, RecordBase, RecordCoder
-from crossinfer.rows import IOConfig, to_item
+from crossinfer.rows import IOConfig, fields_view, to_item, to_output_row
 from support import run
 
 
@@ -125,3 +126,49 @@ def test_fast_validation_agrees_with_the_careful_one() -> None:
         assert isinstance(failure, Failure) and "NaN or infinity" in failure.error
     assert isinstance(to_item({"features": np.array([1, 2])}, io), Item)
     assert to_item({"features": np.zeros(0, dtype=np.float32)}, io).error.endswith("is empty")
+
+
+class _In(NamedTuple):
+    id: int
+    features: bytes
+
+
+class _Out(NamedTuple):  # the expansion service's results type for _In: input fields, then outputs
+    id: int
+    features: bytes
+    model: str
+    path: str
+    inference: list
+    label: int | None
+    score: float | None
+    labels: list | None
+    scores: list | None
+
+
+class _Renamed(NamedTuple):  # an input field named like an output field: the general path
+    id: int
+    features: bytes
+    label: int
+
+
+def test_named_tuple_rows_are_read_and_extended_in_place() -> None:
+    """Rows from another SDK arrive as NamedTuples: read without a dict copy,
+    and their result row built as one tuple, equal to the general path's."""
+    packed = np.array([1.0, 2.0, 3.0], dtype="<f4").tobytes()
+    element = _In(7, packed)
+    assert dict(fields_view(element)) == {"id": 7, "features": packed}
+    item = to_item(element, IOConfig())
+    assert isinstance(item, Item) and item.features.tolist() == [1.0, 2.0, 3.0]
+    item.model, item.path, item.inference = "m", "ab/m", np.array([0.25, 0.75])
+    item.label, item.score = 1, 0.75
+    fast = to_output_row(item, _Out)
+    assert type(fast) is _Out
+    general = _Out(**{**element._asdict(), "model": "m", "path": "ab/m", "inference": [0.25, 0.75],
+                      "label": 1, "score": 0.75, "labels": None, "scores": None})
+    assert fast == general
+    renamed = to_item(_Renamed(8, packed, 5), IOConfig())
+    renamed.model, renamed.path, renamed.inference = "m", "m", np.array([1.0])
+    row = to_output_row(renamed, beam.Row)
+    assert (row.id, row.label, row.inference) == (8, None, [1.0]), "output fields win"
+    assert to_item(_In(9, packed), IOConfig(features_field="pixels")).error.startswith(
+        "the input has no field 'pixels' (fields: features, id)")

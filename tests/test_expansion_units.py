@@ -137,6 +137,7 @@ def test_failures_schema_nests_the_input_row() -> None:
     ([("x", list[float])], "features", "key", False, "has no field 'features' (fields: x)"),
     ([("features", str)], "features", "key", False, "must be an ARRAY (or ITERABLE)"),
     ([("features", list[str])], "features", "key", False, "got ARRAY<STRING>"),
+    ([("features", int)], "features", "key", False, "or BYTES of packed float32 values"),
     ([("features", list[float])], "features", "key", True, "key_field: the spec routes"),
     ([("features", list[float]), ("key", int)], "features", "key", True,
      "input field 'key' must be a STRING, got INT64"),
@@ -167,6 +168,9 @@ def test_input_schema_accepts_numeric_arrays_and_iterables() -> None:
                 container: {"element_type": schema_pb2.FieldType(atomic_type=element)}})
             schema = schema_pb2.Schema(fields=[schema_pb2.Field(name="f", type=field_type)])
             schemas.check_input_schema(schema, "f", "key", key_required=False)
+    packed = schema_pb2.FieldType(atomic_type=schema_pb2.BYTES)  # float32, little-endian
+    schema = schema_pb2.Schema(fields=[schema_pb2.Field(name="f", type=packed)])
+    schemas.check_input_schema(schema, "f", "key", key_required=False)
 
 
 def test_input_schema_with_pickled_any_field_is_refused() -> None:

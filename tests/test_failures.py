@@ -29,6 +29,9 @@ BAD_INPUTS = [
     (beam.Row(id=106, key="k", features=[1.0, float("nan")]), "input", "NaN or infinity"),
     (beam.Row(id=107, key="k", features=[float("inf")]), "input", "NaN or infinity"),
     (beam.Row(id=108, key="k", features="1,2,3"), "input", "must be an array of numbers"),
+    (beam.Row(id=110, key="k", features=b"\x00" * 10), "input", "4 bytes each"),
+    (beam.Row(id=111, key="k", features=np.array([np.nan], np.float32).tobytes()), "input",
+     "NaN or infinity"),
     (beam.Row(id=109, key="k", features=[1.0] * 10), "lr",
      "features have shape [10], but model 'lr' expects input_shape [64]"),
 ]
@@ -135,3 +138,16 @@ def test_pad_truncate_feeds_ragged_inputs_to_a_fixed_size_model(models, digits_d
                                     ci.Op("scale", {"factor": 1 / 16})))
     results, failures, _ = run(rows, ci.Model(node))
     assert failures == [] and len(results) == 100
+
+
+def test_packed_float32_features_give_the_results_of_a_list(models, digits_data):
+    x, _ = digits_data
+    listed = [beam.Row(id=i, features=x[i].tolist()) for i in range(40)]
+    packed = [beam.Row(id=i, features=x[i].astype("<f4").tobytes()) for i in range(40)]
+    by_list, none_1, _ = run(listed, ci.Model(lr(models, input_shape=(64,))))
+    by_bytes, none_2, _ = run(packed, ci.Model(lr(models, input_shape=(64,))))
+    assert not none_1 and not none_2
+    key = lambda r: r.id  # noqa: E731
+    assert [(r.id, r.label, r.inference) for r in sorted(by_bytes, key=key)] == \
+        [(r.id, r.label, r.inference) for r in sorted(by_list, key=key)]
+    assert all(type(r.features) is bytes for r in by_bytes), "input fields pass through as sent"

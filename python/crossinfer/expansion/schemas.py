@@ -92,13 +92,16 @@ def check_input_schema(schema: schema_pb2.Schema, features_field: str, key_field
             f"{listing}); set features_field in the payload to the numeric array field")
     features = fields[features_field]
     kind = features.WhichOneof("type_info")
+    if kind == "atomic_type" and features.atomic_type == schema_pb2.BYTES:
+        kind = "packed"  # little-endian float32 values, see docs/wire-contract.md
     element = (features.array_type.element_type if kind == "array_type"
                else features.iterable_type.element_type if kind == "iterable_type" else None)
-    if element is None or element.WhichOneof("type_info") != "atomic_type" or (
-            element.atomic_type not in _NUMERIC):
+    if kind != "packed" and (element is None or element.WhichOneof("type_info") != "atomic_type"
+                             or element.atomic_type not in _NUMERIC):
         raise InputSchemaError(
             f"features_field: input field {features_field!r} must be an ARRAY (or ITERABLE) of "
-            f"DOUBLE, FLOAT or an integer type, got {describe(features)}")
+            f"DOUBLE, FLOAT or an integer type, or BYTES of packed float32 values, got "
+            f"{describe(features)}")
     if key_required:
         if key_field not in fields:
             raise InputSchemaError(

@@ -153,11 +153,13 @@ final class Expander {
         element != null
             && element.getTypeName().isNumericType()
             && element.getTypeName() != Schema.TypeName.DECIMAL;
-    if (!arrayOfNumbers) {
+    boolean packed = typeName == Schema.TypeName.BYTES; // see PackedFeatures
+    if (!arrayOfNumbers && !packed) {
       throw new IllegalArgumentException(
           "withFeaturesField: input field '"
               + features
-              + "' must be an ARRAY (or ITERABLE) of DOUBLE, FLOAT or an integer type, got "
+              + "' must be an ARRAY (or ITERABLE) of DOUBLE, FLOAT or an integer type, or BYTES"
+              + " of packed float32 values (PackedFeatures), got "
               + type);
     }
     if (schema.hasField(key)) {

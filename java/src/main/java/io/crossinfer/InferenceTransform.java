@@ -83,7 +83,9 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
 
   /**
    * Read the numeric array to infer on from input field {@code field} (default {@code
-   * features}). The field must be an ARRAY or ITERABLE of DOUBLE, FLOAT or an integer type.
+   * features}). The field must be an ARRAY or ITERABLE of DOUBLE, FLOAT or an integer type, or
+   * BYTES holding packed little-endian float32 values ({@link PackedFeatures}, the cheapest
+   * encoding across the language boundary).
    */
   public T withFeaturesField(String field) {
     requireFieldName(field, "withFeaturesField");

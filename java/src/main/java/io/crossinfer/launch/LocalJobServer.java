@@ -21,7 +21,8 @@ public abstract class LocalJobServer implements AutoCloseable {
 
   /**
    * Options to run a pipeline on this job server: the PortableRunner with this job endpoint, the
-   * Java steps in this JVM ({@code LOOPBACK}), and Beam's harmless orphaned-channel reports muted.
+   * Java steps in this JVM ({@code LOOPBACK}, so no jars are staged), and Beam's harmless
+   * orphaned-channel reports muted.
    * Each call returns new options, for the caller to adjust.
    */
   public PortablePipelineOptions pipelineOptions() {

@@ -6,6 +6,7 @@ import static org.junit.Assert.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.crossinfer.InferenceResult;
+import io.crossinfer.PackedFeatures;
 import io.crossinfer.examples.DigitsData;
 import io.crossinfer.examples.JsonLinesSink;
 import io.crossinfer.launch.ExpansionServiceLauncher;
@@ -102,10 +103,38 @@ public class PortableRunnerIT {
                     .withExpansionService(address)),
         "renamed");
     write(
+        p.apply("Packed digits", Create.of(packedRows(rows)).withRowSchema(PACKED))
+            .apply("Sequence on packed features", E2e.sequence().withExpansionService(address)),
+        "packed");
+    write(
         p.apply("Bad digits", Create.of(badRows()).withRowSchema(DigitsData.SCHEMA))
             .apply("Keyed on bad input", E2e.keyed().withExpansionService(address)),
         "bad");
     state = p.run().waitUntilFinish(Duration.standardMinutes(4));
+  }
+
+  /** The digits with their features as packed float32 bytes (see {@link PackedFeatures}). */
+  static final Schema PACKED =
+      Schema.builder()
+          .addInt64Field("id")
+          .addStringField("key")
+          .addInt64Field("digit")
+          .addField(PackedFeatures.field("features"))
+          .build();
+
+  /** The rows with packed features, plus one row whose bytes are not whole float32 values. */
+  static List<Row> packedRows(List<Row> rows) {
+    List<Row> packed = new java.util.ArrayList<>();
+    for (Row r : rows) {
+      double[] values = r.getArray("features").stream().mapToDouble(x -> (Double) x).toArray();
+      packed.add(
+          Row.withSchema(PACKED)
+              .addValues(r.getInt64("id"), r.getString("key"), r.getInt64("digit"),
+                  PackedFeatures.pack(values))
+              .build());
+    }
+    packed.add(Row.withSchema(PACKED).addValues(9100L, "k", 0L, new byte[10]).build());
+    return packed;
   }
 
   /** One row of each class of bad input, and one good row. */
@@ -239,6 +268,18 @@ public class PortableRunnerIT {
         pythonLines, E2e.resultLines(renamed));
     assertTrue(renamed.get(0).has("pixels"));
     assertTrue(renamed.get(0).has("user"));
+  }
+
+  @Test
+  public void packedFeaturesGiveThePythonDirectResults() throws Exception {
+    assertEquals("pipeline state", PipelineResult.State.DONE, state);
+    List<String> pythonLines = E2e.resultLines(expected.get("sequence").get("results")::elements);
+    E2e.assertSameLines("sequence on packed float32 features vs Python-direct on a DOUBLE array",
+        pythonLines, E2e.resultLines(JsonLinesSink.read(out.resolve("packed"))));
+    List<ObjectNode> failures = JsonLinesSink.read(out.resolve("packed-failures"));
+    assertEquals(failures.toString(), 1, failures.size());
+    assertEquals(9100, failures.get(0).get("element").get("id").asLong());
+    assertTrue(failures.toString(), failures.get(0).get("error").asText().contains("4 bytes each"));
   }
 
   @Test

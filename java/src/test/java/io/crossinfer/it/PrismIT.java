@@ -10,6 +10,7 @@ import io.crossinfer.InferenceResult;
 import io.crossinfer.examples.DigitsData;
 import io.crossinfer.examples.JsonLinesSink;
 import io.crossinfer.launch.ExpansionServiceLauncher;
+import io.crossinfer.launch.Jobs;
 import io.crossinfer.launch.PrismJobServer;
 import java.nio.file.Path;
 import java.util.List;
@@ -83,7 +84,7 @@ public class PrismIT {
             .apply("Shadow test", mirror().withExpansionService(service.address()));
     mirrored.output().apply("Write results", JsonLinesSink.to(batchOut.resolve("results")));
     mirrored.failures().apply("Write failures", JsonLinesSink.to(batchOut.resolve("failures")));
-    batchState = batch.run().waitUntilFinish(Duration.standardMinutes(4));
+    batchState = Jobs.waitUntilFinish(batch.run(), java.time.Duration.ofMinutes(4));
 
     streamOut = E2e.freshDir("prism-stream");
     PortablePipelineOptions options = prism.pipelineOptions();

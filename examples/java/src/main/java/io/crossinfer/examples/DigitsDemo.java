@@ -8,6 +8,7 @@ import io.crossinfer.Op;
 import io.crossinfer.Sequence;
 import io.crossinfer.SklearnMethod;
 import io.crossinfer.launch.ExpansionServiceLauncher;
+import io.crossinfer.launch.Jobs;
 import io.crossinfer.launch.PrismJobServer;
 import io.crossinfer.launch.Python;
 import io.crossinfer.launch.PythonJobServer;
@@ -18,6 +19,7 @@ import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.LinkedHashMap;
@@ -32,7 +34,6 @@ import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.transforms.Create;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
-import org.joda.time.Duration;
 
 /**
  * The Java demo: an A/B test and a sequence of models on the handwritten digits, run end to end
@@ -153,7 +154,7 @@ public final class DigitsDemo {
       } else if (endpoint == null) {
         PythonJobServer jobServer =
             PythonJobServer.start(python, outDir.resolve("job-server.log"),
-                java.time.Duration.ofMinutes(2));
+                Duration.ofMinutes(2));
         started.add(jobServer);
         options = jobServer.pipelineOptions();
         runnerName = "Beam Python job server at " + jobServer.endpoint();
@@ -181,7 +182,8 @@ public final class DigitsDemo {
           .apply("Write sequence failures", JsonLinesSink.to(outDir.resolve("sequence-failures")));
 
       long start = System.nanoTime();
-      PipelineResult.State state = p.run().waitUntilFinish(Duration.standardMinutes(10));
+      PipelineResult.State state =
+          Jobs.waitUntilFinish(p.run(), Duration.ofMinutes(10));
       double seconds = (System.nanoTime() - start) / 1e9;
       if (state != PipelineResult.State.DONE) {
         out.println("pipeline ended in state " + state + " after " + seconds + " s; logs in "
