@@ -105,33 +105,86 @@ class JavaSide:
                 self.process.kill()
 
 
-def java_variant(java: JavaSide, encoding: str, n: int, spec_file: Path):
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` so far (0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        try:
+            for task in Path(f"/proc/{stack.pop()}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found += children
+                stack += children
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    return sum(_own_cpu_seconds(p) for p in [pid, *_descendants(pid)])
+
+
+class CpuMeter:
+    """CPU seconds spent by each process taking part in a run: where the
+    work of a pipeline goes (the Python workers, the JVM, the job server)."""
+
+    def __init__(self, pool: int, jvm: int, service: int) -> None:
+        self._read = {
+            "python workers": lambda: _tree_cpu_seconds(pool),
+            "jvm": lambda: _own_cpu_seconds(jvm),
+            "job server": lambda: _tree_cpu_seconds(jvm) - _own_cpu_seconds(jvm),  # its child
+            "expansion service": lambda: _own_cpu_seconds(service),
+            "bench process": time.process_time,
+        }
+
+    def read(self) -> dict[str, float]:
+        return {name: read() for name, read in self._read.items()}
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        return {k: round(v - before[k], 3) for k, v in self.read().items()}
+
+
+def java_variant(java: JavaSide, encoding: str, n: int, spec_file: Path, meter: CpuMeter):
     def once() -> dict[str, Any]:
+        before = meter.read()
         got = java.run(encoding, n, spec_file)
         if got.get("state") != "DONE" or got["results"] + got["failures"] != n:
             raise RuntimeError(f"Java pipeline ({encoding}, {n} elements): {got}")
         if got["failures"]:
             raise RuntimeError(f"crossinfer reported {got['failures']} failures: {got}")
-        return {"wall_s": got["wall_s"], "failures": got["failures"]}
+        return {"wall_s": got["wall_s"], "failures": got["failures"],
+                "cpu_s_last_round": meter.since(before)}
 
     return once
 
 
-def python_variant(node: ci.ModelNode, n: int, options: list[str]):
+def python_variant(node: ci.ModelNode, n: int, options: list[str], meter: CpuMeter):
     """crossinfer Python-direct on the same job server and workers."""
     def once() -> dict[str, Any]:
         pipeline = beam.Pipeline(options=PipelineOptions(options))
         out = pipeline | Synthetic(n) | ci.Model(node)
         count(out.results, "out")
         count(out.failures, "failed")
+        before = meter.read()
         start = time.perf_counter()
         result = pipeline.run()
         result.wait_until_finish()
         wall = time.perf_counter() - start
+        cpu = meter.since(before)
         got = check(result, n, "out", "failed")
         if got["failed"]:
             raise RuntimeError(f"crossinfer reported {got['failed']} failures")
-        return {"wall_s": wall, "failures": got["failed"]}
+        return {"wall_s": wall, "failures": got["failed"], "cpu_s_last_round": cpu}
 
     return once
 
@@ -170,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         READY, name="the expansion service", stderr=log)
     address = line.rsplit(" ", 1)[-1]
     java = JavaSide(classpath, address, data, args.runner, log)
+    meter = CpuMeter(pool.process.pid, java.process.pid, service.pid)
     python_options = ["--runner=PortableRunner", f"--job_endpoint={java.job_endpoint}",
                       "--environment_type=EXTERNAL", f"--environment_config={pool.address}"]
     print(f"xlang: {n:,} elements, runner {args.runner} ({java.job_endpoint}), expansion "
@@ -182,14 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             spec_file.write_text(spec_to_json(ci.InferenceSpec(node)))
             variants += [
                 Variant("crossinfer Python-direct", fw, n,
-                        python_variant(node, n, python_options), "python",
-                        warm=python_variant(node, WARM, python_options)),
+                        python_variant(node, n, python_options, meter), "python",
+                        warm=python_variant(node, WARM, python_options, meter)),
                 Variant("Java, features ARRAY<DOUBLE>", fw, n,
-                        java_variant(java, "array", n, spec_file), "java-array",
-                        warm=java_variant(java, "array", WARM, spec_file)),
+                        java_variant(java, "array", n, spec_file, meter), "java-array",
+                        warm=java_variant(java, "array", WARM, spec_file, meter)),
                 Variant("Java, features packed float32", fw, n,
-                        java_variant(java, "packed", n, spec_file), "java-packed",
-                        warm=java_variant(java, "packed", WARM, spec_file)),
+                        java_variant(java, "packed", n, spec_file, meter), "java-packed",
+                        warm=java_variant(java, "packed", WARM, spec_file, meter)),
             ]
         measured = harness.measure(variants, args.repeats)
     finally:
@@ -205,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     refs = ("python", "java-array")
     print()
     print(harness.table(measured, refs))
+    print()
+    print("CPU seconds per process, last round:")
+    for m in measured:
+        cpu = m.facts.get("cpu_s_last_round", {})
+        print(f"  {m.group:<8} {m.name:<34} " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     print()
     print("targets:")
     print(harness.targets_text(targets))

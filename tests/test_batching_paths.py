@@ -14,6 +14,7 @@ from apache_beam import coders
 from apache_beam.utils.windowed_value import WindowedValue
 
 import crossinfer as ci
+from crossinfer.handlers.keyed import Chunk
 from crossinfer.handlers.registry import model_handler
 from crossinfer.models import MeanPoolClassifier
 from crossinfer.patterns.to_records import ToRecords
@@ -100,6 +101,10 @@ def test_record_coder_round_trips_and_estimates_without_pickling() -> None:
         assert type(back) is type(record)
         assert pickle.dumps(back) == pickle.dumps(record)
     assert impl.estimate_size(item) == 128 + 32
+    chunk = Chunk("route", [item] * 10)  # keyed: a route's records, sized without pickling
+    assert coders.registry.get_coder(Chunk) == RecordCoder()
+    assert impl.estimate_size(chunk) == 10 * (128 + 32)
+    assert impl.decode(impl.encode(chunk)).items[0].label == 1
     assert coders.registry.get_coder(RecordBase) == RecordCoder()
 
 

@@ -177,6 +177,9 @@ def estimate_record_bytes(record: Any) -> int:
     """A cheap estimate of a record's encoded size (for Beam's size metrics)."""
     if type(record) is ItemBatch:
         return sum(estimate_record_bytes(r) for r in record[:1]) * len(record)
+    items = getattr(record, "items", None)  # a keyed Chunk: records of one route
+    if type(items) is list:
+        return sum(estimate_record_bytes(r) for r in items[:1]) * len(items)
     features = getattr(record, "features", None)
     nbytes = getattr(features, "nbytes", 0)
     return _RECORD_OVERHEAD_BYTES + (nbytes if isinstance(nbytes, int) else 0)

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from apache_beam import coders
 from apache_beam.ml.inference.base import ModelHandler
 
 from crossinfer.handlers.model_cache import ModelCache
 from crossinfer.handlers.node_handler import ModelNodeHandler, Record
+from crossinfer.records import RecordCoder
 
 
 class Chunk:
@@ -36,6 +38,10 @@ class Chunk:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Chunk, (self.route, self.items))
+
+
+# Without a coder Beam would pickle every sampled chunk whole to measure its size.
+coders.registry.register_coder(Chunk, RecordCoder)
 
 
 class KeyedChunkHandler(ModelHandler[Chunk, Record, ModelCache]):

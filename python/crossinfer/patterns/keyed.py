@@ -108,7 +108,7 @@ def expand_keyed(records: beam.PCollection, node: KeyedNode, parent: str,
         groups = routed.routed | f"BatchByRoute[{path}]" >> beam.GroupIntoBatches(
             batch_size=max(sizes.values()),
             max_buffering_duration_secs=min(waits) if waits else DEFAULT_STREAMING_WAIT_SECS)
-    chunks = groups | f"Chunk[{path}]" >> beam.ParDo(_ChunkDoFn(sizes))
+    chunks = groups | f"Chunk[{path}]" >> beam.ParDo(_ChunkDoFn(sizes)).with_output_types(Chunk)
     inferred = chunks | f"RunInference[{path}]" >> RunInference(
         KeyedChunkHandler(handlers, bound, f"crossinfer/{path}"),
         inference_args=ctx.inference_args or None)
