@@ -12,7 +12,7 @@ from bench.harness import RESULTS
 
 ORDER = ("single_model", "xlang", "patterns", "keyed", "ragged", "gpu")
 REFS = {"keyed": ("beam", "beam-nogbk"), "ragged": ("equal",), "gpu": ("raw",),
-        "xlang": ("python", "java-array")}
+        "xlang": ("raw", "beam", "python")}
 
 
 def _fmt(value: float | None) -> str:
@@ -32,7 +32,8 @@ def render(name: str, doc: dict) -> str:
                  f"{row['elements_per_s']:,.0f}"]
         for r in refs:
             wall, cpu = row.get(f"ratio_to_{r}"), row.get(f"cpu_ratio_to_{r}")
-            cells.append("" if wall is None else f"{_fmt(wall)} / {_fmt(cpu)}")
+            cells.append("" if wall is None else _fmt(wall) if cpu is None
+                         else f"{_fmt(wall)} / {_fmt(cpu)}")
         if loads:
             cells.append(str(row.get("facts", {}).get("model_loads", "")))
         lines.append("| " + " | ".join(cells) + " |")

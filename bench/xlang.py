@@ -1,9 +1,13 @@
-"""Benchmark 1b: Java -> expansion service -> Python vs crossinfer Python-direct.
+"""Benchmark 1c: Java -> expansion service -> Python vs crossinfer Python-direct.
 
 The single-model workload (100,000 rows of 32 float32 values; scikit-learn
 LogisticRegression, torch MLP 32-256-256-10, its ONNX export) on one local
 portable runner, side by side in one run:
 
+* ``raw``: the framework called directly on slices of the same rows (batch 64),
+  in this process: the limit;
+* ``beam``: plain Beam ``RunInference`` (Beam's own handler, as in
+  ``bench.single_model``), a Python pipeline on the same job server and workers;
 * ``python``: a Python pipeline with ``crossinfer.Model``, submitted to the
   job server, its steps in the worker pool (crossinfer Python-direct);
 * ``java-array``: a Java pipeline calling the same spec through the expansion
@@ -31,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,9 +45,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import crossinfer as ci
 from bench import harness
 from bench.harness import Variant
-from bench.models import DIM, dataset, prepare
+from bench.models import DIM, BenchModels, dataset, prepare
 from bench.pipelines import SHARDS, Synthetic, check, count
-from bench.variants import FRAMEWORKS, crossinfer_node
+from bench.variants import FRAMEWORKS, apply_beam, crossinfer_node, raw_loop
 from crossinfer.expansion.local import start_child, start_worker_pool
 from crossinfer.expansion.service import READY
 from crossinfer.spec.codec import spec_to_json
@@ -168,13 +173,13 @@ def java_variant(java: JavaSide, encoding: str, n: int, spec_file: Path, meter: 
     return once
 
 
-def python_variant(node: ci.ModelNode, n: int, options: list[str], meter: CpuMeter):
-    """crossinfer Python-direct on the same job server and workers."""
+def python_variant(n: int, options: list[str], meter: CpuMeter,
+                   apply: Callable[[beam.PCollection], None]):
+    """A Python pipeline on the same job server and workers: the source's
+    rows through ``apply``, which counts its outputs (``out``, ``failed``)."""
     def once() -> dict[str, Any]:
         pipeline = beam.Pipeline(options=PipelineOptions(options))
-        out = pipeline | Synthetic(n) | ci.Model(node)
-        count(out.results, "out")
-        count(out.failures, "failed")
+        apply(pipeline | Synthetic(n))
         before = meter.read()
         start = time.perf_counter()
         result = pipeline.run()
@@ -189,6 +194,19 @@ def python_variant(node: ci.ModelNode, n: int, options: list[str], meter: CpuMet
     return once
 
 
+def crossinfer_model(node: ci.ModelNode) -> Callable[[beam.PCollection], None]:
+    def apply(rows: beam.PCollection) -> None:
+        out = rows | ci.Model(node)
+        count(out.results, "out")
+        count(out.failures, "failed")
+
+    return apply
+
+
+def plain_beam(framework: str, models: BenchModels) -> Callable[[beam.PCollection], None]:
+    return lambda rows: count(apply_beam(rows, framework, models), "out")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--elements", type=int, default=100_000)
@@ -199,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The work runs in the worker pool: its threads are set by the environment
     # it inherits (torch and ONNX Runtime both read OMP_NUM_THREADS).
-    if args.threads > 0:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    harness.apply_threads(args.threads)  # this process's raw loops, and OMP_NUM_THREADS
     # The Python pipeline's source (bench.pipelines) must import in the workers.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
@@ -212,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     models = prepare(Path(".work/bench_models").resolve())
     WORK.mkdir(parents=True, exist_ok=True)
     data = WORK / f"rows-{n}x{DIM}.f32"
-    dataset(n, SHARDS).astype("<f4").tofile(data)  # the rows Synthetic(n) makes, in id order
+    rows = dataset(n, SHARDS)  # the rows Synthetic(n) makes, in id order
+    rows.astype("<f4").tofile(data)
     classpath = java_classpath()
 
     log = open(WORK / "processes.log", "w")  # for the whole run: closed in the finally below
@@ -234,10 +252,15 @@ def main(argv: list[str] | None = None) -> int:
             node = crossinfer_node(fw, models)
             spec_file = WORK / f"spec-{fw}.json"
             spec_file.write_text(spec_to_json(ci.InferenceSpec(node)))
+            crossinfer_run, beam_run = crossinfer_model(node), plain_beam(fw, models)
             variants += [
+                Variant("raw loop (batch 64)", fw, n, raw_loop(fw, models, rows, 64), "raw"),
+                Variant("plain Beam RunInference (Python)", fw, n,
+                        python_variant(n, python_options, meter, beam_run), "beam",
+                        warm=python_variant(WARM, python_options, meter, beam_run)),
                 Variant("crossinfer Python-direct", fw, n,
-                        python_variant(node, n, python_options, meter), "python",
-                        warm=python_variant(node, WARM, python_options, meter)),
+                        python_variant(n, python_options, meter, crossinfer_run), "python",
+                        warm=python_variant(WARM, python_options, meter, crossinfer_run)),
                 Variant("Java, features ARRAY<DOUBLE>", fw, n,
                         java_variant(java, "array", n, spec_file, meter), "java-array",
                         warm=java_variant(java, "array", WARM, spec_file, meter)),
@@ -256,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = [harness.ratio_target(f"{m.group}: Java ({m.kind[5:]}) / Python-direct", m,
                                     measured, "python", 0.7)
                for m in measured if m.kind.startswith("java-")]
-    refs = ("python", "java-array")
+    refs = ("raw", "beam", "python")
     print()
     print(harness.table(measured, refs))
     print()
