@@ -96,13 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = [harness.ratio_target(f"{m.group}: crossinfer batched / raw CUDA loop", m,
                                     measured, "raw", 0.9)
                for m in measured if m.kind == "crossinfer"]
-    print()
-    print(harness.table(measured, refs=("raw",)))
-    print("\ntargets:\n" + harness.targets_text(targets))
-    path = harness.write_results(args.name, vars(args), measured, targets, refs=("raw",),
-                                 notes=[f"device: {torch.cuda.get_device_name()}",
-                                        f"input dim {DIM} (mlp), {BIG_MLP_SIZES[0]} (big_mlp)"])
-    print(f"\nwrote {path}")
+    harness.report(args.name, vars(args), measured, targets, refs=("raw",),
+                   notes=[f"device: {torch.cuda.get_device_name()}",
+                          f"input dim {DIM} (mlp), {BIG_MLP_SIZES[0]} (big_mlp)"])
     return 0
 
 

@@ -208,6 +208,22 @@ def write_results(name: str, params: dict[str, Any], measured: list[Measured],
     return path
 
 
+def report(name: str, params: dict[str, Any], measured: list[Measured],
+           targets: list[dict[str, Any]], refs: tuple[str, ...] = ("raw", "beam"),
+           notes: list[str] | None = None, details: str = "",
+           targets_heading: str = "targets:") -> Path:
+    """The end of every benchmark: the table, ``details`` (what the table does
+    not show), the targets, and the results file; returns its path."""
+    print()
+    print(table(measured, refs))
+    if details:
+        print("\n" + details)
+    print(f"\n{targets_heading}\n" + targets_text(targets))
+    path = write_results(name, params, measured, targets, refs, notes)
+    print(f"\nwrote {path}")
+    return path
+
+
 def target(name: str, value: float | None, goal: float, op: str = ">=",
            cpu_value: float | None = None) -> dict[str, Any]:
     """A target and where it stands (judged on ``value``, the wall-clock

@@ -157,14 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         harness.ratio_target("crossinfer / plain Beam + GroupByKey elements/s", measured[2],
                              measured, "beam", 1.0),
     ]
-    print()
-    print(harness.table(measured, refs=("beam", "beam-nogbk")))
-    print("\nmodel loads (last run): " + ", ".join(
-        f"{m.name}: {m.facts.get('model_loads')} for {m.elements:,} elements" for m in measured))
-    print("\ntargets:\n" + harness.targets_text(targets))
-    path = harness.write_results(args.name, vars(args), measured, targets,
-                                 refs=("beam", "beam-nogbk"))
-    print(f"\nwrote {path}")
+    harness.report(args.name, vars(args), measured, targets, refs=("beam", "beam-nogbk"),
+                   details="model loads (last run): " + ", ".join(
+                       f"{m.name}: {m.facts.get('model_loads')} for {m.elements:,} elements"
+                       for m in measured))
     return 0
 
 

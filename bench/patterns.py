@@ -197,12 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     measured = harness.measure(variants, args.repeats)
     targets = [harness.ratio_target(f"{m.group}: crossinfer / plain Beam", m, measured,
                                     "beam", 1.0) for m in measured if m.kind == "crossinfer"]
-    print()
-    print(harness.table(measured))
-    print("\ntargets (no goal in issue 5 beyond per-element parity; shown at >= 1.0):")
-    print(harness.targets_text(targets))
-    path = harness.write_results(args.name, vars(args), measured, targets)
-    print(f"\nwrote {path}")
+    harness.report(args.name, vars(args), measured, targets,
+                   targets_heading="targets (no goal in issue 5 beyond per-element parity; "
+                                   "shown at >= 1.0):")
     return 0
 
 

@@ -100,13 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "equal", 0.8),
                harness.target("ragged failures", failures, 0, op="==")]
     notes = [f"plain Beam RunInference on the ragged input: {beam_result['error'] or 'ran'}"]
-    print()
-    print(harness.table(measured, refs=("equal",)))
-    print("\n" + notes[0])
-    print("\ntargets:\n" + harness.targets_text(targets))
-    path = harness.write_results(args.name, vars(args), measured, targets, refs=("equal",),
-                                 notes=notes)
-    print(f"\nwrote {path}")
+    harness.report(args.name, vars(args), measured, targets, refs=("equal",), notes=notes,
+                   details=notes[0])
     return 0
 
 

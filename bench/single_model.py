@@ -127,13 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             targets.append(harness.ratio_target(f"{m.group}: crossinfer / plain Beam", m,
                                                 measured, "beam", 1.0))
-    print()
-    print(harness.table(measured))
-    print()
-    print("targets:")
-    print(harness.targets_text(targets))
-    path = harness.write_results(args.name, vars(args), measured, targets)
-    print(f"\nwrote {path}")
+    harness.report(args.name, vars(args), measured, targets)
     return 0
 
 

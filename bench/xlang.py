@@ -279,23 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     targets = [harness.ratio_target(f"{m.group}: Java ({m.kind[5:]}) / Python-direct", m,
                                     measured, "python", 0.7)
                for m in measured if m.kind.startswith("java-")]
-    refs = ("raw", "beam", "python")
-    print()
-    print(harness.table(measured, refs))
-    print()
-    print("CPU seconds per process, last round:")
-    for m in measured:
-        cpu = m.facts.get("cpu_s_last_round", {})
-        print(f"  {m.group:<8} {m.name:<34} " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
-    print()
-    print("targets:")
-    print(harness.targets_text(targets))
-    params = dict(vars(args), runner_endpoint=java.job_endpoint)
-    path = harness.write_results(args.name, params, measured, targets, refs,
-                                 notes=[f"runner: {args.runner} job server, Python steps in "
-                                        "one external worker pool; wall clock only (the work "
-                                        "runs in other processes)"])
-    print(f"\nwrote {path}")
+    cpu_lines = [f"  {m.group:<8} {m.name:<34} " + ", ".join(
+        f"{k} {v:.2f}" for k, v in m.facts.get("cpu_s_last_round", {}).items()) for m in measured]
+    harness.report(args.name, dict(vars(args), runner_endpoint=java.job_endpoint), measured,
+                   targets, refs=("raw", "beam", "python"),
+                   notes=[f"runner: {args.runner} job server, Python steps in one external "
+                          "worker pool; wall clock only (the work runs in other processes)"],
+                   details="\n".join(["CPU seconds per process, last round:", *cpu_lines]))
     return 0
 
 
