@@ -12,8 +12,6 @@ import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -207,9 +205,7 @@ public final class XlangBench {
         int offset = (int) id * dim;
         Object features;
         if (packed) {
-          ByteBuffer bytes = ByteBuffer.allocate(dim * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
-          bytes.asFloatBuffer().put(values, offset, dim);
-          features = bytes.array();
+          features = PackedFeatures.pack(values, offset, dim);
         } else {
           List<Double> list = new ArrayList<>(dim);
           for (int j = 0; j < dim; j++) {

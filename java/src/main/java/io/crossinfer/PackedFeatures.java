@@ -34,8 +34,16 @@ public final class PackedFeatures {
 
   /** {@code values} as little-endian float32 bytes. */
   public static byte[] pack(float[] values) {
-    ByteBuffer buffer = ByteBuffer.allocate(values.length * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
-    buffer.asFloatBuffer().put(values);
+    return pack(values, 0, values.length);
+  }
+
+  /**
+   * {@code length} values of {@code values} from {@code offset} (one row of a flat array) as
+   * little-endian float32 bytes.
+   */
+  public static byte[] pack(float[] values, int offset, int length) {
+    ByteBuffer buffer = ByteBuffer.allocate(length * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
+    buffer.asFloatBuffer().put(values, offset, length);
     return buffer.array();
   }
 

@@ -14,6 +14,7 @@ public class PackedFeaturesTest {
     byte[] expected = {0, 0, (byte) 0x80, 0x3f, 0, 0, 0x20, (byte) 0xc0};
     assertArrayEquals(expected, PackedFeatures.pack(new float[] {1.0f, -2.5f}));
     assertArrayEquals(expected, PackedFeatures.pack(new double[] {1.0, -2.5}));
+    assertArrayEquals(expected, PackedFeatures.pack(new float[] {9f, 1.0f, -2.5f, 9f}, 1, 2));
   }
 
   @Test
