@@ -209,21 +209,16 @@ public final class ExpansionServiceLauncher implements AutoCloseable {
       ManagedProcess process =
           ManagedProcess.start(
               "crossinfer expansion service", command(), env, workingDirectory, logFile);
-      try {
-        Matcher ready = process.awaitLine(READY, startupTimeout);
-        String host = ready.group(1);
-        if (host.equals("0.0.0.0") || host.equals("::") || host.equals("[::]")) {
-          host = "localhost";
-        }
-        return new ExpansionServiceLauncher(process, host, Integer.parseInt(ready.group(2)));
-      } catch (InterruptedException e) {
-        process.close();
-        Thread.currentThread().interrupt();
-        throw new IOException("interrupted while starting the expansion service", e);
-      } catch (RuntimeException e) {
-        process.close();
-        throw e;
-      }
+      return process.readyOrStopped(
+          "the expansion service",
+          () -> {
+            Matcher ready = process.awaitLine(READY, startupTimeout);
+            String host = ready.group(1);
+            if (host.equals("0.0.0.0") || host.equals("::") || host.equals("[::]")) {
+              host = "localhost";
+            }
+            return new ExpansionServiceLauncher(process, host, Integer.parseInt(ready.group(2)));
+          });
     }
   }
 }

@@ -177,6 +177,29 @@ final class ManagedProcess implements AutoCloseable {
     }
   }
 
+  /** A launcher's wait for its started process to be ready, giving what it launched. */
+  interface Readiness<T> {
+    T await() throws InterruptedException;
+  }
+
+  /**
+   * Runs {@code readiness}; if it fails or is interrupted, stops this process first, so a failed
+   * start leaves no child behind. An interrupt becomes an IOException "interrupted while starting
+   * {@code what}".
+   */
+  <T> T readyOrStopped(String what, Readiness<T> readiness) throws IOException {
+    try {
+      return readiness.await();
+    } catch (InterruptedException e) {
+      close();
+      Thread.currentThread().interrupt();
+      throw new IOException("interrupted while starting " + what, e);
+    } catch (RuntimeException e) {
+      close();
+      throw e;
+    }
+  }
+
   /** Waits until {@code host:port} accepts connections. */
   void awaitPort(String host, int port, Duration timeout) throws InterruptedException {
     await(() -> isOpen(host, port) ? Boolean.TRUE : null, "port " + port + " to open", timeout);

@@ -77,17 +77,12 @@ public final class PrismJobServer extends LocalJobServer {
             "--serve_http=false",
             "--log_level=warn");
     ManagedProcess process = ManagedProcess.start("prism", command, Map.of(), null, logFile);
-    try {
-      process.awaitPort("localhost", port, timeout);
-      return new PrismJobServer(process, port);
-    } catch (InterruptedException e) {
-      process.close();
-      Thread.currentThread().interrupt();
-      throw new IOException("interrupted while starting prism", e);
-    } catch (RuntimeException e) {
-      process.close();
-      throw e;
-    }
+    return process.readyOrStopped(
+        "prism",
+        () -> {
+          process.awaitPort("localhost", port, timeout);
+          return new PrismJobServer(process, port);
+        });
   }
 
   static int freePort() throws IOException {

@@ -57,20 +57,15 @@ public final class PythonJobServer extends LocalJobServer {
     ManagedProcess process =
         ManagedProcess.start(
             "Beam Python job server", command, Python.childEnvironment(python), null, logFile);
-    try {
-      int port =
-          process.await(
-              () -> readPort(portFile), "the job server to write its port", timeout);
-      process.awaitPort("localhost", port, timeout);
-      return new PythonJobServer(process, port, dir);
-    } catch (InterruptedException e) {
-      process.close();
-      Thread.currentThread().interrupt();
-      throw new IOException("interrupted while starting the job server", e);
-    } catch (RuntimeException e) {
-      process.close();
-      throw e;
-    }
+    return process.readyOrStopped(
+        "the job server",
+        () -> {
+          int port =
+              process.await(
+                  () -> readPort(portFile), "the job server to write its port", timeout);
+          process.awaitPort("localhost", port, timeout);
+          return new PythonJobServer(process, port, dir);
+        });
   }
 
   private static @Nullable Integer readPort(Path portFile) {
