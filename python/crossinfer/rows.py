@@ -101,7 +101,8 @@ class _TupleFields(Mapping[str, Any]):
 
 _MISSING = object()
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_PACKED_DTYPE = np.dtype("<f4")
+#: Packed features: little-endian float32 values in a ``bytes`` field.
+PACKED_DTYPE = np.dtype("<f4")
 
 
 def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
@@ -134,7 +135,7 @@ def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
                 return Failure(element, stage,
                                f"field {name!r} holds {len(raw)} bytes; packed features "
                                f"are little-endian float32 values, 4 bytes each")
-            features = np.frombuffer(raw, dtype=_PACKED_DTYPE)
+            features = np.frombuffer(raw, dtype=PACKED_DTYPE)
         elif isinstance(raw, str):
             return Failure(element, stage, f"field {name!r} must be an array of numbers, got "
                                            f"str")

@@ -132,7 +132,6 @@ class ModelCache:
         return False
 
 
-
 def _weak(obj: Any) -> weakref.ref | None:
     try:
         return weakref.ref(obj)

@@ -37,11 +37,10 @@ from crossinfer.handlers.registry import model_handler
 from crossinfer.patterns.context import ExpandContext, child_path
 from crossinfer.patterns.transforms import Inference, InferenceOutputs
 from crossinfer.records import Batch, Failure, RecordBase
-from crossinfer.rows import RowFactory, fields_view
+from crossinfer.rows import PACKED_DTYPE, RowFactory, fields_view
 from crossinfer.spec.nodes import ModelNode, Node, SequenceNode
 
 _FAILURES = "failures"
-PACKED_DTYPE = np.dtype("<f4")
 
 
 # ------------------------------------------------------------------ input
