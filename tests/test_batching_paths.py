@@ -19,7 +19,7 @@ from crossinfer.handlers.registry import model_handler
 from crossinfer.models import MeanPoolClassifier
 from crossinfer.patterns.to_records import ToRecords
 from crossinfer.records import Batch, Failure, Item, ItemBatch, RecordBase, RecordCoder
-from crossinfer.rows import IOConfig, fields_view, to_item, to_output_row
+from crossinfer.rows import IOConfig, fields_view, screen_batch, to_item, to_output_row
 from support import run
 
 
@@ -131,6 +131,25 @@ def test_fast_validation_agrees_with_the_careful_one() -> None:
         assert isinstance(failure, Failure) and "NaN or infinity" in failure.error
     assert isinstance(to_item({"features": np.array([1, 2])}, io), Item)
     assert to_item({"features": np.zeros(0, dtype=np.float32)}, io).error.endswith("is empty")
+
+
+def test_a_batch_screened_once_fails_the_same_elements_as_screening_each() -> None:
+    io = IOConfig()
+    rows = [np.full(3, 1.0, np.float32), np.array([1.0, np.nan, 2.0], np.float32),
+            np.full(3, 3e38, np.float32),  # finite, though the batch's sum overflows
+            np.array([np.inf, 0.0, 0.0]), np.array([1, 2, 3])]
+    elements = [beam.Row(id=i, features=x) for i, x in enumerate(rows)] + [{"other": 1}]
+    with np.errstate(over="ignore"):
+        one_by_one = [to_item(e, io) for e in elements]
+        screened = screen_batch([to_item(e, io, screen_finite=False) for e in elements],
+                                io.features_field)
+    assert [type(r) for r in screened] == [type(r) for r in one_by_one] == [
+        Item, Failure, Item, Failure, Item, Failure]
+    for got, want in zip(screened, one_by_one, strict=True):
+        assert got.original is want.original
+        assert getattr(got, "error", None) == getattr(want, "error", None)
+    clean = [to_item(beam.Row(features=np.ones((2, 2))), io, screen_finite=False)] * 3
+    assert screen_batch(clean, "features") is clean  # nothing to replace: the same list
 
 
 class _In(NamedTuple):

@@ -105,9 +105,12 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PACKED_DTYPE = np.dtype("<f4")
 
 
-def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
+def to_item(element: Any, io: IOConfig, stage: str = "input",
+            screen_finite: bool = True) -> Item | Failure:
     """Validate an input element and turn it into an :class:`Item`, or a
-    :class:`Failure` that says what is wrong with it."""
+    :class:`Failure` that says what is wrong with it. With ``screen_finite``
+    false, NaN and infinity are left for the caller to find, once for many
+    elements (:func:`screen_batch`)."""
     try:
         fields = fields_view(element)
     except TypeError as exc:
@@ -117,7 +120,7 @@ def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
     if type(raw) is np.ndarray:
         # The common case first: a 1-D float32/64 array with values.
         if raw.ndim == 1 and raw.dtype in _FAST_DTYPES and raw.size and \
-                math.isfinite(_sum(raw)):
+                (not screen_finite or math.isfinite(_sum(raw))):
             key = fields.get(io.key_field)
             return Item(element, raw, key if key is None or type(key) is str else str(key))
         features = raw
@@ -144,28 +147,48 @@ def to_item(element: Any, io: IOConfig, stage: str = "input") -> Item | Failure:
                 features = np.asarray(raw)
             except (ValueError, TypeError) as exc:
                 return Failure(element, stage, f"field {name!r} is not a numeric array: {exc}")
-    problem = check_features(features, name)
+    problem = check_features(features, name, screen_finite)
     if problem is not None:
         return Failure(element, stage, problem)
     key = fields.get(io.key_field)
     return Item(element, features, key if key is None or type(key) is str else str(key))
 
 
-def check_features(features: np.ndarray, name: str) -> str | None:
+def check_features(features: np.ndarray, name: str, finite: bool = True) -> str | None:
     """Why ``features`` cannot be inferred, or None when they can: numbers
-    only, not empty, finite. The finiteness check is one sum (a NaN or an
-    infinity makes it non-finite); only a non-finite sum is looked at closely,
-    since finite values can also overflow a sum."""
+    only, not empty, and (with ``finite``) finite. The finiteness check is
+    one sum (a NaN or an infinity makes it non-finite); only a non-finite sum
+    is looked at closely, since finite values can also overflow a sum."""
     kind = features.dtype.kind
     if kind not in "iuf":
         return f"field {name!r} must contain only numbers (found {_kind_name(features)})"
     if features.size == 0:
         return f"field {name!r} is empty"
-    if kind == "f" and not _finite_screen(features):
+    if finite and kind == "f" and not _finite_screen(features):
         bad = np.flatnonzero(~np.isfinite(features.reshape(-1)))
         if bad.size:
             return f"field {name!r} contains NaN or infinity (first at index {int(bad[0])})"
     return None
+
+
+def screen_batch(records: list[Any], name: str, stage: str = "input") -> list[Any]:
+    """``records`` (Items of one feature shape, and Failures) with every Item
+    whose features hold NaN or infinity replaced by its Failure, as
+    :func:`to_item` would have made it: for Items made with
+    ``screen_finite=False``. One sum over the whole batch (~0.1 us an element
+    instead of ~1 us for a sum per element); only a non-finite total is
+    looked at element by element."""
+    arrays = [r.features for r in records if type(r) is Item and r.features.dtype.kind == "f"]
+    if not arrays or _finite_screen(np.concatenate(arrays, axis=None)):
+        return records
+    screened = []
+    for record in records:
+        if type(record) is Item and record.features.dtype.kind == "f":
+            problem = check_features(record.features, name)
+            if problem is not None:
+                record = Failure(record.original, stage, problem)
+        screened.append(record)
+    return screened
 
 
 def _finite_screen(features: np.ndarray) -> bool:

@@ -13,7 +13,9 @@ Three ways to hand records on, chosen at construction (see
   records leave as :class:`~crossinfer.records.ItemBatch` elements of one
   shape and up to that size, and RunInference skips Beam's own batching
   (:meth:`ModelNodeHandler.should_skip_batching`). Ragged input then never
-  shares a batch across shapes, and Beam's per-element batching step is saved.
+  shares a batch across shapes, and Beam's per-element batching step is saved;
+  so is a per-element NaN/infinity check: a batch is checked with one sum
+  when it leaves (:func:`crossinfer.rows.screen_batch`).
 
 A shape's records leave as soon as they fill a batch, when too many are held
 (the largest group leaves first), or at the end of the bundle. Reordering and
@@ -31,7 +33,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from crossinfer.records import Item, ItemBatch
-from crossinfer.rows import IOConfig, to_item
+from crossinfer.rows import IOConfig, screen_batch, to_item
 
 #: Elements held per bundle at most, in batches of ``chunk``.
 HELD_BATCHES = 8
@@ -57,7 +59,8 @@ class ToRecords(beam.DoFn):
             self._groups = {}
 
     def process(self, element: Any) -> Iterable[Any]:
-        record = to_item(element, self._io)
+        # A batch is screened for NaN/infinity once, when it leaves (_batch).
+        record = to_item(element, self._io, screen_finite=self._mode != "batches")
         if self._mode == "items":
             return (record,)  # a tuple: cheaper for Beam than a generator
         shape = record.features.shape if type(record) is Item else _FAILED
@@ -97,13 +100,16 @@ class ToRecords(beam.DoFn):
         if shape == self._last_shape:
             self._last_shape, self._last_group = None, []
         if self._mode == "batches":
-            return (ItemBatch(group),)
+            return (self._batch(group),)
         return group
+
+    def _batch(self, group: list[Any]) -> ItemBatch:
+        return ItemBatch(screen_batch(group, self._io.features_field))
 
     def finish_bundle(self) -> Iterator[Any]:
         for group in (self._groups or {}).values():
             if self._mode == "batches":
-                yield GlobalWindows.windowed_value_at_end_of_window(ItemBatch(group))
+                yield GlobalWindows.windowed_value_at_end_of_window(self._batch(group))
             else:
                 for record in group:
                     yield GlobalWindows.windowed_value_at_end_of_window(record)
