@@ -183,7 +183,7 @@ def screen_batch(records: list[Any], name: str, stage: str = "input") -> list[An
         return records
     screened = []
     for record in records:
-        if type(record) is Item and record.features.dtype.kind == "f":
+        if type(record) is Item:
             problem = check_features(record.features, name)
             if problem is not None:
                 record = Failure(record.original, stage, problem)

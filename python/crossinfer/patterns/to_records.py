@@ -49,6 +49,8 @@ class ToRecords(beam.DoFn):
         self._mode = mode
         self._chunk = max(1, chunk)
         self._limit = self._chunk * HELD_BATCHES
+        # A batch is screened for NaN/infinity once, when it leaves (_batch).
+        self._screen_each = mode != "batches"
 
     def start_bundle(self) -> None:
         self._last_shape: tuple[Any, ...] | None = None
@@ -59,8 +61,7 @@ class ToRecords(beam.DoFn):
             self._groups = {}
 
     def process(self, element: Any) -> Iterable[Any]:
-        # A batch is screened for NaN/infinity once, when it leaves (_batch).
-        record = to_item(element, self._io, screen_finite=self._mode != "batches")
+        record = to_item(element, self._io, screen_finite=self._screen_each)
         if self._mode == "items":
             return (record,)  # a tuple: cheaper for Beam than a generator
         shape = record.features.shape if type(record) is Item else _FAILED
