@@ -14,7 +14,10 @@ portable runner, side by side in one run:
   service, ``features`` an ``ARRAY<DOUBLE>`` (one boxed Double per value, what
   a Java pipeline holding ``List<Double>`` sends);
 * ``java-packed``: the same with ``features`` packed float32 bytes
-  (``io.crossinfer.PackedFeatures``).
+  (``io.crossinfer.PackedFeatures``);
+* ``java-packed-rows``: ``java-packed`` with ``withTransport(Transport.ROWS)``:
+  one Beam element per row across the boundary, where the two above use the
+  default for bounded input, the batch transport (docs/wire-contract.md).
 
 Same job server (``--runner portable``: Beam's Python job server, or
 ``prism``), same Python worker pool (the service's environment, and the Python
@@ -267,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                 Variant("Java, features packed float32", fw, n,
                         java_variant(java, "packed", n, spec_file, meter), "java-packed",
                         warm=java_variant(java, "packed", WARM, spec_file, meter)),
+                Variant("Java, packed, one row per element", fw, n,
+                        java_variant(java, "packed-rows", n, spec_file, meter),
+                        "java-packed-rows",
+                        warm=java_variant(java, "packed-rows", WARM, spec_file, meter)),
             ]
         measured = harness.measure(variants, args.repeats)
     finally:

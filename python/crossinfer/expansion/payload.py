@@ -1,6 +1,8 @@
-"""The v1 payload: an ExternalConfigurationPayload Row of three string fields.
+"""The v1 payload: an ExternalConfigurationPayload Row of string fields.
 
-``spec`` (required, JSON text), ``features_field`` and ``key_field`` (nullable).
+``spec`` (required, JSON text), ``features_field`` and ``key_field`` (nullable),
+and for the batch transport (:mod:`crossinfer.expansion.transport`)
+``transport`` and ``input_schema`` (nullable; the schema as base64 text).
 Decoding is strict on purpose: the schema is checked *before* any byte is
 decoded, so a payload can only ever carry strings - never a logical type whose
 decoder runs code (Beam's ``python_callable`` evaluates source on decode), never
@@ -10,6 +12,8 @@ a silently ignored option.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import typing
 import uuid
@@ -24,7 +28,17 @@ from google.protobuf.message import DecodeError
 SPEC_FIELD = "spec"
 FEATURES_FIELD = "features_field"
 KEY_FIELD = "key_field"
-FIELDS = (SPEC_FIELD, FEATURES_FIELD, KEY_FIELD)
+TRANSPORT_FIELD = "transport"
+INPUT_SCHEMA_FIELD = "input_schema"
+FIELDS = (SPEC_FIELD, FEATURES_FIELD, KEY_FIELD, TRANSPORT_FIELD, INPUT_SCHEMA_FIELD)
+
+#: Input elements are the user's rows, one per element (the default).
+ROWS_TRANSPORT = "rows"
+#: Input elements are batches of rows (:mod:`crossinfer.expansion.transport`).
+BATCHES_TRANSPORT = "batches"
+TRANSPORTS = (ROWS_TRANSPORT, BATCHES_TRANSPORT)
+#: Largest ``input_schema`` accepted, in bytes of serialized Schema.
+MAX_INPUT_SCHEMA_BYTES = 1 << 20
 
 DEFAULT_FEATURES_FIELD = "features"
 DEFAULT_KEY_FIELD = "key"
@@ -52,6 +66,13 @@ PayloadRow = NamedTuple("PayloadRow", [
     (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
     (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
 ])
+BatchPayloadRow = NamedTuple("BatchPayloadRow", [
+    (SPEC_FIELD, str),
+    (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
+    (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
+    (TRANSPORT_FIELD, str),
+    (INPUT_SCHEMA_FIELD, str),
+])
 
 
 @dataclass(frozen=True)
@@ -62,15 +83,24 @@ class Payload:
     features_field: str
     key_field: str
     key_field_given: bool
+    transport: str = ROWS_TRANSPORT
+    #: The user's row schema, for the batch transport (None otherwise).
+    input_schema: schema_pb2.Schema | None = None
 
 
 # ---------------------------------------------------------------- encoding
 
 
 def encode_payload(spec_json: str, features_field: str | None = None,
-                   key_field: str | None = None) -> bytes:
-    """The serialized ExternalConfigurationPayload for a transform's ``spec.payload``."""
-    row = PayloadRow(spec_json, features_field, key_field)
+                   key_field: str | None = None,
+                   input_schema: schema_pb2.Schema | None = None) -> bytes:
+    """The serialized ExternalConfigurationPayload for a transform's ``spec.payload``;
+    with ``input_schema``, for the batch transport of rows of that schema."""
+    if input_schema is None:
+        row: Any = PayloadRow(spec_json, features_field, key_field)
+    else:
+        row = BatchPayloadRow(spec_json, features_field, key_field, BATCHES_TRANSPORT,
+                              base64.b64encode(input_schema.SerializeToString()).decode())
     return NamedTupleBasedPayloadBuilder(row).payload()
 
 
@@ -95,7 +125,33 @@ def decode_payload(data: bytes) -> Payload:
         features_field=_field_name(values, FEATURES_FIELD, DEFAULT_FEATURES_FIELD),
         key_field=_field_name(values, KEY_FIELD, DEFAULT_KEY_FIELD),
         key_field_given=values.get(KEY_FIELD) is not None,
+        **_transport(values),
     )
+
+
+def _transport(values: dict[str, Any]) -> dict[str, Any]:
+    transport = values.get(TRANSPORT_FIELD) or ROWS_TRANSPORT
+    if transport not in TRANSPORTS:
+        raise PayloadError(f"payload.transport: {transport!r} is not one of "
+                           f"{', '.join(TRANSPORTS)}")
+    text = values.get(INPUT_SCHEMA_FIELD)
+    if transport == ROWS_TRANSPORT:
+        if text is not None:
+            raise PayloadError("payload.input_schema: only used with transport 'batches' "
+                               "(the input PCollection's own schema describes the rows)")
+        return {}
+    if text is None:
+        raise PayloadError("payload.input_schema: required with transport 'batches': the "
+                           "schema of the rows inside each batch, a serialized Schema as "
+                           "base64")
+    if len(text) > MAX_INPUT_SCHEMA_BYTES * 4 // 3 + 4:
+        raise PayloadError(f"payload.input_schema: larger than {MAX_INPUT_SCHEMA_BYTES} bytes")
+    try:
+        schema = schema_pb2.Schema.FromString(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError, DecodeError) as exc:
+        raise PayloadError(f"payload.input_schema: not a base64 serialized Schema ({exc})") \
+            from exc
+    return {"transport": transport, "input_schema": schema}
 
 
 def _checked_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:

@@ -25,6 +25,7 @@ from apache_beam.portability.api import beam_expansion_api_pb2
 from apache_beam.runners.portability.expansion_service import ExpansionServiceServicer
 from apache_beam.transforms.environments import Environment
 
+from crossinfer.expansion import transport
 from crossinfer.expansion.payload import PayloadError, decode_payload
 from crossinfer.expansion.schemas import (
     InputSchemaError,
@@ -87,13 +88,22 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
             f"spec.node.kind: {urn} expands a {pattern.name!r} spec, but the root node is "
             f"{spec.node.kind!r}; use {urn_for_node(spec.node)}")
     pins.verify(spec)
-    check_schema_id(clean.input_schema)
-    check_input_schema(clean.input_schema, payload.features_field, payload.key_field,
+    batches = payload.input_schema is not None  # the batch transport
+    rows_schema = payload.input_schema if batches else clean.input_schema
+    check_schema_id(rows_schema)
+    check_input_schema(rows_schema, payload.features_field, payload.key_field,
                        key_required=payload.key_field_given or needs_key(spec))
-    results_type, failures_type = output_types(clean.input_schema)
-    core = pattern.transform(spec, features_field=payload.features_field,
-                             key_field=payload.key_field, policy=policy,
-                             output_factory=results_type, failure_factory=failures_type)
+    if batches:
+        transport.check_batch_schema(clean.input_schema)
+        core: beam.PTransform = transport.BatchTransportInference(
+            spec, input_schema=rows_schema, features_field=payload.features_field,
+            key_field=payload.key_field, policy=policy)
+        results_type, failures_type = transport.output_types()
+    else:
+        results_type, failures_type = output_types(rows_schema)
+        core = pattern.transform(spec, features_field=payload.features_field,
+                                 key_field=payload.key_field, policy=policy,
+                                 output_factory=results_type, failure_factory=failures_type)
     return Plan(urn, clean.request, ExpandedInference(core, results_type, failures_type))
 
 

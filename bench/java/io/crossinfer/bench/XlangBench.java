@@ -3,6 +3,7 @@ package io.crossinfer.bench;
 import io.crossinfer.Inference;
 import io.crossinfer.InferenceResult;
 import io.crossinfer.PackedFeatures;
+import io.crossinfer.Transport;
 import io.crossinfer.launch.Jobs;
 import io.crossinfer.launch.LocalJobServer;
 import io.crossinfer.launch.PrismJobServer;
@@ -42,7 +43,7 @@ import org.apache.beam.sdk.values.Row;
  * line, and answers each with one line of JSON:
  *
  * <pre>
- * run ENCODING ELEMENTS SPEC_FILE   ->  {"wall_s": ..., "results": ..., "failures": ..., "state": ...}
+ * run ENCODING[-rows] ELEMENTS SPEC_FILE   ->  {"wall_s": ..., "results": ..., "failures": ..., "state": ...}
  * quit
  * </pre>
  *
@@ -123,6 +124,9 @@ public final class XlangBench {
   /** Builds, runs and times one pipeline; returns its JSON line. */
   static String run(LocalJobServer jobServer, String service, String spec, String encoding,
       int elements, String data, int dim) throws InterruptedException {
+    // "-rows": one Beam element per row (Transport.ROWS) instead of the default batches
+    Transport transport = encoding.endsWith("-rows") ? Transport.ROWS : Transport.BATCHES;
+    encoding = encoding.replace("-rows", "");
     Schema schema =
         switch (encoding) {
           case "array" -> Schema.builder()
@@ -145,7 +149,9 @@ public final class XlangBench {
       rows.apply("Count results", ParDo.of(new CountFn("results")));
     } else {
     InferenceResult result =
-        rows.apply("crossinfer", Inference.ofSpecJson(spec).withExpansionService(service));
+        rows.apply(
+            "crossinfer",
+            Inference.ofSpecJson(spec).withTransport(transport).withExpansionService(service));
     result.output().apply("Count results", ParDo.of(new CountFn("results")));
     result.failures().apply("Count failures", ParDo.of(new CountFn("failures")));
     }

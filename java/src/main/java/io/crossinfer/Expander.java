@@ -11,7 +11,10 @@ import org.apache.beam.sdk.values.Row;
 import org.apache.beam.vendor.grpc.v1p69p0.io.grpc.Status;
 import org.apache.beam.vendor.grpc.v1p69p0.io.grpc.StatusRuntimeException;
 
-/** Checks the input, calls the expansion service and unpacks its two outputs. */
+/**
+ * Checks the input, calls the expansion service and unpacks its two outputs; under the batch
+ * transport ({@link BatchTransport}) packs the rows first and unpacks the result batches after.
+ */
 final class Expander {
   private static final String SERVICE_ERROR_PREFIX = "expansion service error: ";
   private static final String LOOPBACK_PLACEHOLDER = "localhost:0";
@@ -44,7 +47,13 @@ final class Expander {
         io.featuresField != null ? io.featuresField : InferenceTransform.DEFAULT_FEATURES_FIELD;
     String keyField = io.keyField != null ? io.keyField : InferenceTransform.DEFAULT_KEY_FIELD;
     checkInput(input, description, featuresField, keyField, needsKey);
-    byte[] payload = ExpansionPayload.encode(specJson, io.featuresField, io.keyField);
+    boolean batches = BatchTransport.applies(input, io, description);
+    byte[] payload =
+        batches
+            ? ExpansionPayload.encodeBatches(
+                specJson, io.featuresField, io.keyField, input.getSchema())
+            : ExpansionPayload.encode(specJson, io.featuresField, io.keyField);
+    PCollection<Row> sent = batches ? BatchTransport.pack(input, featuresField, keyField) : input;
     PCollectionTuple outputs;
     PortablePipelineOptions portable =
         input.getPipeline().getOptions().as(PortablePipelineOptions.class);
@@ -54,7 +63,7 @@ final class Expander {
         portable.setDefaultEnvironmentConfig(LOOPBACK_PLACEHOLDER);
       }
       outputs =
-          input.apply(
+          sent.apply(
               "Expand " + urn,
               External.<PCollection<Row>, Row>of(urn, payload, address, CLIENTS)
                   .withMultiOutputs());
@@ -82,6 +91,10 @@ final class Expander {
     }
     PCollection<Row> results = outputs.get(InferenceResult.RESULTS_TAG);
     PCollection<Row> failures = outputs.get(InferenceResult.FAILURES_TAG);
+    if (batches) {
+      results = BatchTransport.unpackResults(results, input.getSchema());
+      failures = BatchTransport.unpackFailures(failures, input.getSchema());
+    }
     return new InferenceResult(input.getPipeline(), results, failures);
   }
 

@@ -1,5 +1,6 @@
 package io.crossinfer;
 
+import java.util.Base64;
 import java.util.UUID;
 import org.apache.beam.model.pipeline.v1.ExternalTransforms.ExternalConfigurationPayload;
 import org.apache.beam.sdk.coders.CoderException;
@@ -13,7 +14,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * The v1 payload (docs/wire-contract.md): an {@code ExternalConfigurationPayload} whose Row has
- * {@code spec} (STRING), {@code features_field} and {@code key_field} (nullable STRING).
+ * {@code spec} (STRING), {@code features_field} and {@code key_field} (nullable STRING), and for
+ * the batch transport {@code transport} ({@code batches}) and {@code input_schema} (the rows'
+ * {@code Schema} proto, base64).
  */
 final class ExpansionPayload {
   private ExpansionPayload() {}
@@ -31,7 +34,35 @@ final class ExpansionPayload {
 
   static byte[] encode(String specJson, @Nullable String featuresField, @Nullable String keyField) {
     Schema schema = schema();
-    Row row = Row.withSchema(schema).addValues(specJson, featuresField, keyField).build();
+    return encode(schema, Row.withSchema(schema).addValues(specJson, featuresField, keyField).build());
+  }
+
+  /** The payload of the batch transport of rows of {@code rowSchema}. */
+  static byte[] encodeBatches(
+      String specJson,
+      @Nullable String featuresField,
+      @Nullable String keyField,
+      Schema rowSchema) {
+    Schema schema =
+        Schema.builder()
+            .addStringField("spec")
+            .addNullableField("features_field", Schema.FieldType.STRING)
+            .addNullableField("key_field", Schema.FieldType.STRING)
+            .addStringField("transport")
+            .addStringField("input_schema")
+            .build();
+    schema.setUUID(UUID.randomUUID());
+    String rows =
+        Base64.getEncoder()
+            .encodeToString(SchemaTranslation.schemaToProto(rowSchema, true).toByteArray());
+    return encode(
+        schema,
+        Row.withSchema(schema)
+            .addValues(specJson, featuresField, keyField, BatchTransport.NAME, rows)
+            .build());
+  }
+
+  private static byte[] encode(Schema schema, Row row) {
     try {
       return ExternalConfigurationPayload.newBuilder()
           .setSchema(SchemaTranslation.schemaToProto(schema, true))

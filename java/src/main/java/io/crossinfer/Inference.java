@@ -108,19 +108,27 @@ public final class Inference extends PTransform<PCollection<Row>, InferenceResul
   /** See {@link InferenceTransform#withFeaturesField(String)}. */
   public Inference withFeaturesField(String field) {
     return new Inference(specJson, kind, name, needsKey,
-        new InferenceTransform.Io(field, io.keyField, io.expansionService));
+        io.withFeaturesField(field));
   }
 
   /** See {@link InferenceTransform#withKeyField(String)}. */
   public Inference withKeyField(String field) {
     return new Inference(specJson, kind, name, needsKey,
-        new InferenceTransform.Io(io.featuresField, field, io.expansionService));
+        io.withKeyField(field));
   }
 
   /** See {@link InferenceTransform#withExpansionService(String)}. */
   public Inference withExpansionService(String address) {
     return new Inference(specJson, kind, name, needsKey,
-        new InferenceTransform.Io(io.featuresField, io.keyField, address));
+        io.withExpansionService(address));
+  }
+
+  /** See {@link InferenceTransform#withTransport(Transport)}. */
+  public Inference withTransport(Transport transport) {
+    if (transport == null) {
+      throw new IllegalArgumentException("withTransport: transport must not be null");
+    }
+    return new Inference(specJson, kind, name, needsKey, io.withTransport(transport));
   }
 
   /** The URN chosen from the root node's kind. */

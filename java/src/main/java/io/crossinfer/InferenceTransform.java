@@ -40,26 +40,48 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
   static final String DEFAULT_FEATURES_FIELD = "features";
   static final String DEFAULT_KEY_FIELD = "key";
 
-  /** Input field names and the service address; immutable. */
+  /** Input field names, the service address and the transport; immutable. */
   static final class Io implements Serializable {
     private static final long serialVersionUID = 1L;
-    static final Io DEFAULT = new Io(null, null, null);
+    static final Io DEFAULT = new Io(null, null, null, null);
 
     final @Nullable String featuresField;
     final @Nullable String keyField;
     final @Nullable String expansionService;
+    final @Nullable Transport transport;
 
     Io(
         @Nullable String featuresField,
         @Nullable String keyField,
-        @Nullable String expansionService) {
+        @Nullable String expansionService,
+        @Nullable Transport transport) {
       this.featuresField = featuresField;
       this.keyField = keyField;
       this.expansionService = expansionService;
+      this.transport = transport;
+    }
+
+    Io withFeaturesField(String field) {
+      return new Io(field, keyField, expansionService, transport);
+    }
+
+    Io withKeyField(String field) {
+      return new Io(featuresField, field, expansionService, transport);
+    }
+
+    Io withExpansionService(String address) {
+      return new Io(featuresField, keyField, address, transport);
+    }
+
+    Io withTransport(Transport value) {
+      return new Io(featuresField, keyField, expansionService, value);
     }
 
     boolean isDefault() {
-      return featuresField == null && keyField == null && expansionService == null;
+      return featuresField == null
+          && keyField == null
+          && expansionService == null
+          && transport == null;
     }
   }
 
@@ -89,7 +111,7 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
    */
   public T withFeaturesField(String field) {
     requireFieldName(field, "withFeaturesField");
-    return withIo(new Io(field, io.keyField, io.expansionService));
+    return withIo(io.withFeaturesField(field));
   }
 
   /**
@@ -98,7 +120,7 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
    */
   public T withKeyField(String field) {
     requireFieldName(field, "withKeyField");
-    return withIo(new Io(io.featuresField, field, io.expansionService));
+    return withIo(io.withKeyField(field));
   }
 
   /**
@@ -115,7 +137,26 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
       throw new IllegalArgumentException(
           "withExpansionService: address must be host:port, got '" + address + "'");
     }
-    return withIo(new Io(io.featuresField, io.keyField, address));
+    return withIo(io.withExpansionService(address));
+  }
+
+  /**
+   * How rows cross to the service: {@link Transport#BATCHES} (the default where the input allows
+   * it: bounded, in the global window) or {@link Transport#ROWS}. Results, failures and schemas
+   * are the same either way.
+   *
+   * @throws IllegalArgumentException if {@code transport} is null
+   */
+  public T withTransport(Transport transport) {
+    if (transport == null) {
+      throw new IllegalArgumentException("withTransport: transport must not be null");
+    }
+    return withIo(io.withTransport(transport));
+  }
+
+  /** The transport set with {@link #withTransport}, or null for the default. */
+  public @Nullable Transport transport() {
+    return io.transport;
   }
 
   /** The input field holding the features ({@code features} unless set). */
@@ -180,7 +221,8 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
       if (!path.equals("node") && !node.io.isDefault()) {
         problems.add(
             path,
-            "withFeaturesField/withKeyField/withExpansionService are set on a nested node;"
+            "withFeaturesField/withKeyField/withExpansionService/withTransport are set on a"
+                + " nested node;"
                 + " set them on the root transform that is applied");
       }
       node.checkNode(path, problems);
@@ -269,7 +311,8 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
     return nodeJson().equals(that.nodeJson())
         && java.util.Objects.equals(io.featuresField, that.io.featuresField)
         && java.util.Objects.equals(io.keyField, that.io.keyField)
-        && java.util.Objects.equals(io.expansionService, that.io.expansionService);
+        && java.util.Objects.equals(io.expansionService, that.io.expansionService)
+        && io.transport == that.io.transport;
   }
 
   @Override

@@ -255,8 +255,8 @@ public class SpecValidationTest {
         ABTest.of("ab", ABTest.Arm.of("a", lr("x").withFeaturesField("pixels")), lrArm("b"));
     assertMessage(
         specError(ab),
-        "node.arms[0].node: withFeaturesField/withKeyField/withExpansionService are set on a"
-            + " nested node");
+        "node.arms[0].node: withFeaturesField/withKeyField/withExpansionService/withTransport are"
+            + " set on a nested node");
   }
 
   @Test

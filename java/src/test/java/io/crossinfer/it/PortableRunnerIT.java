@@ -7,6 +7,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.crossinfer.InferenceResult;
 import io.crossinfer.PackedFeatures;
+import io.crossinfer.Transport;
 import io.crossinfer.examples.DigitsData;
 import io.crossinfer.examples.JsonLinesSink;
 import io.crossinfer.launch.ExpansionServiceLauncher;
@@ -110,6 +111,20 @@ public class PortableRunnerIT {
         p.apply("Bad digits", Create.of(badRows()).withRowSchema(DigitsData.SCHEMA))
             .apply("Keyed on bad input", E2e.keyed().withExpansionService(address)),
         "bad");
+    // The same bad and packed input, one row per element (the default sends bounded input in
+    // batches): both transports must give the same rows.
+    write(
+        p.apply("Bad digits, by row", Create.of(badRows()).withRowSchema(DigitsData.SCHEMA))
+            .apply(
+                "Keyed on bad input, by row",
+                E2e.keyed().withTransport(Transport.ROWS).withExpansionService(address)),
+        "bad-rows");
+    write(
+        p.apply("Packed digits, by row", Create.of(packedRows(rows)).withRowSchema(PACKED))
+            .apply(
+                "Sequence on packed features, by row",
+                E2e.sequence().withTransport(Transport.ROWS).withExpansionService(address)),
+        "packed-rows");
     state = p.run().waitUntilFinish(Duration.standardMinutes(4));
   }
 
@@ -280,6 +295,60 @@ public class PortableRunnerIT {
     assertEquals(failures.toString(), 1, failures.size());
     assertEquals(9100, failures.get(0).get("element").get("id").asLong());
     assertTrue(failures.toString(), failures.get(0).get("error").asText().contains("4 bytes each"));
+  }
+
+  @Test
+  public void batchAndRowTransportsGiveTheSameRows() throws Exception {
+    assertEquals("pipeline state", PipelineResult.State.DONE, state);
+    for (String name : List.of("bad", "packed")) {
+      for (String output : List.of("", "-failures")) {
+        List<ObjectNode> batches = sorted(JsonLinesSink.read(out.resolve(name + output)));
+        List<ObjectNode> rowByRow =
+            sorted(JsonLinesSink.read(out.resolve(name + "-rows" + output)));
+        assertTrue(name + output + " is empty", !batches.isEmpty());
+        assertEquals(name + output + " rows", rowByRow.size(), batches.size());
+        for (int i = 0; i < batches.size(); i++) {
+          assertClose(name + output + "[" + i + "]", rowByRow.get(i), batches.get(i));
+        }
+      }
+    }
+  }
+
+  /** By id (of the row, or of the failed element) then path. */
+  private static List<ObjectNode> sorted(List<ObjectNode> rows) {
+    return rows.stream()
+        .sorted(
+            java.util.Comparator.comparing(
+                (ObjectNode r) -> (r.has("element") ? r.get("element") : r).get("id").asLong())
+                .thenComparing(r -> r.path("path").asText()))
+        .toList();
+  }
+
+  /** Equal JSON, numbers within 1e-6 relative (the two transports batch the model differently). */
+  private static void assertClose(String where, JsonNode expected, JsonNode actual) {
+    if (expected.isNumber() && actual.isNumber()) {
+      double e = expected.asDouble();
+      double a = actual.asDouble();
+      assertTrue(where + ": " + e + " vs " + a, Math.abs(e - a) <= 1e-6 * Math.max(1, Math.abs(e)));
+      return;
+    }
+    assertEquals(where + " kind", expected.getNodeType(), actual.getNodeType());
+    assertEquals(where + " size", expected.size(), actual.size());
+    if (expected.isObject()) {
+      List<String> fields = new java.util.ArrayList<>();
+      expected.fieldNames().forEachRemaining(fields::add);
+      List<String> actualFields = new java.util.ArrayList<>();
+      actual.fieldNames().forEachRemaining(actualFields::add);
+      assertEquals(where + " fields", fields, actualFields);
+      expected.fieldNames().forEachRemaining(
+          f -> assertClose(where + "." + f, expected.get(f), actual.get(f)));
+    } else if (expected.isArray()) {
+      for (int i = 0; i < expected.size(); i++) {
+        assertClose(where + "[" + i + "]", expected.get(i), actual.get(i));
+      }
+    } else {
+      assertEquals(where, expected, actual);
+    }
   }
 
   @Test
