@@ -1,6 +1,8 @@
 package io.crossinfer.launch;
 
 import java.util.List;
+import java.util.logging.Level;
+import java.util.logging.Logger;
 import org.apache.beam.runners.portability.PortableRunner;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
@@ -18,9 +20,16 @@ final class LocalPipelineOptions {
   static final String ORPHAN_CHANNEL_LOGGER =
       "org.apache.beam.vendor.grpc.v1p69p0.io.grpc.internal.ManagedChannelOrphanWrapper";
 
+  /**
+   * The same logger in this JVM, held so its level sticks (java.util.logging keeps loggers weakly):
+   * with LOOPBACK the harness runs here, and the override above does not reach every report.
+   */
+  private static final Logger ORPHAN_CHANNEL_LOG = Logger.getLogger(ORPHAN_CHANNEL_LOGGER);
+
   private LocalPipelineOptions() {}
 
   static PortablePipelineOptions forEndpoint(String jobEndpoint) {
+    ORPHAN_CHANNEL_LOG.setLevel(Level.OFF);
     PortablePipelineOptions options =
         PipelineOptionsFactory.create().as(PortablePipelineOptions.class);
     options.setRunner(PortableRunner.class);
