@@ -23,7 +23,7 @@ from apache_beam.typehints.schemas import named_tuple_to_schema
 import crossinfer as ci
 from crossinfer.expansion import payload as payload_mod
 from crossinfer.expansion import transport
-from crossinfer.expansion.schemas import InputSchemaError
+from crossinfer.expansion.schemas import InputSchemaError, atomic_type
 from crossinfer.rows import IOConfig
 from support import run
 
@@ -256,6 +256,6 @@ def test_only_the_batch_schema_is_taken_as_batches() -> None:
         transport.check_batch_schema(wrong)
     extra = schema_pb2.Schema()
     extra.CopyFrom(transport.BATCH_SCHEMA)
-    extra.fields.add(name="fn", type=transport._type(schema_pb2.BYTES))
+    extra.fields.add(name="fn", type=atomic_type(schema_pb2.BYTES))
     with pytest.raises(InputSchemaError, match="no field"):
         transport.check_batch_schema(extra)

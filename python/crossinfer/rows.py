@@ -244,12 +244,18 @@ def output_values(item: Item) -> dict[str, Any]:
 RowFactory = Callable[..., Any]
 
 
+def inference_values(item: Item) -> list[float]:
+    """The ``inference`` output of a finished item: the model step's list when it
+    made one for its whole batch, else its output (or features) flattened."""
+    if item.inference_list is not None:
+        return item.inference_list
+    return float_list(item.inference if item.inference is not None else item.features)
+
+
 def to_output_row(item: Item, factory: RowFactory = beam.Row) -> Any:
     """Input fields + output fields. Output fields win over input fields of the
     same name."""
-    inference = item.inference_list
-    if inference is None:
-        inference = float_list(item.inference if item.inference is not None else item.features)
+    inference = inference_values(item)
     original = item.original
     if factory is not beam.Row and _appends_outputs(factory, type(original)):
         # A NamedTuple in, a NamedTuple type out whose fields are the input's

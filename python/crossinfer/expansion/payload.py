@@ -61,18 +61,15 @@ class PayloadError(ValueError):
 #: ``typing.Optional``: Beam's schema inference reads neither the string
 #: annotations of ``from __future__ import annotations`` nor ``str | None``
 #: (both become an opaque "any" field).
-PayloadRow = NamedTuple("PayloadRow", [
+_ROW_FIELDS = [
     (SPEC_FIELD, str),
     (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
     (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-])
+]
+PayloadRow = NamedTuple("PayloadRow", _ROW_FIELDS)
+#: The payload's Row for the batch transport: the same, plus the transport fields.
 BatchPayloadRow = NamedTuple("BatchPayloadRow", [
-    (SPEC_FIELD, str),
-    (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-    (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-    (TRANSPORT_FIELD, str),
-    (INPUT_SCHEMA_FIELD, str),
-])
+    *_ROW_FIELDS, (TRANSPORT_FIELD, str), (INPUT_SCHEMA_FIELD, str)])
 
 
 @dataclass(frozen=True)

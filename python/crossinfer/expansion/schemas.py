@@ -36,24 +36,25 @@ class InputSchemaError(ValueError):
     """The input PCollection's schema cannot feed the transform."""
 
 
-def _atomic(kind: int, nullable: bool = False) -> schema_pb2.FieldType:
+def atomic_type(kind: int, nullable: bool = False) -> schema_pb2.FieldType:
     return schema_pb2.FieldType(atomic_type=kind, nullable=nullable)
 
 
-def _array(element: int, nullable: bool = False) -> schema_pb2.FieldType:
-    return schema_pb2.FieldType(array_type=schema_pb2.ArrayType(element_type=_atomic(element)),
-                                nullable=nullable)
+def array_type(element: int, nullable: bool = False,
+               element_nullable: bool = False) -> schema_pb2.FieldType:
+    return schema_pb2.FieldType(nullable=nullable, array_type=schema_pb2.ArrayType(
+        element_type=atomic_type(element, element_nullable)))
 
 
 #: crossinfer's output fields and their wire types (docs/wire-contract.md).
 OUTPUT_TYPES: dict[str, schema_pb2.FieldType] = {
-    "model": _atomic(schema_pb2.STRING),
-    "path": _atomic(schema_pb2.STRING),
-    "inference": _array(schema_pb2.DOUBLE),
-    "label": _atomic(schema_pb2.INT64, nullable=True),
-    "score": _atomic(schema_pb2.DOUBLE, nullable=True),
-    "labels": _array(schema_pb2.INT64, nullable=True),
-    "scores": _array(schema_pb2.DOUBLE, nullable=True),
+    "model": atomic_type(schema_pb2.STRING),
+    "path": atomic_type(schema_pb2.STRING),
+    "inference": array_type(schema_pb2.DOUBLE),
+    "label": atomic_type(schema_pb2.INT64, nullable=True),
+    "score": atomic_type(schema_pb2.DOUBLE, nullable=True),
+    "labels": array_type(schema_pb2.INT64, nullable=True),
+    "scores": array_type(schema_pb2.DOUBLE, nullable=True),
 }
 assert tuple(OUTPUT_TYPES) == OUTPUT_FIELDS, "keep in step with crossinfer.rows"
 
@@ -210,8 +211,8 @@ def failures_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
     element, node, error = FAILURE_FIELDS
     out.fields.add(name=element, type=schema_pb2.FieldType(
         row_type=schema_pb2.RowType(schema=input_schema)))
-    out.fields.add(name=node, type=_atomic(schema_pb2.STRING))
-    out.fields.add(name=error, type=_atomic(schema_pb2.STRING))
+    out.fields.add(name=node, type=atomic_type(schema_pb2.STRING))
+    out.fields.add(name=error, type=atomic_type(schema_pb2.STRING))
     out.id = _derived_id("failures", input_schema)
     return out
 

@@ -37,13 +37,13 @@ from apache_beam.portability.api import schema_pb2
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.typehints.schemas import named_tuple_from_schema
 
-from crossinfer.expansion.schemas import InputSchemaError, describe
+from crossinfer.expansion.schemas import InputSchemaError, array_type, atomic_type, describe
 from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH
 from crossinfer.patterns.batched import expand_batched
 from crossinfer.patterns.graph import expand_node
 from crossinfer.patterns.transforms import Inference, InferenceOutputs, first_model
 from crossinfer.records import Batch, Failure, Item, RecordBase
-from crossinfer.rows import IOConfig, check_features, float_list, to_item
+from crossinfer.rows import IOConfig, check_features, inference_values, to_item
 from crossinfer.spec.nodes import ModelNode, Node, SequenceNode
 
 #: ``lengths`` value of a row the client could not pack.
@@ -56,43 +56,33 @@ RESULT_BATCH_ROWS = 1024
 _FAILURES = "failures"
 
 
-def _type(kind: int, nullable: bool = False) -> schema_pb2.FieldType:
-    return schema_pb2.FieldType(atomic_type=kind, nullable=nullable)
-
-
-def _array(kind: int, nullable: bool = False,
-           element_nullable: bool = False) -> schema_pb2.FieldType:
-    return schema_pb2.FieldType(nullable=nullable, array_type=schema_pb2.ArrayType(
-        element_type=_type(kind, element_nullable)))
-
-
 _BYTES, _STRING = schema_pb2.BYTES, schema_pb2.STRING
 
 BATCH_FIELDS: dict[str, schema_pb2.FieldType] = {
-    "rows": _array(_BYTES),
-    "features": _type(_BYTES),
-    "dtype": _type(_STRING),
-    "lengths": _type(_BYTES),
-    "keys": _array(_STRING, nullable=True, element_nullable=True),
+    "rows": array_type(_BYTES),
+    "features": atomic_type(_BYTES),
+    "dtype": atomic_type(_STRING),
+    "lengths": atomic_type(_BYTES),
+    "keys": array_type(_STRING, nullable=True, element_nullable=True),
 }
 RESULT_FIELDS: dict[str, schema_pb2.FieldType] = {
-    "rows": _array(_BYTES),           # each result's input row
-    "models": _array(_STRING),        # distinct (model, path) pairs ...
-    "paths": _array(_STRING),
-    "node": _type(_BYTES),            # ... and each result's pair: <i4
-    "inference": _type(_BYTES),       # <f8, concatenated
-    "inference_lengths": _type(_BYTES),  # <i4
-    "label": _type(_BYTES),           # <i8 (0 where unset)
-    "label_set": _type(_BYTES),       # u1
-    "score": _type(_BYTES),           # <f8 (0 where unset)
-    "score_set": _type(_BYTES),       # u1
-    "labels": _type(_BYTES),          # <i8, concatenated
-    "labels_lengths": _type(_BYTES),  # <i4, -1 = null
-    "scores": _type(_BYTES),          # <f8, concatenated
-    "scores_lengths": _type(_BYTES),  # <i4, -1 = null
+    "rows": array_type(_BYTES),           # each result's input row
+    "models": array_type(_STRING),        # distinct (model, path) pairs ...
+    "paths": array_type(_STRING),
+    "node": atomic_type(_BYTES),            # ... and each result's pair: <i4
+    "inference": atomic_type(_BYTES),       # <f8, concatenated
+    "inference_lengths": atomic_type(_BYTES),  # <i4
+    "label": atomic_type(_BYTES),           # <i8 (0 where unset)
+    "label_set": atomic_type(_BYTES),       # u1
+    "score": atomic_type(_BYTES),           # <f8 (0 where unset)
+    "score_set": atomic_type(_BYTES),       # u1
+    "labels": atomic_type(_BYTES),          # <i8, concatenated
+    "labels_lengths": atomic_type(_BYTES),  # <i4, -1 = null
+    "scores": atomic_type(_BYTES),          # <f8, concatenated
+    "scores_lengths": atomic_type(_BYTES),  # <i4, -1 = null
 }
 FAILURE_FIELDS: dict[str, schema_pb2.FieldType] = {
-    "element": _type(_BYTES), "node": _type(_STRING), "error": _type(_STRING)}
+    "element": atomic_type(_BYTES), "node": atomic_type(_STRING), "error": atomic_type(_STRING)}
 
 
 def _schema(fields: dict[str, schema_pb2.FieldType], schema_id: str) -> schema_pb2.Schema:
@@ -227,12 +217,12 @@ def _columns(element: Any, n: int) -> tuple[np.ndarray, np.ndarray, list[Any] | 
         raise ValueError(f"{len(lengths)} lengths for {n} rows")
     if (lengths < UNPACKED).any():
         raise ValueError("a length is below -1")
-    values = np.frombuffer(element.features or b"", dtype) if len(element.features or b"") \
-        % np.dtype(dtype).itemsize == 0 else None
+    features = element.features or b""
     total = int(lengths[lengths > 0].sum(dtype=np.int64))
-    if values is None or values.size != total:
+    if len(features) != total * np.dtype(dtype).itemsize:
         raise ValueError(f"the lengths add up to {total} values, but features holds "
-                         f"{len(element.features or b'')} bytes of {dtype}")
+                         f"{len(features)} bytes of {dtype}")
+    values = np.frombuffer(features, dtype)
     keys = element.keys
     if keys is not None and len(keys) != n:
         raise ValueError(f"{len(keys)} keys for {n} rows")
@@ -344,10 +334,7 @@ class ResultBatchBuilder:
         c = self._c
         self._rows.append(item.original)
         c["node"].tail.append(self._node(item.model, item.path))
-        inference = item.inference_list
-        if inference is None:
-            inference = float_list(item.inference if item.inference is not None
-                                   else item.features)
+        inference = inference_values(item)
         c["inference"].tail.extend(inference)
         c["inference_lengths"].tail.append(len(inference))
         for name in ("label", "score"):

@@ -34,7 +34,8 @@ final class ExpansionPayload {
 
   static byte[] encode(String specJson, @Nullable String featuresField, @Nullable String keyField) {
     Schema schema = schema();
-    return encode(schema, Row.withSchema(schema).addValues(specJson, featuresField, keyField).build());
+    return encode(
+        schema, Row.withSchema(schema).addValues(specJson, featuresField, keyField).build());
   }
 
   /** The payload of the batch transport of rows of {@code rowSchema}. */
@@ -45,9 +46,7 @@ final class ExpansionPayload {
       Schema rowSchema) {
     Schema schema =
         Schema.builder()
-            .addStringField("spec")
-            .addNullableField("features_field", Schema.FieldType.STRING)
-            .addNullableField("key_field", Schema.FieldType.STRING)
+            .addFields(schema().getFields())
             .addStringField("transport")
             .addStringField("input_schema")
             .build();

@@ -22,7 +22,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  */
 final class PackRows extends DoFn<Row, Row> {
   private static final long serialVersionUID = 1L;
-  /** Rows per batch at most: enough to make the per-element costs vanish, small enough to stream. */
+  /** Rows per batch at most: enough to amortise the per-element costs, few enough to stream. */
   static final int MAX_ROWS = 512;
   /** Feature bytes per batch at most (wide rows). */
   static final int MAX_BYTES = 4 << 20;

@@ -24,28 +24,43 @@ import org.checkerframework.checker.nullness.qual.Nullable;
 final class UnpackResults {
   private UnpackResults() {}
 
-  /** Result batches -> result rows. */
-  static final class Results extends DoFn<Row, Row> {
+  /** A DoFn that decodes the input rows the service sends back as bytes. */
+  abstract static class DecodesRows extends DoFn<Row, Row> {
     private static final long serialVersionUID = 1L;
-    private final Schema input;
+    final Schema input;
+    // Set in setup(): a DoFn arrives on a worker deserialized, without it.
+    private transient RowCoder coder;
+
+    DecodesRows(Schema input) {
+      this.input = input;
+    }
+
+    @Setup
+    public void setup() {
+      coder = RowCoder.of(input);
+    }
+
+    /** The input row whose {@code RowCoder} bytes are {@code bytes}. */
+    Row decode(byte[] bytes) throws CoderException {
+      return CoderUtils.decodeFromByteArray(coder, bytes);
+    }
+  }
+
+  /** Result batches -> result rows. */
+  static final class Results extends DecodesRows {
+    private static final long serialVersionUID = 1L;
     private final Schema results;
     /** Indices of the input fields the result rows keep, in order. */
     private final int[] kept;
-    private transient RowCoder coder;
 
     Results(Schema input, Schema results) {
-      this.input = input;
+      super(input);
       this.results = results;
       this.kept =
           input.getFields().stream()
               .filter(f -> !BatchTransport.OUTPUT_FIELDS.contains(f.getName()))
               .mapToInt(f -> input.indexOf(f.getName()))
               .toArray();
-    }
-
-    @Setup
-    public void setup() {
-      coder = RowCoder.of(input);
     }
 
     @ProcessElement
@@ -66,7 +81,7 @@ final class UnpackResults {
       DoubleBuffer scores = bytes(batch, "scores").asDoubleBuffer();
       IntBuffer scoresLengths = bytes(batch, "scores_lengths").asIntBuffer();
       for (int i = 0; i < rows.size(); i++) {
-        Row row = CoderUtils.decodeFromByteArray(coder, rows.get(i));
+        Row row = decode(rows.get(i));
         List<@Nullable Object> values = new ArrayList<>(results.getFieldCount());
         for (int field : kept) {
           values.add(row.getValue(field));
@@ -109,26 +124,19 @@ final class UnpackResults {
   }
 
   /** Failure rows {@code (element BYTES, node, error)} -> failure rows holding the input row. */
-  static final class Failures extends DoFn<Row, Row> {
+  static final class Failures extends DecodesRows {
     private static final long serialVersionUID = 1L;
-    private final Schema input;
     private final Schema failures;
-    private transient RowCoder coder;
 
     Failures(Schema input, Schema failures) {
-      this.input = input;
+      super(input);
       this.failures = failures;
-    }
-
-    @Setup
-    public void setup() {
-      coder = RowCoder.of(input);
     }
 
     @ProcessElement
     public void processElement(@Element Row failure, OutputReceiver<Row> out)
         throws CoderException {
-      Row element = CoderUtils.decodeFromByteArray(coder, failure.getBytes("element"));
+      Row element = decode(failure.getBytes("element"));
       out.output(
           Row.withSchema(failures)
               .attachValues(element, failure.getString("node"), failure.getString("error")));

@@ -34,7 +34,8 @@ public class BatchTransportTest {
       Schema.builder()
           .addInt64Field("id")
           .addNullableField("key", Schema.FieldType.STRING)
-          .addNullableField("features", Schema.FieldType.array(Schema.FieldType.DOUBLE.withNullable(true)))
+          .addNullableField(
+              "features", Schema.FieldType.array(Schema.FieldType.DOUBLE.withNullable(true)))
           .addStringField("model") // replaced by the output field of that name
           .build();
 
@@ -188,7 +189,9 @@ public class BatchTransportTest {
     IllegalArgumentException e =
         assertThrows(
             IllegalArgumentException.class,
-            () -> BatchTransport.applies(windowed, io.withTransport(Transport.BATCHES), "model 'm'"));
+            () ->
+                BatchTransport.applies(
+                    windowed, io.withTransport(Transport.BATCHES), "model 'm'"));
     assertTrue(e.getMessage(), e.getMessage().contains("needs bounded input in the global window"));
   }
 
