@@ -63,8 +63,15 @@ def dataset(n: int, shards: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def ragged_lengths(seed: int, shard: int, rows: int, low: int = 4, high: int = 64
-                   ) -> np.ndarray:
+def ragged_lengths(seed: int, shard: int, rows: int, low: int = 4, high: int = 64,
+                   runs: int | None = None) -> np.ndarray:
+    """Lengths drawn uniformly from ``low..high``; with ``runs``, the same
+    lengths in runs of ``runs`` rows of one length (every length as often,
+    the runs in a fixed shuffled order), so input arrives already grouped."""
+    if runs is not None:
+        count = high - low + 1
+        run = np.arange(rows) // runs
+        return low + (run * 17 + shard) % count  # 17 is prime: every length comes up
     rng = np.random.default_rng([seed, shard, 1])
     lengths = rng.integers(low, high + 1, size=rows)
     return lengths

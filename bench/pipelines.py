@@ -24,7 +24,9 @@ SHARDS = 8
 
 class _GenShard(beam.DoFn):
     def __init__(self, n: int, shards: int, seed: int, dim: int, batch: int | None,
-                 ragged: tuple[int, int] | None, rows: bool, keys: int | None) -> None:
+                 ragged: tuple[int, int] | None, rows: bool, keys: int | None,
+                 runs: int | None = None) -> None:
+        self._runs = runs
         self._sizes = shard_sizes(n, shards)
         self._rows = rows
         self._keys = keys
@@ -37,7 +39,7 @@ class _GenShard(beam.DoFn):
         rows = self._sizes[shard]
         if self._ragged is not None:
             low, high = self._ragged
-            lengths = ragged_lengths(self._seed, shard, rows, low, high)
+            lengths = ragged_lengths(self._seed, shard, rows, low, high, self._runs)
             values = shard_data(self._seed, shard, rows, high)
             first = sum(self._sizes[:shard])
             for i in range(rows):
@@ -82,13 +84,14 @@ class Synthetic(beam.PTransform):
     in ``ragged=(low, high)``. With ``rows=True`` (the default) each element
     is a record, ``beam.Row(id=..., features=<the array>)``; otherwise the
     bare array. With ``keys=K`` records also carry ``key`` = ``k<id mod K>``
-    (keys round-robin)."""
+    (keys round-robin). With ``runs=R`` ragged lengths arrive in runs of R
+    rows of one length (:func:`bench.models.ragged_lengths`)."""
 
     def __init__(self, n: int, *, seed: int = 0, dim: int = DIM, batch: int | None = None,
                  ragged: tuple[int, int] | None = None, shards: int = SHARDS,
-                 rows: bool = True, keys: int | None = None) -> None:
+                 rows: bool = True, keys: int | None = None, runs: int | None = None) -> None:
         super().__init__()
-        self._args = (n, shards, seed, dim, batch, ragged, rows, keys)
+        self._args = (n, shards, seed, dim, batch, ragged, rows, keys, runs)
         self._shards = shards
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:

@@ -8,11 +8,20 @@ Beam RunInference is run on the ragged input too, to show what it does there
 (it stacks the batch and fails: "stack expects each tensor to be equal size").
 
     python -m bench.ragged --elements 100000
+
+``--decompose`` adds three variants that take the ragged cost apart: the same
+ragged lengths arriving already grouped, in runs of 256 rows of one length
+(batches of 256 of one shape leave at once: the cost of many shapes alone);
+equal lengths in batches of 64 (the cost of smaller batches alone); and
+ragged lengths in runs of 64 in batches of 64 (both, but no record held back).
+What is left between the last and the ragged variant is the cost of holding
+records back to group them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from typing import Any
@@ -71,6 +80,8 @@ def beam_ragged(models: BenchModels, n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--elements", type=int, default=100_000)
+    parser.add_argument("--decompose", action="store_true",
+                        help="also time the variants that take the ragged cost apart")
     harness.common_args(parser, "ragged")
     args = parser.parse_args(argv)
     harness.apply_threads(args.threads)
@@ -79,19 +90,31 @@ def main(argv: list[str] | None = None) -> int:
     spec = node(models)
     warm_data(n, ragged=(EQUAL, EQUAL))
     warm_data(n, ragged=(LOW, HIGH))
-    def equal(count: int) -> Any:  # the same source code path, every length EQUAL
-        return crossinfer_pipeline(lambda: ci.Model(spec), count,
-                                   source=lambda: Synthetic(count, ragged=(EQUAL, EQUAL)))
+    def pipeline(lengths: tuple[int, int], *, runs: int | None = None,
+                 batch: int | None = None) -> Any:
+        node = spec if batch is None else dataclasses.replace(
+            spec, batching=ci.Batching(max_batch_size=batch))
 
-    def ragged(count: int) -> Any:
-        return crossinfer_pipeline(lambda: ci.Model(spec), count,
-                                   source=lambda: Synthetic(count, ragged=(LOW, HIGH)))
+        def make(count: int) -> Any:
+            return crossinfer_pipeline(lambda: ci.Model(node), count, source=lambda: Synthetic(
+                count, ragged=lengths, runs=runs))
+        return make
 
-    variants = [
-        Variant(f"equal length ({EQUAL})", "meanpool", n, equal(n), "equal", warm=equal(2_000)),
-        Variant(f"ragged ({LOW}..{HIGH})", "meanpool", n, ragged(n), "crossinfer",
-                warm=ragged(2_000)),
-    ]
+    def variant(name: str, kind: str, make: Any) -> Variant:
+        return Variant(name, "meanpool", n, make(n), kind, warm=make(2_000))
+
+    # equal: the same source code path, every length EQUAL
+    variants = [variant(f"equal length ({EQUAL})", "equal", pipeline((EQUAL, EQUAL))),
+                variant(f"ragged ({LOW}..{HIGH})", "crossinfer", pipeline((LOW, HIGH)))]
+    if args.decompose:
+        variants += [
+            variant(f"ragged ({LOW}..{HIGH}), in runs of 256", "runs",
+                    pipeline((LOW, HIGH), runs=256)),
+            variant(f"equal length ({EQUAL}), batches of 64", "equal-64",
+                    pipeline((EQUAL, EQUAL), batch=64)),
+            variant(f"ragged ({LOW}..{HIGH}), in runs of 64, batches of 64", "runs-64",
+                    pipeline((LOW, HIGH), runs=64, batch=64)),
+        ]
     print(f"ragged: {n:,} elements, {args.repeats} repeats, interleaved")
     measured = harness.measure(variants, args.repeats)
     beam_result = beam_ragged(models, min(n, 2_000))

@@ -19,7 +19,7 @@ from crossinfer.handlers.registry import model_handler
 from crossinfer.models import MeanPoolClassifier
 from crossinfer.patterns.to_records import ToRecords
 from crossinfer.records import Batch, Failure, Item, ItemBatch, RecordBase, RecordCoder
-from crossinfer.rows import IOConfig, fields_view, screen_batch, to_item, to_output_row
+from crossinfer.rows import IOConfig, fields_view, screen_batch, stack_batch, to_item, to_output_row
 from support import run
 
 
@@ -71,6 +71,52 @@ def test_batches_mode_emits_batches_of_one_shape() -> None:
     for b in batches:
         assert len({r.features.shape if type(r) is Item else "failed" for r in b}) == 1
     assert sum(len(b) == 8 for b in batches) > len(batches) // 2
+
+
+class _Releases:
+    """Drives a ToRecords by hand, noting how many records it holds whenever
+    it lets a batch go."""
+
+    def __init__(self, dofn: ToRecords) -> None:
+        self.dofn = dofn
+        self.held_bytes: list[int] = []
+
+    def run(self, rows: list) -> list:
+        self.dofn.start_bundle()
+        out = []
+        for row in rows:
+            released = list(self.dofn.process(row))
+            if released:
+                self.held_bytes.append(self.dofn._held_bytes)
+            out.extend(released)
+        out.extend(wv.value for wv in self.dofn.finish_bundle())
+        return out
+
+
+def test_held_records_of_many_shapes_are_bounded_by_bytes(monkeypatch) -> None:
+    from crossinfer.patterns import to_records
+
+    monkeypatch.setattr(to_records, "HELD_BYTES", 64 * 1024)
+    rng = np.random.default_rng(1)
+    # 1,000 rows of 16 lengths, 1-4 KiB each: far fewer than 16 batches of 256,
+    # but ~2.5 MiB in all.
+    rows = [beam.Row(id=i, features=np.ones(int(rng.integers(256, 1024)) // 64 * 64,
+                                            dtype=np.float32)) for i in range(1_000)]
+    probe = _Releases(ToRecords(IOConfig(), "batches", chunk=256))
+    batches = probe.run(rows)
+    assert sorted(r.original.id for b in batches for r in b) == list(range(1_000))
+    assert len(probe.held_bytes) > 10  # batches left during the bundle, not only at its end
+    assert max(probe.held_bytes) <= 64 * 1024
+    assert all(len({r.features.shape for r in b}) == 1 for b in batches)
+
+
+def test_one_shape_is_held_until_it_fills_a_batch_whatever_its_bytes(monkeypatch) -> None:
+    from crossinfer.patterns import to_records
+
+    monkeypatch.setattr(to_records, "HELD_BYTES", 1024)
+    rows = [beam.Row(id=i, features=np.ones(512, dtype=np.float32)) for i in range(100)]
+    batches = drain(ToRecords(IOConfig(), "batches", chunk=32), rows)
+    assert [len(b) for b in batches] == [32, 32, 32, 4]  # the batch size the model asked for
 
 
 def test_ragged_pipeline_matches_calling_the_model(tmp_path) -> None:
@@ -150,6 +196,44 @@ def test_a_batch_screened_once_fails_the_same_elements_as_screening_each() -> No
         assert getattr(got, "error", None) == getattr(want, "error", None)
     clean = [to_item(beam.Row(features=np.ones((2, 2))), io, screen_finite=False)] * 3
     assert screen_batch(clean, "features") is clean  # nothing to replace: the same list
+
+
+def test_a_stacked_batch_is_kept_only_when_every_record_is_a_finite_item() -> None:
+    io = IOConfig()
+    rows = [beam.Row(id=i, features=np.arange(3, dtype=np.float32) + i) for i in range(4)]
+    items = [to_item(r, io, screen_finite=False) for r in rows]
+    batch = stack_batch(items, "features")
+    assert type(batch) is ItemBatch and list(batch) == items
+    np.testing.assert_array_equal(batch.stacked, np.stack([r.features for r in rows]))
+    ints = stack_batch([to_item(beam.Row(features=[1, 2]), io)] * 2, "features")
+    assert ints.stacked is not None and ints.stacked.dtype.kind == "i"
+    nan = to_item(beam.Row(id=9, features=np.array([1, np.nan, 2], np.float32)), io,
+                  screen_finite=False)
+    screened = stack_batch([*items[:2], nan], "features")
+    assert screened.stacked is None and type(screened[2]) is Failure
+    assert "NaN or infinity" in screened[2].error
+    with_failure = stack_batch([items[0], Failure("x", "input", "bad")], "features")
+    assert with_failure.stacked is None and len(with_failure) == 2
+
+
+def test_an_item_batch_keeps_its_stacked_features_across_the_coder() -> None:
+    impl = RecordCoder().get_impl()
+    items = [to_item(beam.Row(id=i, features=np.ones(4, np.float32) * i), IOConfig())
+             for i in range(3)]
+    back = impl.decode(impl.encode(stack_batch(items, "features")))
+    assert type(back) is ItemBatch and [r.original.id for r in back] == [0, 1, 2]
+    np.testing.assert_array_equal(back.stacked, np.ones((3, 4), np.float32) * [[0], [1], [2]])
+
+
+def test_a_stacked_batch_of_the_wrong_shape_fails_each_element(models) -> None:
+    node = ci.ModelNode(name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
+                        input_shape=(64,))
+    handler = model_handler(node, ci.LoadPolicy(), "lr")
+    items = [to_item(beam.Row(id=i, features=np.zeros(8, np.float32)), IOConfig())
+             for i in range(3)]
+    out = handler.run_inference(stack_batch(items, "features"), handler.load_model())
+    assert [type(r) for r in out] == [Failure] * 3
+    assert "expects input_shape [64]" in out[0].error
 
 
 class _In(NamedTuple):

@@ -156,9 +156,18 @@ def _rebuild_batch(values: tuple[Any, ...]) -> Batch:
 
 class ItemBatch(list):  # type: ignore[type-arg]
     """Records batched by crossinfer itself (see :mod:`crossinfer.patterns.to_records`):
-    one RunInference element that is already a batch, all of one feature shape."""
+    one RunInference element that is already a batch, all of one feature shape.
 
-    __slots__ = ()
+    ``stacked``: the records' features as one array, rows first, when every
+    record is an Item with finite features (:func:`crossinfer.rows.stack_batch`
+    made it while screening them); None otherwise. A model step then uses it
+    as its input batch instead of visiting each record again."""
+
+    __slots__ = ("stacked",)
+
+    def __init__(self, records: Any = (), stacked: np.ndarray | None = None) -> None:
+        super().__init__(records)
+        self.stacked = stacked
 
 
 def error_text(exc: BaseException) -> str:

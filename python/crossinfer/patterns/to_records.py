@@ -15,10 +15,19 @@ Three ways to hand records on, chosen at construction (see
   (:meth:`ModelNodeHandler.should_skip_batching`). Ragged input then never
   shares a batch across shapes, and Beam's per-element batching step is saved;
   so is a per-element NaN/infinity check: a batch is checked with one sum
-  when it leaves (:func:`crossinfer.rows.screen_batch`).
+  when it leaves, and its features are stacked in the same pass
+  (:func:`crossinfer.rows.stack_batch`).
 
 A shape's records leave as soon as they fill a batch, when too many are held
-(the largest group leaves first), or at the end of the bundle. Reordering and
+(the largest group leaves first), or at the end of the bundle. "Too many" is
+``HELD_BATCHES`` batches' worth of records, or ``HELD_BYTES`` of features once
+more than one shape is held (a single shape is held only until it fills a
+batch, as Beam's own batching would hold it). Holding more does not pay: with
+~60 lengths, 16 batches held made batches twice as large but were no faster
+(``python -m bench.ragged --decompose`` puts ragged input's cost on holding
+records back, not on the number of shapes; most likely the held records have
+left the CPU's caches when they leave), and 32 promoted enough of them to the
+collector's oldest generation to cost full collections. Reordering and
 batching here are only done for bounded input in the global window, where
 RunInference's own batching would give every output the end of the window as
 its timestamp anyway. Equal-shape input pays one dictionary lookup per element.
@@ -33,10 +42,13 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from crossinfer.records import Item, ItemBatch
-from crossinfer.rows import IOConfig, screen_batch, to_item
+from crossinfer.rows import IOConfig, stack_batch, to_item
 
 #: Elements held per bundle at most, in batches of ``chunk``.
 HELD_BATCHES = 8
+#: Bytes of features held per bundle at most, once records of more than one
+#: shape are held.
+HELD_BYTES = 64 << 20
 MODES = ("items", "bucket", "batches")
 _FAILED = ("failed",)  # the group key of failures (no shape is a 1-tuple of str)
 
@@ -55,8 +67,13 @@ class ToRecords(beam.DoFn):
     def start_bundle(self) -> None:
         self._last_shape: tuple[Any, ...] | None = None
         self._last_group: list[Any] = []
+        self._last_unit = 0
         self._groups: dict[tuple[Any, ...], list[Any]] | None = None
+        #: Bytes of features per record of each group, taken from its first
+        #: record (a group holds one shape; its dtype is the input's).
+        self._units: dict[tuple[Any, ...], int] = {}
         self._held = 0
+        self._held_bytes = 0
         if self._mode == "batches":
             self._groups = {}
 
@@ -72,17 +89,20 @@ class ToRecords(beam.DoFn):
             self._groups = {}  # shapes vary in this bundle: group from now on
             self._last_shape = None
         if shape == self._last_shape:  # the common case: the same shape again
-            group = self._last_group
+            group, unit = self._last_group, self._last_unit
         else:
             group = self._groups.get(shape)
             if group is None:
                 group = self._groups[shape] = []
-            self._last_shape, self._last_group = shape, group
+                self._units[shape] = record.features.nbytes if shape is not _FAILED else 0
+            unit = self._units[shape]
+            self._last_shape, self._last_group, self._last_unit = shape, group, unit
         group.append(record)
         self._held += 1
+        self._held_bytes += unit
         if len(group) >= self._chunk:
             return self._release(shape)
-        if self._held > self._limit:
+        if self._held > self._limit or (self._held_bytes > HELD_BYTES and len(self._groups) > 1):
             return self._release(self._largest())
         return ()
 
@@ -98,14 +118,15 @@ class ToRecords(beam.DoFn):
         assert self._groups is not None
         group = self._groups.pop(shape)
         self._held -= len(group)
+        self._held_bytes -= len(group) * self._units.pop(shape)
         if shape == self._last_shape:
-            self._last_shape, self._last_group = None, []
+            self._last_shape, self._last_group, self._last_unit = None, [], 0
         if self._mode == "batches":
             return (self._batch(group),)
         return group
 
     def _batch(self, group: list[Any]) -> ItemBatch:
-        return ItemBatch(screen_batch(group, self._io.features_field))
+        return stack_batch(group, self._io.features_field)
 
     def finish_bundle(self) -> Iterator[Any]:
         for group in (self._groups or {}).values():
@@ -115,5 +136,7 @@ class ToRecords(beam.DoFn):
                 for record in group:
                     yield GlobalWindows.windowed_value_at_end_of_window(record)
         self._groups = None
-        self._held = 0
-        self._last_shape, self._last_group = None, []
+        self._units = {}
+        self._held = self._held_bytes = 0
+        self._last_shape, self._last_group, self._last_unit = None, [], 0
+
