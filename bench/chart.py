@@ -27,7 +27,9 @@ PANELS = [
 ]
 COLORS = {"raw": "#9e9e9e", "beam": "#4c72b0", "beam-nogbk": "#8fa8d6", "crossinfer": "#dd8452",
           "equal": "#55a868", "python": "#dd8452", "java-array": "#8172b3",
-          "java-packed": "#937860", "java-packed-rows": "#c4ad66"}
+          "java-packed": "#937860", "java-packed-rows": "#c4ad66",
+          # ragged --decompose
+          "runs": "#8cc49a", "equal-64": "#64b5cd", "runs-64": "#da8bc3"}
 REFS = {"keyed": "beam", "ragged": "equal", "gpu": "raw", "xlang": "python"}
 
 
