@@ -243,20 +243,6 @@ def float_list(values: Any) -> list[float]:
     return arr.reshape(-1).tolist()  # float16/32 values convert to float exactly
 
 
-def output_values(item: Item) -> dict[str, Any]:
-    """The crossinfer output fields of a finished item."""
-    inference = item.inference if item.inference is not None else item.features
-    return {
-        "model": item.model,
-        "path": item.path,
-        "inference": float_list(inference),
-        "label": item.label,
-        "score": item.score,
-        "labels": item.labels,
-        "scores": item.scores,
-    }
-
-
 RowFactory = Callable[..., Any]
 
 
