@@ -164,7 +164,7 @@ def check_features(features: np.ndarray, name: str, finite: bool = True) -> str 
         return f"field {name!r} must contain only numbers (found {_kind_name(features)})"
     if features.size == 0:
         return f"field {name!r} is empty"
-    if finite and kind == "f" and not _finite_screen(features):
+    if finite and kind == "f" and not surely_finite(features):
         bad = np.flatnonzero(~np.isfinite(features.reshape(-1)))
         if bad.size:
             return f"field {name!r} contains NaN or infinity (first at index {int(bad[0])})"
@@ -183,7 +183,7 @@ def stack_batch(records: list[Any], name: str, stage: str = "input") -> ItemBatc
     arrays = [r.features for r in records if type(r) is Item]
     if arrays and len(arrays) == len(records):
         flat = np.concatenate(arrays, axis=None)
-        if flat.dtype.kind != "f" or _finite_screen(flat):
+        if flat.dtype.kind != "f" or surely_finite(flat):
             return ItemBatch(records, flat.reshape((len(arrays), *arrays[0].shape)))
     return ItemBatch(screen_batch(records, name, stage))
 
@@ -196,7 +196,7 @@ def screen_batch(records: list[Any], name: str, stage: str = "input") -> list[An
     instead of ~1 us for a sum per element); only a non-finite total is
     looked at element by element."""
     arrays = [r.features for r in records if type(r) is Item and r.features.dtype.kind == "f"]
-    if not arrays or _finite_screen(np.concatenate(arrays, axis=None)):
+    if not arrays or surely_finite(np.concatenate(arrays, axis=None)):
         return records
     screened = []
     for record in records:
@@ -208,7 +208,7 @@ def screen_batch(records: list[Any], name: str, stage: str = "input") -> list[An
     return screened
 
 
-def _finite_screen(features: np.ndarray) -> bool:
+def surely_finite(features: np.ndarray) -> bool:
     """True when every value is surely finite: the sum of finite values is
     finite unless it overflows (a NaN or an infinity makes it NaN or
     infinite). Values near the dtype's limit overflow it: numpy warns once,

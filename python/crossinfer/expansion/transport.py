@@ -39,12 +39,11 @@ from apache_beam.typehints.schemas import named_tuple_from_schema
 
 from crossinfer.expansion.schemas import InputSchemaError, array_type, atomic_type, describe
 from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH
-from crossinfer.patterns.batched import expand_batched
+from crossinfer.patterns.batched import expand_batched, routing_node
 from crossinfer.patterns.graph import expand_node
 from crossinfer.patterns.transforms import Inference, InferenceOutputs, first_model
 from crossinfer.records import Batch, Failure, Item, RecordBase
-from crossinfer.rows import IOConfig, check_features, inference_values, to_item
-from crossinfer.spec.nodes import ModelNode, Node, SequenceNode
+from crossinfer.rows import IOConfig, check_features, inference_values, surely_finite, to_item
 
 #: ``lengths`` value of a row the client could not pack.
 UNPACKED = -1
@@ -129,13 +128,6 @@ def _spell(t: schema_pb2.FieldType) -> str:
     return describe(t) + (" (nullable)" if t.nullable else "")
 
 
-def batch_native(node: Node) -> bool:
-    """Whether every row of ``node`` meets the same models (no routing)."""
-    if isinstance(node, SequenceNode):
-        return all(batch_native(stage) for stage in node.stages)
-    return isinstance(node, ModelNode)
-
-
 # ------------------------------------------------------------------ in
 
 
@@ -180,7 +172,7 @@ def from_batch(element: Any, io: IOConfig, decode_row: Any, chunk: int,
     starts = np.concatenate(([0], np.cumsum(lengths[ok], dtype=np.int64)))
     lens = lengths[ok]
     same = bool((lens == lens[0]).all())
-    finite = values.dtype.kind != "f" or bool(np.isfinite(np.add.reduce(values)))
+    finite = values.dtype.kind != "f" or surely_finite(values)
     if not native:
         order = range(len(ok)) if same else np.argsort(lens, kind="stable").tolist()
         for j in order:
@@ -416,7 +408,7 @@ class BatchTransportInference(Inference):
             raise ValueError("transport 'batches' needs bounded input in the global window; "
                              "send rows one by one (transport 'rows') for other input")
         node = self.spec.node
-        native = batch_native(node)
+        native = routing_node(node) is None
         first = first_model(node)
         chunk = (first.batching.max_batch_size if first is not None else None) \
             or DEFAULT_MAX_BATCH

@@ -37,7 +37,7 @@ from crossinfer.handlers.registry import model_handler
 from crossinfer.patterns.context import ExpandContext, child_path
 from crossinfer.patterns.transforms import Inference, InferenceOutputs
 from crossinfer.records import Batch, Failure, RecordBase
-from crossinfer.rows import PACKED_DTYPE, RowFactory, fields_view
+from crossinfer.rows import PACKED_DTYPE, RowFactory, fields_view, surely_finite
 from crossinfer.spec.nodes import ModelNode, Node, SequenceNode
 
 _FAILURES = "failures"
@@ -63,7 +63,7 @@ def to_batch(element: Any, features_field: str, shape_field: str) -> list[Record
     except ValueError as exc:
         return [Failure(element, "input", str(exc))]
     n = x.shape[0]
-    if x.dtype.kind == "f" and not math.isfinite(x.sum()):
+    if x.dtype.kind == "f" and not surely_finite(x):
         finite = np.isfinite(x.reshape(n, -1)).all(axis=1)
         bad = np.flatnonzero(~finite)
         if bad.size:
@@ -171,13 +171,24 @@ def expand_batched(records: beam.PCollection, node: Node, parent: str,
         handler, inference_args=ctx.inference_args or None)
 
 
-def _check_supported(node: Node) -> None:
+def routing_node(node: Node) -> Node | None:
+    """The first node in ``node`` that routes single elements (anything but a
+    model or a sequence of them), or None when every element meets the same
+    models and the spec can run on whole batches."""
     if isinstance(node, SequenceNode):
         for stage in node.stages:
-            _check_supported(stage)
-    elif not isinstance(node, ModelNode):
-        raise TypeError(f"BatchedInference runs model and sequence nodes; {node.kind} node "
-                        f"{node.name!r} routes single elements: use crossinfer.Inference")
+            found = routing_node(stage)
+            if found is not None:
+                return found
+        return None
+    return None if isinstance(node, ModelNode) else node
+
+
+def _check_supported(node: Node) -> None:
+    routing = routing_node(node)
+    if routing is not None:
+        raise TypeError(f"BatchedInference runs model and sequence nodes; {routing.kind} node "
+                        f"{routing.name!r} routes single elements: use crossinfer.Inference")
 
 
 class BatchedInference(Inference):
