@@ -16,12 +16,19 @@ equal lengths in batches of 64 (the cost of smaller batches alone); and
 ragged lengths in runs of 64 in batches of 64 (both, but no record held back).
 What is left between the last and the ragged variant is the cost of holding
 records back to group them.
+
+``--held 16,24,32`` adds the ragged variant once per figure, with crossinfer
+holding up to that many batches' worth of records instead of
+``HELD_BATCHES`` (8). Every variant's facts count the garbage collector's
+full collections over all its rounds (``full_collections``): past some
+number of held records they are what holding costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import sys
 from typing import Any
@@ -34,7 +41,8 @@ from bench import harness
 from bench.harness import Variant
 from bench.models import MEANPOOL_PARAMS, BenchModels, prepare
 from bench.pipelines import Synthetic, count, run, warm_data
-from bench.variants import crossinfer_pipeline
+from bench.variants import Runner, crossinfer_pipeline
+from crossinfer.patterns import to_records
 
 LOW, HIGH = 4, 64
 EQUAL = (LOW + HIGH) // 2
@@ -77,11 +85,40 @@ def beam_ragged(models: BenchModels, n: int) -> dict[str, Any]:
     return {"error": None}
 
 
+def counting_collections(timed: Runner, held: int | None = None) -> Runner:
+    """``timed`` with its full garbage collections counted over every round (the
+    facts' ``full_collections``), and with ``held`` batches' worth of records
+    held back at most instead of ``to_records.HELD_BATCHES`` (which
+    ``ToRecords`` reads when the pipeline is built, inside ``timed``)."""
+    full = [0]
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full[0] += 1
+
+    def once() -> dict[str, Any]:
+        default = to_records.HELD_BATCHES
+        if held is not None:
+            to_records.HELD_BATCHES = held
+        gc.callbacks.append(on_collection)
+        try:
+            facts = timed() or {}
+        finally:
+            gc.callbacks.remove(on_collection)
+            to_records.HELD_BATCHES = default
+        return {**facts, "full_collections": full[0]}
+
+    return once
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--elements", type=int, default=100_000)
     parser.add_argument("--decompose", action="store_true",
                         help="also time the variants that take the ragged cost apart")
+    parser.add_argument("--held", default="",
+                        help="comma-separated batch counts: also time ragged input with "
+                             "that many batches' worth of records held back at most")
     harness.common_args(parser, "ragged")
     args = parser.parse_args(argv)
     harness.apply_threads(args.threads)
@@ -100,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                 count, ragged=lengths, runs=runs))
         return make
 
-    def variant(name: str, kind: str, make: Any) -> Variant:
-        return Variant(name, "meanpool", n, make(n), kind, warm=make(2_000))
+    def variant(name: str, kind: str, make: Any, held: int | None = None) -> Variant:
+        return Variant(name, "meanpool", n, counting_collections(make(n), held), kind,
+                       warm=make(2_000))
 
     # equal: the same source code path, every length EQUAL
     variants = [variant(f"equal length ({EQUAL})", "equal", pipeline((EQUAL, EQUAL))),
@@ -115,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             variant(f"ragged ({LOW}..{HIGH}), in runs of 64, batches of 64", "runs-64",
                     pipeline((LOW, HIGH), runs=64, batch=64)),
         ]
+    for held in (int(h) for h in args.held.split(",") if h.strip()):
+        variants.append(variant(f"ragged ({LOW}..{HIGH}), {held} batches held", f"held-{held}",
+                                pipeline((LOW, HIGH)), held))
     print(f"ragged: {n:,} elements, {args.repeats} repeats, interleaved")
     measured = harness.measure(variants, args.repeats)
     beam_result = beam_ragged(models, min(n, 2_000))
@@ -122,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     targets = [harness.ratio_target("ragged / equal-length elements/s", measured[1], measured,
                                     "equal", 0.8),
                harness.target("ragged failures", failures, 0, op="==")]
-    notes = [f"plain Beam RunInference on the ragged input: {beam_result['error'] or 'ran'}"]
+    notes = [f"plain Beam RunInference on the ragged input: {beam_result['error'] or 'ran'}",
+             "full garbage collections over all rounds: " + ", ".join(
+                 f"{m.name} {m.facts.get('full_collections', 0)}" for m in measured)]
     harness.report(args.name, vars(args), measured, targets, refs=("equal",), notes=notes,
-                   details=notes[0])
+                   details="\n".join(notes))
     return 0
 
 

@@ -10,9 +10,12 @@ import sys
 
 from bench.harness import RESULTS
 
-ORDER = ("single_model", "xlang", "patterns", "keyed", "ragged", "gpu")
+ORDER = ("single_model", "single_model_per_element", "xlang", "patterns", "keyed", "ragged",
+         "ragged_held", "gpu")
 REFS = {"keyed": ("beam", "beam-nogbk"), "ragged": ("equal",), "gpu": ("raw",),
         "xlang": ("raw", "beam", "python")}
+#: Facts shown as a column where a results file records them.
+FACTS = {"model_loads": "model loads", "full_collections": "full collections"}
 
 
 def _fmt(value: float | None) -> str:
@@ -20,11 +23,13 @@ def _fmt(value: float | None) -> str:
 
 
 def render(name: str, doc: dict) -> str:
-    refs = REFS.get(name, ("raw", "beam"))
-    loads = any("model_loads" in row.get("facts", {}) for row in doc["rows"])
+    # a results file named after its benchmark, or NAME_SOMETHING for another run of it
+    refs = next((v for k, v in REFS.items() if name == k or name.startswith(k + "_")),
+                ("raw", "beam"))
+    facts = [f for f in FACTS if any(f in row.get("facts", {}) for row in doc["rows"])]
     head = ["group", "variant", "elements", "elements/s"]
     head += [f"x {r} (wall / cpu)" for r in refs]
-    head += ["model loads"] if loads else []
+    head += [FACTS[f] for f in facts]
     lines = [f"#### `{name}` ({doc['when']})", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for row in doc["rows"]:
@@ -34,8 +39,7 @@ def render(name: str, doc: dict) -> str:
             wall, cpu = row.get(f"ratio_to_{r}"), row.get(f"cpu_ratio_to_{r}")
             cells.append("" if wall is None else _fmt(wall) if cpu is None
                          else f"{_fmt(wall)} / {_fmt(cpu)}")
-        if loads:
-            cells.append(str(row.get("facts", {}).get("model_loads", "")))
+        cells += [str(row.get("facts", {}).get(f, "")) for f in facts]
         lines.append("| " + " | ".join(cells) + " |")
     if doc.get("targets"):
         lines += ["", "| target | value (wall) | cpu | goal | |", "|---|---|---|---|---|"]

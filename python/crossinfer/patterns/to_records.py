@@ -23,11 +23,12 @@ A shape's records leave as soon as they fill a batch, when too many are held
 ``HELD_BATCHES`` batches' worth of records, or ``HELD_BYTES`` of features once
 more than one shape is held (a single shape is held only until it fills a
 batch, as Beam's own batching would hold it). Holding more does not pay: with
-~60 lengths, 16 batches held made batches twice as large but were no faster
-(``python -m bench.ragged --decompose`` puts ragged input's cost on holding
-records back, not on the number of shapes; most likely the held records have
-left the CPU's caches when they leave), and 32 promoted enough of them to the
-collector's oldest generation to cost full collections. Reordering and
+~60 lengths, 16 or 24 batches held made batches two or three times as large
+but were no faster beyond the machine's noise, and 32 promoted enough held
+records to the collector's oldest generation to cost a full collection
+(~0.2 s) nearly every 100,000 records (``python -m bench.ragged --held
+16,24,32``; ``--decompose`` puts ragged input's cost on holding records back
+and the smaller batches, not on the number of shapes). Reordering and
 batching here are only done for bounded input in the global window, where
 RunInference's own batching would give every output the end of the window as
 its timestamp anyway. Equal-shape input pays one dictionary lookup per element.
