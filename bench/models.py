@@ -1,6 +1,8 @@
 """The benchmark models and synthetic data, deterministic and built on the spot.
 
-* ``lr.pkl``: scikit-learn LogisticRegression, 32 features -> 10 classes.
+* ``lr.pkl``: scikit-learn LogisticRegression, 32 features -> 10 classes (for
+  Beam's own handler), and the same model as ``lr.skops`` (for crossinfer,
+  whose default policy refuses pickles).
 * ``mlp.pt``: state dict of ``crossinfer.models:MLP`` with sizes 32-256-256-10,
   and ``mlp.onnx``, its ONNX export (dynamic batch axis).
 * ``mlp_<i>.pt`` for i in 0..5: six differently seeded MLPs (keyed benchmark;
@@ -79,6 +81,7 @@ def ragged_lengths(seed: int, shard: int, rows: int, low: int = 4, high: int = 6
 
 def prepare(root: str | Path = DEFAULT_ROOT) -> BenchModels:
     """Build every benchmark model into ``root`` (kept when already there)."""
+    import skops.io
     import torch
     from sklearn.linear_model import LogisticRegression
 
@@ -87,7 +90,7 @@ def prepare(root: str | Path = DEFAULT_ROOT) -> BenchModels:
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
     models = BenchModels(out)
-    marker = out / ".built-v2"
+    marker = out / ".built-v3"
     if marker.exists():
         return models
 
@@ -100,6 +103,7 @@ def prepare(root: str | Path = DEFAULT_ROOT) -> BenchModels:
         lr = LogisticRegression(max_iter=500).fit(x, y)
     with open(models.path("lr.pkl"), "wb") as f:
         pickle.dump(lr, f)
+    skops.io.dump(lr, models.path("lr.skops"))
 
     torch.manual_seed(0)
     mlp = MLP(MLP_SIZES).eval()

@@ -154,8 +154,8 @@ def _unbatch(record: beam.Row) -> list[beam.Row]:
 def crossinfer_node(framework: str, models: BenchModels, name: str = "m",
                     path: str | None = None, **extra: Any) -> ci.ModelNode:
     if framework == "sklearn":
-        return ci.ModelNode(name=name, framework="sklearn", uri=path or models.path("lr.pkl"),
-                            method="predict", **extra)
+        return ci.ModelNode(name=name, framework="sklearn", format="skops",
+                            uri=path or models.path("lr.skops"), method="predict", **extra)
     if framework == "pytorch":
         return ci.ModelNode(name=name, framework="pytorch", format="state_dict",
                             uri=path or models.path("mlp.pt"), model_class=MLP_CLASS,

@@ -200,7 +200,7 @@ def test_ragged_rows_are_grouped_by_length_and_all_accounted_for(models, digits_
     x, _ = digits_data
     spec = {"version": 1, "node": {
         "kind": "model", "name": "mean", "framework": "sklearn", "method": "predict_proba",
-        "uri": models.path("digits_lr.pkl"),
+        "format": "skops", "uri": models.path("digits_lr.skops"),
         "preprocess": [{"op": "pad_truncate", "length": 64}, {"op": "scale", "factor": 1 / 16}]}}
     rows = [Doubles(i, None, x[i][: 16 + (i * 7) % 49].tolist()) for i in range(120)]
     got, got_failed, want, want_failed = both_ways(rows, spec, size=50)

@@ -123,7 +123,8 @@ def test_small_batches_are_joined_up_to_max_batch_size_rows() -> None:
 
 def test_a_sequence_runs_batched(models, digits_data) -> None:
     x, _ = digits_data
-    pca = ci.ModelNode(name="pca", framework="sklearn", uri=models.path("digits_pca.pkl"),
+    pca = ci.ModelNode(name="pca", framework="sklearn", format="skops",
+                       uri=models.path("digits_pca.skops"),
                        method="transform", preprocess=(SCALE,))
     head = ci.ModelNode(name="head", framework="pytorch", format="state_dict",
                         uri=models.path("digits_pca_mlp.pt"),
@@ -143,7 +144,8 @@ def test_a_sequence_runs_batched(models, digits_data) -> None:
 
 def test_ab_and_keyed_specs_are_refused_at_construction(models) -> None:
     def node(name: str) -> ci.ModelNode:
-        return ci.ModelNode(name=name, framework="sklearn", uri=models.path("digits_lr.pkl"))
+        return ci.ModelNode(name=name, framework="sklearn", format="skops",
+                            uri=models.path("digits_lr.skops"))
 
     ab = ci.ABTestNode(name="ab", arms=(ci.Arm("a", node("a"), 1), ci.Arm("b", node("b"), 1)))
     keyed = ci.KeyedNode(name="k", routes=(ci.Route(("x",), node("c")),))

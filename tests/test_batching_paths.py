@@ -156,7 +156,8 @@ def test_record_coder_round_trips_and_estimates_without_pickling() -> None:
 
 def test_default_batching_is_a_fixed_size_and_a_min_makes_it_adaptive(models) -> None:
     def kwargs(batching: ci.Batching) -> dict:
-        node = ci.ModelNode(name="m", framework="sklearn", uri=models.path("digits_lr.pkl"),
+        node = ci.ModelNode(name="m", framework="sklearn", format="skops",
+                            uri=models.path("digits_lr.skops"),
                             batching=batching)
         return model_handler(node, ci.LoadPolicy(), "m").batch_elements_kwargs()
 
@@ -226,7 +227,8 @@ def test_an_item_batch_keeps_its_stacked_features_across_the_coder() -> None:
 
 
 def test_a_stacked_batch_of_the_wrong_shape_fails_each_element(models) -> None:
-    node = ci.ModelNode(name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
+    node = ci.ModelNode(name="lr", framework="sklearn", format="skops",
+                        uri=models.path("digits_lr.skops"),
                         input_shape=(64,))
     handler = model_handler(node, ci.LoadPolicy(), "lr")
     items = [to_item(beam.Row(id=i, features=np.zeros(8, np.float32)), IOConfig())

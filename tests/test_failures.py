@@ -15,7 +15,8 @@ POLICY = ci.LoadPolicy(allowed_classes=("crossinfer.models:*", "support:*"))
 
 
 def lr(models, name: str = "lr", **extra) -> ci.ModelNode:
-    return ci.ModelNode(name=name, framework="sklearn", uri=models.path("digits_lr.pkl"),
+    return ci.ModelNode(name=name, framework="sklearn", format="skops",
+                        uri=models.path("digits_lr.skops"),
                         method="predict_proba", preprocess=(ci.Op("scale", {"factor": 1 / 16}),),
                         postprocess=(ci.Op("argmax"),), **extra)
 
@@ -73,7 +74,8 @@ def test_results_plus_failures_equal_inputs_in_every_pattern(models, digits_data
                               arms=(ci.Arm("a", lr(models, "a")), ci.Arm("b", lr(models, "b")))),
         "sequence": ci.SequenceNode(name="seq", stages=(
             lr(models, "s1"),
-            ci.ModelNode(name="s2", framework="sklearn", uri=models.path("digits_pca.pkl"),
+            ci.ModelNode(name="s2", framework="sklearn", format="skops",
+                         uri=models.path("digits_pca.skops"),
                          method="transform", preprocess=(ci.Op("pad_truncate",
                                                                {"length": 64}),)))),
         "keyed": ci.KeyedNode(name="keyed", max_models_per_worker=1, routes=(
@@ -133,7 +135,8 @@ def test_plain_beam_runinference_crashes_on_the_same_ragged_inputs(tmp_path) -> 
 def test_pad_truncate_feeds_ragged_inputs_to_a_fixed_size_model(models, digits_data):
     x, _ = digits_data
     rows = [beam.Row(id=i, features=x[i][: 40 + i % 30].tolist()) for i in range(100)]
-    node = ci.ModelNode(name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
+    node = ci.ModelNode(name="lr", framework="sklearn", format="skops",
+                        uri=models.path("digits_lr.skops"),
                         preprocess=(ci.Op("pad_truncate", {"length": 64}),
                                     ci.Op("scale", {"factor": 1 / 16})))
     results, failures, _ = run(rows, ci.Model(node))

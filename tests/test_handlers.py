@@ -15,6 +15,8 @@ from crossinfer.handlers.onnx import providers_for
 from support import metric, run
 
 SCALE = ci.Op("scale", {"factor": 1 / 16})
+#: Code-capable formats run only where the policy opts in to them.
+CODE_OK = ci.LoadPolicy(code_formats=("pickle", "torchscript", "engine"))
 
 
 def rows(x, n=20):
@@ -26,7 +28,7 @@ def test_tensorrt_refuses_at_construction_where_tensorrt_or_a_gpu_is_missing(tmp
     engine.write_bytes(b"not an engine")
     node = ci.ModelNode(name="trt", framework="tensorrt", uri=str(engine), device="gpu")
     with pytest.raises(ModelLoadError, match="framework 'tensorrt' needs"):
-        ci.Model(node)
+        ci.Model(node, policy=CODE_OK)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
@@ -34,13 +36,13 @@ def test_gpu_device_without_cuda_fails_at_load_with_a_clear_message(models, digi
     node = ci.ModelNode(name="gpu_mlp", framework="pytorch", uri=models.path("digits_mlp.ts"),
                         device="gpu", preprocess=(SCALE,))
     with pytest.raises(Exception, match="device 'gpu' was requested but CUDA is not available"):
-        run(rows(digits_data[0]), ci.Model(node))
+        run(rows(digits_data[0]), ci.Model(node, policy=CODE_OK))
 
 
 def test_auto_device_falls_back_to_cpu_without_cuda(models, digits_data):
     node = ci.ModelNode(name="auto_mlp", framework="pytorch", uri=models.path("digits_mlp.ts"),
                         device="auto", preprocess=(SCALE,))
-    results, failures, _ = run(rows(digits_data[0]), ci.Model(node))
+    results, failures, _ = run(rows(digits_data[0]), ci.Model(node, policy=CODE_OK))
     assert len(results) == 20 and failures == []
 
 
@@ -57,20 +59,20 @@ def test_onnx_providers_follow_the_device_setting():
 def test_a_pinned_checksum_is_verified_before_unpickling(models, digits_data):
     good = ci.ModelNode(name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
                         sha256=sha256_of(models.path("digits_lr.pkl")), preprocess=(SCALE,))
-    results, _, _ = run(rows(digits_data[0]), ci.Model(good))
+    results, _, _ = run(rows(digits_data[0]), ci.Model(good, policy=CODE_OK))
     assert len(results) == 20
     tampered = ci.ModelNode(name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
                             sha256="0" * 64)
     with pytest.raises(Exception, match="refusing to load it"):
-        run(rows(digits_data[0]), ci.Model(tampered))
+        run(rows(digits_data[0]), ci.Model(tampered, policy=CODE_OK))
 
 
 def test_classes_outside_the_allow_list_are_refused_before_anything_is_imported(models):
     node = ci.ModelNode(name="evil", framework="custom", handler_class="os:system")
     with pytest.raises(ci.SpecError, match="not in the allow-list"):
         ci.Model(node)
-    with pytest.raises(ModelLoadError, match="not allow-listed"):
-        adapter_for(node, ci.LoadPolicy()).load()
+    with pytest.raises(ModelLoadError, match="not in the allow-list"):
+        adapter_for(node, ci.LoadPolicy())
 
 
 def test_large_model_and_model_copies_pass_through_to_beam(models):
@@ -110,7 +112,8 @@ def test_metrics_are_reported_per_model_and_arm(models, digits_data):
 
 def test_a_custom_class_that_is_not_a_model_handler_fails_at_construction():
     node = ci.ModelNode(name="wrong", framework="custom", handler_class="crossinfer.models:MLP")
-    with pytest.raises(ModelLoadError, match="is not a subclass of"):
+    with pytest.raises(ci.SpecError, match=r"node\.handler_class: 'crossinfer\.models:MLP' is "
+                                           r"not a subclass of apache_beam"):
         ci.Model(node)
 
 

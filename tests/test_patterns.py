@@ -48,11 +48,18 @@ def by_id(rows: list) -> dict[int, object]:
 # ------------------------------------------------------------ single model
 
 
-@pytest.mark.parametrize("variant", ["sklearn_pickle", "sklearn_joblib", "torch_state_dict",
-                                     "torchscript", "onnx"])
+#: The code-capable formats run only where the policy opts in to them.
+CODE_OK = ci.LoadPolicy(code_formats=("pickle", "joblib", "torchscript"))
+
+
+@pytest.mark.parametrize("variant", ["sklearn_skops", "sklearn_pickle", "sklearn_joblib",
+                                     "torch_state_dict", "torchscript", "onnx"])
 def test_single_model_matches_calling_the_model_directly(models, digits_data, variant) -> None:
     x, y = digits_data
     nodes = {
+        "sklearn_skops": ci.ModelNode(name="m", framework="sklearn", method="predict_proba",
+                                      format="skops", uri=models.path("digits_lr.skops"),
+                                      preprocess=(SCALE,), postprocess=(ci.Op("argmax"),)),
         "sklearn_pickle": ci.ModelNode(name="m", framework="sklearn", method="predict_proba",
                                        uri=models.path("digits_lr.pkl"), preprocess=(SCALE,),
                                        postprocess=(ci.Op("argmax"),)),
@@ -71,7 +78,7 @@ def test_single_model_matches_calling_the_model_directly(models, digits_data, va
         "onnx": ci.ModelNode(name="m", framework="onnx", uri=models.path("digits_mlp.onnx"),
                              preprocess=(SCALE,), postprocess=ARGMAX),
     }
-    results, failures, _ = run(digit_rows(x, 300), ci.Model(nodes[variant]))
+    results, failures, _ = run(digit_rows(x, 300), ci.Model(nodes[variant], policy=CODE_OK))
     assert failures == []
     assert len(results) == 300
     xs = x[:300] / 16.0
@@ -116,7 +123,8 @@ def test_ab_hash_split_sends_each_key_to_one_arm_with_correct_predictions(models
 
 def _cheap_ab(models: DemoModels, split: str, **extra: object) -> ci.ABTestNode:
     def lr(name: str) -> ci.ModelNode:
-        return ci.ModelNode(name=name, framework="sklearn", uri=models.path("digits_lr.pkl"),
+        return ci.ModelNode(name=name, framework="sklearn", format="skops",
+                            uri=models.path("digits_lr.skops"),
                             preprocess=(SCALE,))
     return ci.ABTestNode(name="exp-7", split=split, arms=(
         ci.Arm("a", lr("lr_a"), 70), ci.Arm("b", lr("lr_b"), 20), ci.Arm("c", lr("lr_c"), 10)),
@@ -163,7 +171,8 @@ def test_an_ab_arm_can_be_a_sequence(models, digits_data):
     x, _ = digits_data
     spec = json.loads((models.root / "sequence.json").read_text())
     seq = ci.load_spec(spec).node
-    lr = ci.ModelNode(name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
+    lr = ci.ModelNode(name="lr", framework="sklearn", format="skops",
+                      uri=models.path("digits_lr.skops"),
                       method="predict_proba", preprocess=(SCALE,), postprocess=ARGMAX[1:])
     node = ci.ABTestNode(name="shadow", split="mirror",
                          arms=(ci.Arm("current", lr), ci.Arm("candidate", seq)))

@@ -10,12 +10,12 @@ import jsonschema
 import pytest
 
 from crossinfer import spec as S
-from crossinfer.policy import LoadPolicy
+from crossinfer.policy import CODE_FORMATS, LoadPolicy
 from crossinfer.processing.ops import REGISTRY
 
 GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
-GOLDEN_POLICY = LoadPolicy(allowed_classes=("crossinfer.models:*", "mycompany.*"),
-                           check_files=False)
+GOLDEN_POLICY = LoadPolicy(allowed_classes=("crossinfer.models:*", "mycompany.handlers:*"),
+                           check_files=False, code_formats=tuple(CODE_FORMATS))
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
@@ -52,7 +52,8 @@ def test_json_schema_and_dataclasses_name_the_same_fields() -> None:
 
 
 def _model(**overrides: object) -> dict:
-    node = {"kind": "model", "name": "m", "framework": "sklearn", "uri": "/no/such/model.pkl"}
+    node = {"kind": "model", "name": "m", "framework": "sklearn", "format": "skops",
+            "uri": "/no/such/model.skops"}
     node.update(overrides)
     return node
 
@@ -73,7 +74,7 @@ def test_a_missing_model_file_is_named_by_its_field_path(tmp_path: Path) -> None
     present = tmp_path / "m.pkl"
     present.write_bytes(b"x")
     errors = _errors(_ab(_model(name="ok", uri=str(present)), _model(name="gone")))
-    assert errors == {"node.arms[1].node.uri": "no such file '/no/such/model.pkl'"}
+    assert errors == {"node.arms[1].node.uri": "no such file '/no/such/model.skops'"}
 
 
 @pytest.mark.parametrize(("doc", "path", "fragment"), [
@@ -89,7 +90,7 @@ def test_a_missing_model_file_is_named_by_its_field_path(tmp_path: Path) -> None
     (_ab(_model(name="a", preprocess=[{"op": "argmax"}]), _model(name="b")),
      "node.arms[0].node.preprocess[0]", "only be used in postprocess"),
     (_ab(_model(name="a", postprocess=[{"op": "top_k", "k": 0}]), _model(name="b")),
-     "node.arms[0].node.postprocess[0]", "'k' must be a positive integer"),
+     "node.arms[0].node.postprocess[0]", "'k' must be from 1 to 2^16, got 0"),
     (_ab(_model(name="a", framework="pytorch", format="state_dict", model_class="os:system"),
          _model(name="b")),
      "node.arms[0].node.model_class", "not in the allow-list"),

@@ -42,12 +42,14 @@ def main() -> None:
     scale = crossinfer.Op("scale", {"factor": 1 / 16})
     node = crossinfer.ABTestNode(name="live_ab", split="hash", arms=(
         crossinfer.Arm("sklearn", crossinfer.ModelNode(
-            name="lr", framework="sklearn", uri=models.path("digits_lr.pkl"),
+            name="lr", framework="sklearn", format="skops", uri=models.path("digits_lr.skops"),
             method="predict_proba", preprocess=(scale,), postprocess=(crossinfer.Op("argmax"),),
             batching=crossinfer.Batching(max_batch_size=32))),
         crossinfer.Arm("torch", crossinfer.ModelNode(
-            name="mlp", framework="pytorch", uri=models.path("digits_mlp.ts"),
-            preprocess=(scale,), postprocess=(crossinfer.Op("argmax"),),
+            name="mlp", framework="pytorch", format="state_dict",
+            uri=models.path("digits_mlp.pt"), model_class="crossinfer.models:MLP",
+            model_params={"sizes": [64, 64, 10]}, preprocess=(scale,),
+            postprocess=(crossinfer.Op("argmax"),),
             batching=crossinfer.Batching(max_batch_size=32)))))
 
     options = PipelineOptions()

@@ -4,12 +4,16 @@ Trains, in a few seconds and without any download, the models the examples,
 tests, benchmarks and the Java demo use, and writes them plus ready specs to a
 directory:
 
-* ``digits_lr.pkl`` / ``digits_lr.joblib`` - LogisticRegression (64 -> 10)
+* ``digits_lr.skops`` - LogisticRegression (64 -> 10) in skops' data-only format,
+  and the same model as ``digits_lr.pkl`` / ``digits_lr.joblib`` (code-capable
+  formats, for pipelines that opt in to them)
 * ``digits_mlp.pt`` (state dict of ``crossinfer.models:MLP``), ``digits_mlp.ts``
-  (TorchScript) and ``digits_mlp.onnx`` - MLP 64-64-10
-* ``digits_pca.pkl`` - PCA to 16 components, and ``digits_pca_mlp.pt`` - MLP
-  16-32-10 on those components (the two stages of the sequence demo)
-* ``ab.json``, ``sequence.json``, ``keyed.json`` - specs over those files
+  (TorchScript, code-capable) and ``digits_mlp.onnx`` - MLP 64-64-10
+* ``digits_pca.skops`` (and ``digits_pca.pkl``) - PCA to 16 components, and
+  ``digits_pca_mlp.pt`` - MLP 16-32-10 on those components (the two stages of
+  the sequence demo)
+* ``ab.json``, ``sequence.json``, ``keyed.json`` - specs over those files, using
+  only formats that cannot run code (skops, state dicts, ONNX)
 
 ``python -m crossinfer.demo DIR`` writes them (used by ``make demo``).
 """
@@ -64,9 +68,14 @@ def _train_mlp(x: np.ndarray, y: np.ndarray, sizes: list[int], seed: int, epochs
     return model.eval()
 
 
+#: The marker's text: a directory trained by an older version is trained again.
+_TRAINED = "2\n"
+
+
 def train_demo_models(root: str | Path) -> DemoModels:
     """Train every demo model into ``root`` (idempotent: existing files are kept)."""
     import joblib
+    import skops.io
     import torch
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
@@ -75,7 +84,7 @@ def train_demo_models(root: str | Path) -> DemoModels:
     out.mkdir(parents=True, exist_ok=True)
     models = DemoModels(out)
     marker = out / ".trained"
-    if marker.exists():
+    if marker.exists() and marker.read_text() == _TRAINED:
         return models
     x, y = digits()
     x_scaled = x / 16.0
@@ -84,6 +93,7 @@ def train_demo_models(root: str | Path) -> DemoModels:
     with open(out / "digits_lr.pkl", "wb") as f:
         pickle.dump(lr, f)
     joblib.dump(lr, out / "digits_lr.joblib")
+    skops.io.dump(lr, out / "digits_lr.skops")
 
     mlp = _train_mlp(x_scaled, y, [64, 64, 10], seed=0)
     torch.save(mlp.state_dict(), out / "digits_mlp.pt")
@@ -97,29 +107,30 @@ def train_demo_models(root: str | Path) -> DemoModels:
     pca = PCA(n_components=16, random_state=0).fit(x_scaled)
     with open(out / "digits_pca.pkl", "wb") as f:
         pickle.dump(pca, f)
+    skops.io.dump(pca, out / "digits_pca.skops")
     components = pca.transform(x_scaled).astype(np.float32)
     pca_mlp = _train_mlp(components, y, [16, 32, 10], seed=1)
     torch.save(pca_mlp.state_dict(), out / "digits_pca_mlp.pt")
 
     for name, spec in demo_specs(models).items():
         (out / f"{name}.json").write_text(json.dumps(spec, indent=2) + "\n")
-    marker.write_text("ok\n")
+    marker.write_text(_TRAINED)
     return models
 
 
 def demo_specs(models: DemoModels) -> dict[str, dict]:
     """The demo specs as JSON objects (the same documents the Java builders make)."""
     scale = {"op": "scale", "factor": 1.0 / 16.0}
-    lr = {"kind": "model", "name": "digits_lr", "framework": "sklearn",
-          "uri": models.path("digits_lr.pkl"), "method": "predict_proba",
-          "sha256": sha256_of(models.path("digits_lr.pkl")),
+    lr = {"kind": "model", "name": "digits_lr", "framework": "sklearn", "format": "skops",
+          "uri": models.path("digits_lr.skops"), "method": "predict_proba",
+          "sha256": sha256_of(models.path("digits_lr.skops")),
           "preprocess": [scale], "postprocess": [{"op": "argmax"}]}
     mlp = {"kind": "model", "name": "digits_mlp", "framework": "pytorch",
            "uri": models.path("digits_mlp.pt"), "format": "state_dict",
            "model_class": "crossinfer.models:MLP", "model_params": {"sizes": [64, 64, 10]},
            "preprocess": [scale], "postprocess": [{"op": "softmax"}, {"op": "argmax"}]}
-    pca = {"kind": "model", "name": "digits_pca", "framework": "sklearn",
-           "uri": models.path("digits_pca.pkl"), "method": "transform",
+    pca = {"kind": "model", "name": "digits_pca", "framework": "sklearn", "format": "skops",
+           "uri": models.path("digits_pca.skops"), "method": "transform",
            "preprocess": [scale]}
     pca_mlp = {"kind": "model", "name": "digits_pca_mlp", "framework": "pytorch",
                "uri": models.path("digits_pca_mlp.pt"), "format": "state_dict",

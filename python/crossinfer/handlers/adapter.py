@@ -1,7 +1,8 @@
 """The framework adapter interface: how one framework loads and runs a model.
 
-Loading is delegated to Beam's own handler for the framework (its FileSystems
-access, device placement, TorchScript/state-dict logic). Running is vectorised:
+Loading reads the model file once (local paths, or any Beam FileSystems URI),
+verifies its pin on those bytes and deserialises the same bytes, after the
+worker has checked the load policy again. Running is vectorised:
 ``predict`` takes one stacked numpy batch and returns one numpy batch, instead
 of Beam's per-element tensors and PredictionResults, which dominate the cost of
 small models.
@@ -10,12 +11,13 @@ small models.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from crossinfer.policy import LoadPolicy
+from crossinfer.policy import LoadPolicy, LocationRefused, is_local
 from crossinfer.spec.nodes import ModelNode
 
 
@@ -26,21 +28,66 @@ class ModelLoadError(RuntimeError):
 class FrameworkAdapter:
     """Loads and runs the models of one framework. Subclasses override
     ``_load`` and ``predict``; instances are pickled to workers, so they hold
-    only the spec and settle devices at load time, on the worker."""
+    only the spec, the policy and the model's location, and settle devices at
+    load time, on the worker.
+
+    The location is normalised once, where the pipeline is constructed (the
+    service or the Python program: relative paths resolve against its working
+    directory), and workers open exactly that location after checking the
+    policy again (:meth:`load`).
+    """
 
     framework = ""
+    #: Whether ``_load`` takes the model file's bytes (read and verified once by
+    #: :meth:`load`); adapters whose library opens the file itself say False.
+    reads_bytes = True
 
     def __init__(self, node: ModelNode, policy: LoadPolicy) -> None:
         self.node = node
         self.policy = policy
+        self.location: str | None = None
+        if node.uri is not None:
+            try:
+                self.location = policy.resolve_location(node.uri)
+            except LocationRefused as exc:
+                raise ModelLoadError(f"model {node.name!r}: {exc}") from exc
 
     def load(self) -> Any:
-        """Verify the pinned checksum, then load the model."""
-        if self.node.sha256 and self.node.uri:
-            verify_sha256(self.node.uri, self.node.sha256, self.node.name)
-        return self._load()
+        """Check the policy again, read the file once, verify the pin on those
+        bytes, then load the model from the same bytes (nothing is re-read
+        between the check and the load). Raises ModelLoadError."""
+        self.check_policy()
+        data = None
+        if self.location is not None:
+            if self.reads_bytes:
+                data = read_verified(self.location, self.node.sha256, self.node.name)
+            elif self.node.sha256:
+                read_verified(self.location, self.node.sha256, self.node.name)
+        return self._load(data)
 
-    def _load(self) -> Any:
+    def check_policy(self) -> None:
+        """The worker's own check of what construction checked: the format is
+        allowed, the pin is there when required, and the location still
+        resolves to itself inside the model roots (a symlink swapped since
+        construction, or a changed root, is refused)."""
+        name = self.node.name
+        problem = self.policy.format_problem(self.node.resolved_format)
+        if problem:
+            raise ModelLoadError(f"model {name!r}: {problem}")
+        if self.policy.require_sha256 and self.node.uri and not self.node.sha256:
+            raise ModelLoadError(f"model {name!r}: no sha256 pin, and the policy requires one")
+        if self.location is not None:
+            try:
+                again = self.policy.resolve_location(self.location)
+            except LocationRefused as exc:
+                raise ModelLoadError(f"model {name!r}: {exc}") from exc
+            if again != self.location:
+                raise ModelLoadError(f"model {name!r}: {self.location!r} now resolves to "
+                                     f"{again!r}; refusing a location that changed since the "
+                                     "pipeline was constructed")
+
+    def _load(self, data: bytes | None) -> Any:
+        """The model, from the verified bytes of its file (None: no file)."""
         raise NotImplementedError
 
     def predict(self, model: Any, batch: np.ndarray, inference_args: dict[str, Any]
@@ -55,18 +102,27 @@ class FrameworkAdapter:
         return self.node.device
 
 
-def verify_sha256(uri: str, expected: str, name: str) -> None:
-    """Refuse a model file whose SHA-256 differs from the pinned one. Runs
-    before any bytes are unpickled."""
-    digest = hashlib.sha256()
-    with FileSystems.open(uri) as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    actual = digest.hexdigest()
-    if actual != expected:
-        raise ModelLoadError(
-            f"model {name!r}: the SHA-256 of {uri!r} is {actual}, but the spec pins "
-            f"{expected}; refusing to load it (the file changed or the pin is wrong)")
+def read_verified(location: str, expected: str | None, name: str) -> bytes:
+    """The bytes of the model file at ``location`` (local path or FileSystems URI),
+    refused with ModelLoadError when a pinned SHA-256 differs. Local files are
+    opened without following a final symlink (the location was resolved)."""
+    try:
+        if is_local(location):
+            fd = os.open(location, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+        else:
+            with FileSystems.open(location) as f:
+                data = f.read()
+    except OSError as exc:
+        raise ModelLoadError(f"model {name!r}: cannot read {location!r}: {exc}") from exc
+    if expected:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ModelLoadError(
+                f"model {name!r}: the SHA-256 of {location!r} is {actual}, but the spec pins "
+                f"{expected}; refusing to load it (the file changed or the pin is wrong)")
+    return data
 
 
 def as_batch_output(value: Any, n: int, name: str) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Custom models: a user's Beam ModelHandler class, named by an allow-listed import path.
 
-The class is imported on the worker, constructed with ``handler_params`` (and
-``model_uri`` when the spec sets ``uri``), and its ``load_model`` and
+The class must be defined in an allow-listed module and subclass Beam's
+``ModelHandler`` (see :meth:`crossinfer.policy.LoadPolicy.resolve_class`). It is
+resolved at construction and again on the worker, constructed with
+``handler_params`` (and ``model_uri``, the checked location, when the spec sets
+``uri``), and its ``load_model`` and
 ``run_inference`` are used as they are. Results may be PredictionResults or
 plain arrays.
 """
@@ -14,44 +17,37 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
-from crossinfer.policy import LoadPolicy, import_object
+from crossinfer.policy import ClassRefused, LoadPolicy, model_handler_base
 from crossinfer.spec.nodes import ModelNode
 
 
 class CustomAdapter(FrameworkAdapter):
     framework = "custom"
+    # The handler opens its own files (after load() checked the policy and the pin).
+    reads_bytes = False
 
     def __init__(self, node: ModelNode, policy: LoadPolicy) -> None:
         super().__init__(node, policy)
-        # Allow-listed classes are imported here, at construction, so a class that is
-        # not a ModelHandler fails the pipeline (or the expansion) before any worker runs.
-        if policy.class_allowed(node.handler_class or ""):
-            self._handler_class()
+        # Resolved here, at construction, so a class that is not allowed or not a
+        # ModelHandler fails the pipeline (or the expansion) before any worker runs.
+        self._handler_class()
 
     def _handler_class(self) -> type:
-        path = self.node.handler_class or ""
+        """The allow-listed ModelHandler class (resolved again on each worker)."""
         try:
-            cls = import_object(path)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ModelLoadError(f"model {self.node.name!r}: cannot import handler class "
-                                 f"{path!r}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, ModelHandler)):
-            raise ModelLoadError(f"model {self.node.name!r}: {path!r} is not a subclass of "
-                                 "apache_beam.ml.inference.base.ModelHandler")
-        return cls
+            return self.policy.resolve_class(self.node.handler_class or "",
+                                             model_handler_base())
+        except ClassRefused as exc:
+            raise ModelLoadError(f"model {self.node.name!r}: handler_class: {exc}") from exc
 
     def handler(self) -> ModelHandler:
-        path = self.node.handler_class or ""
-        if not self.policy.class_allowed(path):
-            raise ModelLoadError(f"model {self.node.name!r}: handler class {path!r} is not "
-                                 "allow-listed")
         cls = self._handler_class()
         params = dict(self.node.handler_params)
-        if self.node.uri is not None:
-            params.setdefault("model_uri", self.node.uri)
+        if self.location is not None:
+            params.setdefault("model_uri", self.location)
         return cls(**params)
 
-    def _load(self) -> Any:
+    def _load(self, data: bytes | None) -> Any:
         handler = self.handler()
         return _CustomModel(handler, handler.load_model())
 

@@ -1,4 +1,8 @@
-"""ONNX models through Beam's OnnxModelHandlerNumpy, providers chosen from the device."""
+"""ONNX models in ONNX Runtime, from the verified bytes; providers chosen from the device.
+
+ONNX files are data (a graph of standard ops), so they need no opt-in; tensors
+kept in external data files are refused (see :func:`check_no_external_data`).
+"""
 
 from __future__ import annotations
 
@@ -44,16 +48,35 @@ def session_options(ort: Any) -> Any:
     return options
 
 
+def check_no_external_data(data: bytes, name: str) -> None:
+    """Refuse an ONNX model whose tensors live in external files: those paths are
+    written in the model and would be opened from wherever they point, outside
+    the verified bytes and the model roots."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        proto = onnx.load_model_from_string(data)  # never opens external data itself
+    except Exception as exc:  # protobuf's DecodeError and others
+        raise ModelLoadError(f"model {name!r}: not an ONNX model: {type(exc).__name__}: "
+                             f"{exc}") from exc
+    if any(uses_external_data(t) for t in _get_all_tensors(proto)):
+        raise ModelLoadError(f"model {name!r}: the ONNX model keeps tensors in external data "
+                             "files, which are refused; save it as one file "
+                             "(onnx.save_model(model, path, save_as_external_data=False))")
+
+
 class OnnxAdapter(FrameworkAdapter):
     framework = "onnx"
 
-    def _load(self) -> Any:
+    def _load(self, data: bytes | None) -> Any:
         import onnxruntime as ort
-        from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 
+        assert data is not None
+        check_no_external_data(data, self.node.name)
         providers = providers_for(self.node.device, ort.get_available_providers())
-        session = OnnxModelHandlerNumpy(model_uri=self.node.uri, providers=providers,
-                                        session_options=session_options(ort)).load_model()
+        session = ort.InferenceSession(data, sess_options=session_options(ort),
+                                       providers=providers)
         # The input name is looked up once, not per batch.
         return _OnnxModel(session, session.get_inputs()[0].name)
 

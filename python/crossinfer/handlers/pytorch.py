@@ -1,18 +1,21 @@
 """PyTorch models: a TorchScript file, or a state dict plus an allow-listed class.
 
-Loading goes through Beam's PytorchModelHandlerTensor (FileSystems, map_location,
-TorchScript vs state dict). Inference runs the whole stacked batch as one tensor
-under ``torch.inference_mode``, on the device the model was placed on.
+A state dict loads with ``torch.load(weights_only=True)`` into the class the
+load policy resolves; a TorchScript file (a program: opt-in through the policy's
+``code_formats``) with ``torch.jit.load``. Both read the bytes the adapter
+verified. Inference runs the whole stacked batch as one tensor under
+``torch.inference_mode``, on the device the model was placed on.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 
 from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
-from crossinfer.policy import import_object
+from crossinfer.policy import ClassRefused, torch_module_base
 
 
 def resolve_torch_device(device: str, name: str) -> str:
@@ -33,26 +36,32 @@ def resolve_torch_device(device: str, name: str) -> str:
 class PytorchAdapter(FrameworkAdapter):
     framework = "pytorch"
 
-    def _load(self) -> Any:
-        from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+    def _load(self, data: bytes | None) -> Any:
+        import torch
 
-        device = resolve_torch_device(self.node.device, self.node.name)
+        assert data is not None
+        device = torch.device("cuda" if resolve_torch_device(
+            self.node.device, self.node.name) == "GPU" else "cpu")
         if self.node.resolved_format == "torchscript":
-            handler = PytorchModelHandlerTensor(torch_script_model_path=self.node.uri,
-                                                device=device)
+            # Code-capable: load() has checked the policy allows it.
+            model = torch.jit.load(io.BytesIO(data), map_location=device)
         else:
-            assert self.node.model_class is not None
-            if not self.policy.class_allowed(self.node.model_class):
-                raise ModelLoadError(f"model {self.node.name!r}: class "
-                                     f"{self.node.model_class!r} is not allow-listed")
-            handler = PytorchModelHandlerTensor(
-                state_dict_path=self.node.uri,
-                model_class=import_object(self.node.model_class),
-                model_params=dict(self.node.model_params),
-                device=device)
-        model = handler.load_model()
+            model = self._model_class()(**dict(self.node.model_params))
+            # weights_only: tensors and plain containers, never arbitrary objects.
+            state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+            model.load_state_dict(state)
+            model.requires_grad_(False)
+        model.to(device)
         model.eval()
         return model
+
+    def _model_class(self) -> type:
+        """The allow-listed ``torch.nn.Module`` class, resolved again on the worker."""
+        assert self.node.model_class is not None
+        try:
+            return self.policy.resolve_class(self.node.model_class, torch_module_base())
+        except ClassRefused as exc:
+            raise ModelLoadError(f"model {self.node.name!r}: model_class: {exc}") from exc
 
     def predict(self, model: Any, batch: np.ndarray, inference_args: dict[str, Any]
                 ) -> np.ndarray:

@@ -35,6 +35,9 @@ def tensorrt_problem() -> str | None:
 
 class TensorRTAdapter(FrameworkAdapter):
     framework = "tensorrt"
+    # Beam's handler opens the engine itself (after load() checked the policy
+    # and the pin); engines are a code-capable format, allowed only by opt-in.
+    reads_bytes = False
 
     def __init__(self, node: ModelNode, policy: LoadPolicy) -> None:
         super().__init__(node, policy)
@@ -48,9 +51,9 @@ class TensorRTAdapter(FrameworkAdapter):
         return TensorRTEngineHandlerNumPy(
             min_batch_size=self.node.batching.min_batch_size or 1,
             max_batch_size=self.node.batching.max_batch_size or 64,
-            engine_path=self.node.uri)
+            engine_path=self.location)
 
-    def _load(self) -> Any:
+    def _load(self, data: bytes | None) -> Any:
         return self._beam_handler().load_model()
 
     def predict(self, model: Any, batch: np.ndarray, inference_args: dict[str, Any]

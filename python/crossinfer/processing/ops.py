@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from crossinfer.spec.limits import DERIVED_BOUNDS, FIELD_BOUNDS, dtype_problem
 from crossinfer.spec.nodes import Op, Step
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
@@ -61,17 +62,30 @@ def _params(params: Mapping[str, Any], allowed: set[str], required: set[str] = f
         raise ValueError(f"parameter {missing[0]!r} is required")
 
 
+_NUMBER = FIELD_BOUNDS["op.*.{mean,std,factor,value,threshold}"]
+_MAX_LIST = DERIVED_BOUNDS["op.*.{mean,std,factor} (length)"].maximum
+
+
 def _number_or_list(value: Any, name: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float32)
-    if arr.ndim > 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name!r} must be a finite number or a list of numbers, got {value!r}")
-    return arr
+    """A float32 scalar or 1-D list, every value finite and within float32's range
+    (checked before conversion: a huge JSON integer must not overflow)."""
+    values = value if isinstance(value, list) else [value]
+    if not values or len(values) > _MAX_LIST or any(_NUMBER.problem(v) for v in values):
+        raise ValueError(f"{name!r} must be a finite number or a list of 1 to {_MAX_LIST} "
+                         f"finite numbers (float32 range), got {_short(value)}")
+    return np.asarray(values if isinstance(value, list) else value, dtype=np.float32)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name!r} must be a positive integer, got {value!r}")
-    return value
+def _bounded_int(value: Any, name: str, bound_key: str) -> int:
+    problem = FIELD_BOUNDS[bound_key].problem(value)
+    if problem:
+        raise ValueError(f"{name!r} {problem}")
+    return int(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _array_op(name: str, fn_element: ArrayFn, fn_batch: ArrayFn | None = None) -> BuiltOp:
@@ -87,21 +101,26 @@ def _array_op(name: str, fn_element: ArrayFn, fn_batch: ArrayFn | None = None) -
 
 def _cast(p: Mapping[str, Any]) -> BuiltOp:
     _params(p, {"dtype"}, {"dtype"})
-    try:
-        dtype = np.dtype(p["dtype"])
-    except TypeError as exc:
-        raise ValueError(f"'dtype' must be a numpy dtype name like 'float32', got "
-                         f"{p['dtype']!r}") from exc
+    problem = dtype_problem(p["dtype"])
+    if problem:
+        raise ValueError(f"'dtype': {problem}")
+    dtype = np.dtype(p["dtype"])
     return _array_op("cast", lambda x: x.astype(dtype, copy=False))
 
 
 def _reshape(p: Mapping[str, Any]) -> BuiltOp:
     _params(p, {"shape"}, {"shape"})
     shape = p["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                              for d in shape):
-        raise ValueError(f"'shape' must be a list of integers (-1 for one inferred axis), got "
-                         f"{shape!r}")
+    most = DERIVED_BOUNDS["model.input_shape (dimensions)"].maximum
+    bound = FIELD_BOUNDS["op.reshape.shape[]"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= most or any(
+            bound.problem(d) or d == 0 for d in shape) or shape.count(-1) > 1:
+        raise ValueError(f"'shape' must be a list of integers (1 to {most} of them), each "
+                         f"{bound.describe()} but not 0, with -1 at most once (the inferred "
+                         f"axis), got {_short(shape)}")
+    product = DERIVED_BOUNDS["op.reshape.shape (product)"].maximum
+    if abs(int(np.prod(shape, dtype=object))) > product:
+        raise ValueError(f"'shape' describes more than {product:,} values per row")
     dims = tuple(shape)
     return _array_op("reshape", lambda x: x.reshape(dims),
                      lambda xs: xs.reshape((xs.shape[0], *dims)))
@@ -129,7 +148,7 @@ def _scale(p: Mapping[str, Any]) -> BuiltOp:
 
 def _pad_truncate(p: Mapping[str, Any]) -> BuiltOp:
     _params(p, {"length", "value"}, {"length"})
-    length = _positive_int(p["length"], "length")
+    length = _bounded_int(p["length"], "length", "op.pad_truncate.length")
     value = float(_number_or_list(p.get("value", 0.0), "value").reshape(-1)[0])
 
     def fit(x: np.ndarray) -> np.ndarray:
@@ -182,7 +201,7 @@ def _argmax(p: Mapping[str, Any]) -> BuiltOp:
 
 def _top_k(p: Mapping[str, Any]) -> BuiltOp:
     _params(p, {"k"}, {"k"})
-    k = _positive_int(p["k"], "k")
+    k = _bounded_int(p["k"], "k", "op.top_k.k")
 
     def on_batch(out: Outputs) -> Outputs:
         rows = _flat_rows(out.inference)
@@ -198,10 +217,7 @@ def _top_k(p: Mapping[str, Any]) -> BuiltOp:
 def _threshold(p: Mapping[str, Any]) -> BuiltOp:
     _params(p, {"threshold", "index"})
     threshold = float(_number_or_list(p.get("threshold", 0.5), "threshold").reshape(-1)[0])
-    index = p.get("index", -1)
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise ValueError(f"'index' must be an integer (the output to compare; -1 = last), "
-                         f"got {index!r}")
+    index = _bounded_int(p.get("index", -1), "index", "op.threshold.index")
 
     def on_batch(out: Outputs) -> Outputs:
         rows = _flat_rows(out.inference)

@@ -16,6 +16,7 @@ from crossinfer.spec.codec import (
     spec_to_json,
 )
 from crossinfer.spec.errors import SpecError
+from crossinfer.spec.limits import SpecLimits
 from crossinfer.spec.nodes import (
     SPEC_VERSION,
     ABTestNode,
@@ -35,15 +36,20 @@ from crossinfer.spec.validate import validate_spec
 
 
 def load_spec(source: str | dict[str, Any] | InferenceSpec,
-              policy: LoadPolicy | None = None) -> InferenceSpec:
-    """Decode (JSON text or object) and validate a spec; raise SpecError naming each bad field."""
+              policy: LoadPolicy | None = None,
+              limits: SpecLimits | None = None) -> InferenceSpec:
+    """Decode (JSON text or object) and validate a spec; raise SpecError naming each bad field.
+
+    ``policy``: what it may load (default: :class:`LoadPolicy`'s defaults);
+    ``limits``: how large it may be (default: :class:`SpecLimits`'s defaults).
+    """
     if isinstance(source, InferenceSpec):
         spec = source
     elif isinstance(source, str):
         spec = spec_from_json(source)
     else:
         spec = spec_from_dict(source)
-    return validate_spec(spec, policy)
+    return validate_spec(spec, policy, limits)
 
 
 def json_schema() -> dict[str, Any]:
@@ -67,6 +73,7 @@ __all__ = [
     "Route",
     "SequenceNode",
     "SpecError",
+    "SpecLimits",
     "json_schema",
     "load_spec",
     "node_from_dict",

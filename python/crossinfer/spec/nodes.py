@@ -26,11 +26,13 @@ FRAMEWORKS = ("pytorch", "onnx", "sklearn", "tensorrt", "custom")
 DEVICES = ("cpu", "gpu", "auto")
 SPLITS = ("random", "hash", "mirror")
 
-#: The formats each framework reads, the first being its default.
+#: The formats each framework reads, the first being its default. ``skops`` is
+#: scikit-learn's data-only format (skops.io); the formats that can run code
+#: when loaded are listed in :data:`crossinfer.policy.CODE_FORMATS`.
 FORMATS: Mapping[str, tuple[str, ...]] = {
     "pytorch": ("torchscript", "state_dict"),
     "onnx": ("onnx",),
-    "sklearn": ("pickle", "joblib"),
+    "sklearn": ("pickle", "joblib", "skops"),
     "tensorrt": ("engine",),
     "custom": ("custom",),
 }
