@@ -51,6 +51,24 @@ def test_service_image_runs_as_non_root_with_one_port_and_a_health_check() -> No
     assert "HEALTHCHECK" in text and "healthcheck.py" in text
 
 
+def test_the_service_image_default_command_passes_the_service_flag_checks(
+        tmp_path: Path) -> None:
+    """The image's CMD binds every interface, which the loopback environment refuses;
+    the flags it ships must start a service (with /models swapped for a local dir)."""
+    import json
+
+    from crossinfer.expansion import service
+
+    text = (IMAGE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+    flags = ["0" if f == "8097" else str(tmp_path) if f == "/models" else f for f in cmd]
+    running = service.start(service.build_parser().parse_args(flags))
+    try:
+        assert running.address.startswith("0.0.0.0:")
+    finally:
+        running.stop(0)
+
+
 @pytest.mark.slow
 def test_install_script_and_entrypoint_work_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"

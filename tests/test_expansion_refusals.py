@@ -101,9 +101,9 @@ def test_invalid_spec_names_every_field(service: Any, models: Any) -> None:
         {"name": "a", "weight": -1, "node": lr_node(models)},
         {"name": "a", "node": lr_node(models, name="lr2", batching={"max_batch_size": 0})}]}
     error = expect_error(service, models, model_request(doc(node), AB_TEST_URN),
-                         "node.arms[0].weight: must be a positive number",
+                         "node.arms[0].weight: must be a number above 0",
                          "node.arms[1].name: arm name 'a' is used twice",
-                         "node.arms[1].node.batching.max_batch_size: must be at least 1")
+                         "node.arms[1].node.batching.max_batch_size: must be an integer from 1")
     assert error.count("\n") >= 2  # one line per problem
 
 

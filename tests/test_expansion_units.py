@@ -33,7 +33,7 @@ from crossinfer.expansion.urns import (
 )
 from crossinfer.policy import BUILTIN_CLASSES, LoadPolicy
 from crossinfer.spec import load_spec
-from xlang_fixtures import Digit, Plain, assert_valid_expansion, build_request
+from xlang_fixtures import Digit, Plain, assert_valid_expansion, build_request, expansion_stub
 
 # ------------------------------------------------------------------ payload
 
@@ -85,8 +85,8 @@ def test_payload_refusals(data: bytes, message: str) -> None:
     ('{"a": 1, "a": 2}', "duplicate key 'a'"),
     ("[1]", "expected a JSON object"),
     ("[" * 100000, "nested too deeply"),
-    ('{"a":' * 70 + "1" + "}" * 70, "nested deeper than 64 levels"),
-    (json.dumps({"x": "y" * (1 << 20)}), "larger than"),
+    ('{"a":' * 70 + "1" + "}" * 70, "nested deeper than 32 levels"),
+    (json.dumps({"x": "y" * (1 << 20)}), "at most 262144 are allowed"),
     ("{'a': 1}", "not plain JSON"),
 ])
 def test_spec_text_must_be_plain_json(text: str, message: str) -> None:
@@ -297,6 +297,49 @@ def test_help_names_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in text
 
 
+def test_flags_reach_the_policy_the_limits_and_the_admission(models: Any) -> None:
+    """--allow-code-format, --max-*, and the admission flags, through a running service."""
+    lr = json.loads((models.root / "ab.json").read_text())["node"]["arms"][0]["node"]
+    pickled = {**lr, "format": "pickle", "uri": str(models.root / "digits_lr.pkl"),
+               "sha256": None}
+    three = {"kind": "ab_test", "name": "ab", "arms": [
+        {"name": f"a{i}", "weight": 1, "node": {**lr, "name": f"m{i}"}} for i in range(3)]}
+
+    def expand(address: str, node: dict, urn: str = MODEL_URN) -> Any:
+        text = json.dumps({"version": 1, "node": node})
+        return expansion_stub(address).Expand(build_request(urn, payload.encode_payload(text)),
+                                              timeout=60)
+
+    base = ["--port", "0", "--model-root", str(models.root)]
+    strict = service.start(service.build_parser().parse_args([*base, "--max-arms", "2"]))
+    opted = service.start(service.build_parser().parse_args(
+        [*base, "--allow-code-format", "pickle", "--max-concurrent-expansions", "3",
+         "--max-queued-expansions", "5", "--expansion-timeout-secs", "7.5"]))
+    try:
+        assert "node.format: format 'pickle' can run code" in expand(strict.address,
+                                                                      pickled).error
+        assert_valid_expansion(expand(opted.address, pickled))
+        assert "node.arms: has 3 arms; at most 2 are allowed (--max-arms)" in expand(
+            strict.address, three, AB_TEST_URN).error
+        assert_valid_expansion(expand(opted.address, three, AB_TEST_URN))
+        assert (opted.admission.timeout_secs, opted.admission.capacity) == (7.5, 4 + 5 + 3 + 5)
+    finally:
+        strict.stop(0)
+        opted.stop(0)
+
+
+def test_loopback_workers_with_a_public_bind_need_the_flag() -> None:
+    running = service.start(service.build_parser().parse_args(
+        ["--port", "0", "--bind", "0.0.0.0", "--allow-loopback-with-bind"]))
+    try:
+        assert running.address.startswith("0.0.0.0:")
+        # the worker pool stays on loopback, on a port of its own
+        assert running.loopback_address.startswith("127.0.0.1:")
+        assert running.loopback_address.rsplit(":", 1)[1] != running.address.rsplit(":", 1)[1]
+    finally:
+        running.stop(0)
+
+
 def test_policy_defaults_to_cwd_and_builtin_classes(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -320,12 +363,28 @@ def test_allow_class_wildcards_over_modules_are_refused(pattern: str) -> None:
     (["--environment-config", "localhost:1"], "not used with --environment loopback"),
     (["--start-worker-pool", "--environment", "docker"], "drop --environment docker"),
     (["--allow-class", "*"], "name the module"),
+    (["--allow-class", "crossinfer.models:torch.os"], "name the module"),
+    (["--port", "70000"], "argument --port: expected 0..65535, got 70000"),
+    (["--port", "-1"], "expected 0..65535, got -1"),
+    (["--model-root", "/no/such/dir"], "'/no/such/dir' is not an existing directory"),
+    (["--model-root", "gs:///"], "name a bucket"),
+    (["--model-root", "gs://b/../x"], "without '.' or '..' segments"),
+    (["--max-nodes", "0"], "argument --max-nodes: expected above 0"),
+    (["--max-spec-bytes", "lots"], "argument --max-spec-bytes: expected an integer"),
+    (["--max-queued-expansions", "-1"], "expected 0..1024"),
+    (["--expansion-timeout-secs", "nan"], "expected above 0 and at most 3600"),
+    (["--allow-code-format", "skops"], "invalid choice: 'skops'"),
+    (["--bind", "0.0.0.0"], "--bind 0.0.0.0 with the loopback environment"),
 ])
 def test_bad_flags_exit_with_status_2(flags: list[str], message: str,
                                       capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service, "configure_logging", lambda level: None)  # keep pytest's
-    assert service.main(["--port", "0", *flags]) == 2
+    try:  # flag types fail in argparse (SystemExit), flag combinations in start()
+        code = service.main(["--port", "0", *flags])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 

@@ -90,7 +90,7 @@ def test_a_missing_model_file_is_named_by_its_field_path(tmp_path: Path) -> None
     (_ab(_model(name="a", preprocess=[{"op": "argmax"}]), _model(name="b")),
      "node.arms[0].node.preprocess[0]", "only be used in postprocess"),
     (_ab(_model(name="a", postprocess=[{"op": "top_k", "k": 0}]), _model(name="b")),
-     "node.arms[0].node.postprocess[0]", "'k' must be from 1 to 2^16, got 0"),
+     "node.arms[0].node.postprocess[0]", "'k' must be an integer from 1 to 2^16, got 0"),
     (_ab(_model(name="a", framework="pytorch", format="state_dict", model_class="os:system"),
          _model(name="b")),
      "node.arms[0].node.model_class", "not in the allow-list"),

@@ -58,8 +58,9 @@ def parse_class_pattern(pattern: str) -> tuple[str, str]:
     """
     module, sep, name = pattern.partition(":")
     if not sep or not _MODULE.match(module) or not (name == "*" or _IDENTIFIER.match(name)):
-        raise ValueError(f"{pattern!r} is not a class pattern: use 'package.module:ClassName' or "
-                         "'package.module:*' (a module name, no wildcards in it)")
+        raise ValueError(f"{pattern!r} is not a class pattern: name the module and a class, as "
+                         "in 'package.module:ClassName' or 'package.module:*' (no wildcards "
+                         "in the module)")
     return module, name
 
 

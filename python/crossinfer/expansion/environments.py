@@ -4,8 +4,9 @@ The environment is stamped on every transform the service returns; the runner
 starts Python SDK workers there. All four need the workers to have crossinfer
 (and the frameworks the specs use) installed:
 
-* ``loopback``: the service process itself hosts a worker pool on its own port
-  (development; no extra process).
+* ``loopback``: the service process hosts a worker pool on a port of its own,
+  bound to 127.0.0.1 (development; no extra process). The expansion port never
+  serves it: a worker pool runs any pipeline a runner sends it.
 * ``external``: a worker pool at ``host:port``, e.g. started with
   ``python -m apache_beam.runners.worker.worker_pool_main --service_port=PORT``.
 * ``process``: the runner starts ``COMMAND`` per worker (a Beam SDK ``boot``
@@ -36,7 +37,8 @@ def build_environment(kind: str, config: str | None,
     capabilities = beam_env.python_sdk_capabilities()
     if kind == "loopback":
         if not loopback_address:
-            raise EnvironmentConfigError("loopback needs the service's own address")
+            raise EnvironmentConfigError("loopback needs the address of the service's own "
+                                         "worker pool")
         return beam_env.ExternalEnvironment(loopback_address, capabilities=capabilities)
     if kind == "external":
         if not config or not _HOST_PORT.match(config):

@@ -25,6 +25,8 @@ from apache_beam.portability.api import external_transforms_pb2, schema_pb2
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 from google.protobuf.message import DecodeError
 
+from crossinfer.spec.limits import SpecLimits
+
 SPEC_FIELD = "spec"
 FEATURES_FIELD = "features_field"
 KEY_FIELD = "key_field"
@@ -42,12 +44,6 @@ MAX_INPUT_SCHEMA_BYTES = 1 << 20
 
 DEFAULT_FEATURES_FIELD = "features"
 DEFAULT_KEY_FIELD = "key"
-
-#: Largest spec accepted, in bytes of JSON text. Real specs are a few KiB; the
-#: bound keeps one request from tying up the service.
-MAX_SPEC_BYTES = 1 << 20
-#: Deepest JSON nesting accepted (an A/B of sequences of models is ~10 deep).
-MAX_SPEC_DEPTH = 64
 
 
 _PAYLOAD_ID_NAMESPACE = uuid.UUID("0d6a9a5e-3f0e-5b8a-8c36-1f6f3c1b7a90")
@@ -104,8 +100,11 @@ def encode_payload(spec_json: str, features_field: str | None = None,
 # ---------------------------------------------------------------- decoding
 
 
-def decode_payload(data: bytes) -> Payload:
-    """Decode and check a payload; raise PayloadError naming what is wrong."""
+def decode_payload(data: bytes, limits: SpecLimits | None = None) -> Payload:
+    """Decode and check a payload; raise PayloadError naming what is wrong.
+
+    ``limits`` bounds the spec's bytes and JSON nesting (default: SpecLimits()).
+    """
     try:
         config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
     except DecodeError as exc:
@@ -118,7 +117,7 @@ def decode_payload(data: bytes) -> Payload:
                            f"({type(exc).__name__}: {exc})") from exc
     values = dict(zip((f.name for f in schema.fields), row, strict=True))
     return Payload(
-        spec=parse_spec_json(values.get(SPEC_FIELD)),
+        spec=parse_spec_json(values.get(SPEC_FIELD), limits),
         features_field=_field_name(values, FEATURES_FIELD, DEFAULT_FEATURES_FIELD),
         key_field=_field_name(values, KEY_FIELD, DEFAULT_KEY_FIELD),
         key_field_given=values.get(KEY_FIELD) is not None,
@@ -197,13 +196,16 @@ def _field_name(values: dict[str, Any], name: str, default: str) -> str:
     return value
 
 
-def parse_spec_json(text: str | None) -> dict[str, Any]:
+def parse_spec_json(text: str | None, limits: SpecLimits | None = None) -> dict[str, Any]:
     """Parse spec text as plain JSON: objects, arrays, strings, finite numbers,
-    booleans and null, no duplicate keys, bounded size and depth."""
+    booleans and null, no duplicate keys, size and depth within ``limits``."""
+    limits = limits or SpecLimits()
     if text is None:
         raise PayloadError("payload.spec: is required (the inference spec as JSON text)")
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
-        raise PayloadError(f"payload.spec: larger than {MAX_SPEC_BYTES} bytes")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_spec_bytes:
+        raise PayloadError(f"payload.spec: {size} bytes; at most {limits.max_spec_bytes} are "
+                           "allowed (--max-spec-bytes)")
     try:
         doc = json.loads(text, parse_constant=_refuse_constant,
                          object_pairs_hook=_refuse_duplicates)
@@ -214,8 +216,9 @@ def parse_spec_json(text: str | None) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise PayloadError(f"payload.spec: expected a JSON object "
                            f"({{\"version\": 1, \"node\": ...}}), got {type(doc).__name__}")
-    if _depth(doc) > MAX_SPEC_DEPTH:
-        raise PayloadError(f"payload.spec: JSON nested deeper than {MAX_SPEC_DEPTH} levels")
+    if _depth(doc) > limits.max_spec_depth:
+        raise PayloadError(f"payload.spec: JSON nested deeper than {limits.max_spec_depth} "
+                           "levels (--max-spec-depth)")
     return doc
 
 

@@ -86,7 +86,7 @@ def check_input_schema(schema: schema_pb2.Schema, features_field: str, key_field
     listing = ", ".join(fields) or "none"
     problem = code_bearing_field(schema) or unusable_field_name(schema)
     if problem:
-        raise InputSchemaError(problem)
+        raise InputSchemaError(f"input: {problem}")
     if features_field not in fields:
         raise InputSchemaError(
             f"features_field: the input schema has no field {features_field!r} (fields: "
@@ -177,7 +177,7 @@ def check_schema_id(schema: schema_pb2.Schema) -> None:
     the wrong layout."""
     known = SCHEMA_REGISTRY.get_schema_by_id(schema.id)
     if known is not None and list(known.fields) != list(schema.fields):
-        raise InputSchemaError(f"input schema id {schema.id!r} is already in use with "
+        raise InputSchemaError(f"input: the schema id {schema.id!r} is already in use with "
                                "different fields; give each schema its own id")
 
 

@@ -1,15 +1,20 @@
 """``crossinfer-expansion-service``: the command that serves crossinfer to any Beam SDK.
 
-Starts a gRPC server with crossinfer's expansion servicer (and, for the
-``loopback`` environment, a worker pool on the same port), prints exactly one
-line ``crossinfer expansion service listening on HOST:PORT`` to stdout when it
-accepts requests, logs one line per expansion to stderr, and stops cleanly on
-SIGTERM / SIGINT (stopping a ``--start-worker-pool`` child too).
+Starts a gRPC server with crossinfer's expansion servicer - and nothing else on
+that port - prints exactly one line ``crossinfer expansion service listening on
+HOST:PORT`` to stdout when it accepts requests, logs one line per expansion to
+stderr, and stops on SIGTERM / SIGINT within a few seconds, even with an
+expansion in flight (stopping a ``--start-worker-pool`` child too).
+
+Every flag is checked at startup (exit status 2 with a message): ports in
+range, model roots that exist, positive limits, class patterns that name a
+module.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -17,10 +22,11 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import grpc
 
+from crossinfer.expansion.admission import SMALL_SLOTS, SMALL_SPEC_NODES, Admission
 from crossinfer.expansion.environments import (
     KINDS,
     EnvironmentConfigError,
@@ -28,14 +34,29 @@ from crossinfer.expansion.environments import (
     describe,
 )
 from crossinfer.expansion.local import WorkerPool, start_worker_pool
-from crossinfer.expansion.worker_pool import grpc_address, listen
-from crossinfer.policy import BUILTIN_CLASSES, LoadPolicy
+from crossinfer.expansion.worker_pool import grpc_address, listen, serve
+from crossinfer.policy import (
+    BUILTIN_CLASSES,
+    CODE_FORMATS,
+    LoadPolicy,
+    LocationRefused,
+    describe_policy,
+    is_local,
+    normalize_uri,
+    parse_class_pattern,
+)
+from crossinfer.spec.limits import SpecLimits
 
 READY = "crossinfer expansion service listening on"
 _LOG = logging.getLogger("crossinfer.expansion")
 
-#: Requests carry a spec and a few protos; 16 MiB is far above any real one.
-_MAX_MESSAGE_BYTES = 16 << 20
+#: Largest response (an expanded pipeline; ~50 KB per model node).
+_MAX_SEND_BYTES = 64 << 20
+#: Room in a request besides the spec: components, coders, the batch
+#: transport's input schema (at most 1 MiB, base64).
+_REQUEST_OVERHEAD_BYTES = 4 << 20
+#: How long a stopping service waits for in-flight RPCs before it exits anyway.
+_STOP_GRACE_SECS = 2.0
 
 _DESCRIPTION = """\
 Serve crossinfer's inference transforms (model, ab_test, sequence, keyed) to Beam
@@ -43,28 +64,118 @@ pipelines in any language through Beam's expansion service protocol.
 
 URNs: beam:transform:crossinfer:{model,ab_test,sequence,keyed}:v1, payload and
 outputs as in docs/wire-contract.md. Only these URNs are expanded; requests
-carrying code (pickled objects, Python source, other transforms) are refused.
+carrying code (pickled objects, Python source, other transforms) are refused,
+and the port serves expansion only. Threat model and every refusal:
+docs/security.md.
 """
 
-_EPILOG = """\
-worker environments (where the expanded transforms run; workers need crossinfer):
-  loopback   this process also serves as the worker pool (default; development)
-  external   a worker pool at --environment-config HOST:PORT
-  process    the runner starts --environment-config COMMAND per worker
-  docker     the runner starts --environment-config IMAGE
-  --start-worker-pool starts a loopback-bound worker pool as a child process
-  and uses it as the external environment.
+_EPILOG = f"""\
+worker environments (where the expanded transforms run; workers need crossinfer).
+A worker pool runs whatever pipeline a runner sends it, so each one says who can
+reach it:
+  loopback   a worker pool inside this process, on its own port of 127.0.0.1
+             (default; development): any process on this host that can connect
+             to 127.0.0.1 can run code as this service's user. Refused with a
+             non-loopback --bind unless --allow-loopback-with-bind.
+  external   a worker pool at --environment-config HOST:PORT: whoever can reach
+             that address can run code there.
+  process    the runner starts --environment-config COMMAND per worker (no pool
+             port).
+  docker     the runner starts --environment-config IMAGE (no pool port).
+  --start-worker-pool starts a worker pool child process on a free port of
+  127.0.0.1 and uses it as the external environment.
 
 model locations: models load only from under --model-root (repeatable; local
-directories or URI prefixes like gs://bucket/models). Without --model-root,
-only the current working directory is allowed.
+directories that exist, or URI prefixes like gs://bucket/models). Without
+--model-root, only the current working directory is allowed.
+
+model formats: skops, state_dict and onnx files are data. {', '.join(CODE_FORMATS)}
+files can run code when loaded and are refused unless --allow-code-format names
+them: then every writer of the model roots can run code in the workers.
+
+load: small specs (at most {SMALL_SPEC_NODES} nodes) expand in a lane of their own
+({SMALL_SLOTS} at once), so they never wait behind large ones; a request that finds
+its lane full is refused with RESOURCE_EXHAUSTED, one past its deadline with
+DEADLINE_EXCEEDED.
 
 examples:
   crossinfer-expansion-service --port 8097 --model-root /srv/models
   python -m crossinfer.expansion --port 0 --start-worker-pool --model-root ./models
-  crossinfer-expansion-service --port 8097 --environment external \\
+  crossinfer-expansion-service --port 8097 --bind 0.0.0.0 --environment external \\
       --environment-config localhost:50000 --model-root /srv/models --require-sha256
 """
+
+
+# ---------------------------------------------------------------- flag types
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected 0..65535, got {value}")
+    return value
+
+
+def _positive(kind: type, maximum: float) -> object:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
+        if not 0 < value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected above 0 and at most {maximum:g}, got "
+                                             f"{text}")
+        return value
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected 0..1024, got {value}")
+    return value
+
+
+def _model_root(text: str) -> str:
+    """An existing local directory (made absolute) or a ``scheme://bucket/...`` prefix."""
+    try:
+        root = normalize_uri(text)
+    except LocationRefused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if is_local(root):
+        if not os.path.isdir(root):
+            raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+        return os.path.abspath(root)
+    if root.partition("://")[2].strip("/") == "":
+        raise argparse.ArgumentTypeError(f"{text!r}: name a bucket, as in gs://bucket/models")
+    return root
+
+
+def _class_pattern(text: str) -> str:
+    try:
+        parse_class_pattern(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; wildcards over modules would let a spec "
+                                         "import anything") from None
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a --bind value) is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crossinfer-expansion-service", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     net = parser.add_argument_group("network")
-    net.add_argument("--port", type=int, default=8097,
-                     help="port to listen on; 0 picks a free one (default: %(default)s)")
+    net.add_argument("--port", type=_port, default=8097,
+                     help="port to listen on, 0..65535; 0 picks a free one "
+                          "(default: %(default)s)")
     net.add_argument("--bind", default="127.0.0.1",
                      help="address to listen on (default: %(default)s, loopback only; use "
-                          "0.0.0.0 to accept other hosts)")
+                          "0.0.0.0 to accept other hosts - there is no TLS or "
+                          "authentication, see docs/security.md)")
     env = parser.add_argument_group("worker environment")
     env.add_argument("--environment", choices=KINDS, default=None,
                      help="where expanded transforms run (default: loopback, or external "
@@ -85,19 +198,46 @@ def build_parser() -> argparse.ArgumentParser:
                      help="external: HOST:PORT of a worker pool; process: COMMAND; "
                           "docker: IMAGE")
     env.add_argument("--start-worker-pool", action="store_true",
-                     help="start a Python worker pool (this interpreter, loopback, free "
+                     help="start a Python worker pool (this interpreter, 127.0.0.1, free "
                           "port) as a child process and use it as the external environment; "
                           "it is stopped when the service exits")
+    env.add_argument("--allow-loopback-with-bind", action="store_true",
+                     help="accept --environment loopback with a non-loopback --bind (its "
+                          "worker pool still listens on 127.0.0.1 only, and only runners on "
+                          "this host can use it)")
     pol = parser.add_argument_group("what specs may load")
     pol.add_argument("--model-root", action="append", default=[], metavar="DIR",
-                     help="directory or URI prefix models must live under (repeatable; "
-                          "default: the current working directory only)")
+                     type=_model_root,
+                     help="existing directory or URI prefix models must live under "
+                          "(repeatable; default: the current working directory only)")
     pol.add_argument("--allow-class", action="append", default=[], metavar="PATTERN",
-                     help="glob over 'package.module:Name' that specs may name as "
+                     type=_class_pattern,
+                     help="'package.module:ClassName' or 'package.module:*' (any class "
+                          "defined in that module) that specs may name as "
                           "model_class/handler_class (repeatable; always allowed: "
                           f"{', '.join(BUILTIN_CLASSES)})")
+    pol.add_argument("--allow-code-format", action="append", default=[], metavar="FORMAT",
+                     choices=tuple(CODE_FORMATS),
+                     help="also load this code-capable format (repeatable: "
+                          f"{', '.join(CODE_FORMATS)}); every writer of the model roots can "
+                          "then run code in the workers")
     pol.add_argument("--require-sha256", action="store_true",
                      help="refuse specs whose models have no sha256 pin")
+    lim = parser.add_argument_group("request limits (docs/security.md)")
+    defaults = SpecLimits()
+    for f in fields(SpecLimits):
+        lim.add_argument(f.metadata["flag"], dest=f.name, metavar="N",
+                         type=_positive(int, 1 << 30), default=getattr(defaults, f.name),
+                         help=f"most {f.metadata['why']} (default: %(default)s)")
+    lim.add_argument("--max-concurrent-expansions", type=_positive(int, 64), default=1,
+                     metavar="N", help="large specs expanded at once (default: %(default)s; "
+                                       "expanding is CPU-bound, more rarely help)")
+    lim.add_argument("--max-queued-expansions", type=_count, default=16, metavar="N",
+                     help="requests waiting per lane before more are refused with "
+                          "RESOURCE_EXHAUSTED, 0..1024 (default: %(default)s)")
+    lim.add_argument("--expansion-timeout-secs", type=_positive(float, 3600), default=60.0,
+                     metavar="SECS", help="the longest a request may wait and expand "
+                                          "(default: %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="log level for stderr (default: %(default)s)")
@@ -105,41 +245,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_policy(model_roots: Sequence[str], allow_classes: Sequence[str],
-                 require_sha256: bool) -> LoadPolicy:
+                 require_sha256: bool, code_formats: Sequence[str] = ()) -> LoadPolicy:
+    """The service's strict policy; ValueError naming a bad pattern."""
     for pattern in allow_classes:
-        module = pattern.partition(":")[0]
-        if not module or module.startswith("*") or ":" not in pattern:
-            raise ValueError(f"--allow-class {pattern!r}: name the module, as in "
-                             "'mypackage.models:*'; wildcards over modules would let a spec "
-                             "import anything")
+        parse_class_pattern(pattern)
     roots = tuple(model_roots) or (os.getcwd(),)
-    roots = tuple(os.path.abspath(r) if "://" not in r else r for r in roots)
+    roots = tuple(os.path.abspath(r) if is_local(r) else r for r in roots)
     return LoadPolicy(allowed_classes=BUILTIN_CLASSES + tuple(allow_classes),
-                      model_roots=roots, require_sha256=require_sha256, check_files=True)
+                      model_roots=roots, require_sha256=require_sha256, check_files=True,
+                      code_formats=tuple(dict.fromkeys(code_formats)))
+
+
+def build_limits(args: argparse.Namespace) -> SpecLimits:
+    return SpecLimits(**{f.name: getattr(args, f.name) for f in fields(SpecLimits)})
 
 
 @dataclass
 class RunningService:
-    """A started service: its server, address and (optional) worker pool child."""
+    """A started service: its server, address, and worker pool (child or in-process)."""
 
     server: grpc.Server
     address: str
+    admission: Admission
     worker_pool: WorkerPool | None = None
+    loopback_pool: grpc.Server | None = None
+    loopback_address: str | None = None
 
-    def stop(self, grace: float | None = 2.0) -> None:
+    def stop(self, grace: float | None = _STOP_GRACE_SECS) -> None:
         self.server.stop(grace).wait()
+        if self.loopback_pool is not None:
+            self.loopback_pool.stop(0)
         if self.worker_pool is not None:
             self.worker_pool.stop()
 
 
 def start(args: argparse.Namespace) -> RunningService:
     """Start serving per the parsed flags (tests call this in-process)."""
-    from apache_beam.portability.api import beam_expansion_api_pb2_grpc, beam_fn_api_pb2_grpc
-    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+    from apache_beam.portability.api import beam_expansion_api_pb2_grpc
 
     from crossinfer.expansion.servicer import CrossinferExpansionServicer
 
-    policy = build_policy(args.model_root, args.allow_class, args.require_sha256)
+    policy = build_policy(args.model_root, args.allow_class, args.require_sha256,
+                          getattr(args, "allow_code_format", ()))
+    limits = build_limits(args)
+    admission = Admission(args.max_concurrent_expansions, args.max_queued_expansions,
+                          args.expansion_timeout_secs)
     kind = args.environment or ("external" if args.start_worker_pool else "loopback")
     if args.start_worker_pool and kind != "external":
         raise EnvironmentConfigError("--start-worker-pool uses the external environment; "
@@ -149,38 +299,48 @@ def start(args: argparse.Namespace) -> RunningService:
         raise EnvironmentConfigError("--environment-config is not used with "
                                      + ("--start-worker-pool" if args.start_worker_pool
                                         else "--environment loopback"))
+    if kind == "loopback" and not is_loopback(args.bind) and not args.allow_loopback_with_bind:
+        raise EnvironmentConfigError(
+            f"--bind {args.bind} with the loopback environment: loopback workers run in this "
+            "process through a worker pool on 127.0.0.1, usable only by runners on this host; "
+            "for other hosts choose --environment external, process or docker (or pass "
+            "--allow-loopback-with-bind to keep loopback workers)")
+    # One thread per request the admission can hold, plus a few for the rest;
+    # gRPC refuses further RPCs itself (RESOURCE_EXHAUSTED).
+    threads = admission.capacity + 4
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="expand"),
-        options=[("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="expand"),
+        maximum_concurrent_rpcs=threads,
+        options=[("grpc.max_receive_message_length",
+                  _REQUEST_OVERHEAD_BYTES + 2 * limits.max_spec_bytes),
+                 ("grpc.max_send_message_length", _MAX_SEND_BYTES),
                  # gRPC sets SO_REUSEPORT by default: a second service on a busy
                  # port would start and silently share it with the first.
                  ("grpc.so_reuseport", 0)])
     port = listen(server, args.bind, args.port)
     address = grpc_address(args.bind, port)
-    pool = None
+    running = RunningService(server, address, admission)
     try:
         config = args.environment_config
         if args.start_worker_pool:
-            pool = start_worker_pool()
-            config = pool.address
-        own = grpc_address("localhost" if args.bind in ("0.0.0.0", "::") else args.bind, port)
-        environment = build_environment(kind, config, loopback_address=own)
-        beam_expansion_api_pb2_grpc.add_ExpansionServiceServicer_to_server(
-            CrossinferExpansionServicer(policy, environment), server)
+            running.worker_pool = start_worker_pool()
+            config = running.worker_pool.address
         if kind == "loopback":
-            beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
-                BeamFnExternalWorkerPoolServicer(), server)
+            # Its own port, loopback only: the expansion port never runs pipelines.
+            running.loopback_pool, pool_port = serve("127.0.0.1", 0)
+            running.loopback_address = grpc_address("127.0.0.1", pool_port)
+        environment = build_environment(kind, config, loopback_address=running.loopback_address)
+        beam_expansion_api_pb2_grpc.add_ExpansionServiceServicer_to_server(
+            CrossinferExpansionServicer(policy, environment, limits, admission), server)
         server.start()
     except BaseException:
-        if pool is not None:
-            pool.stop()
+        running.stop(0)
         raise
-    _LOG.info("workers: %s; model roots: %s; allowed classes: %s; require sha256: %s",
-              "loopback (this process)" if kind == "loopback" else describe(environment),
-              ", ".join(policy.model_roots or ()),
-              ", ".join(policy.allowed_classes), policy.require_sha256)
-    return RunningService(server, address, pool)
+    workers = (f"loopback worker pool in this process at {running.loopback_address}"
+               if running.loopback_address else describe(environment))
+    _LOG.info("workers: %s; %s; %s", workers,
+              "; ".join(f"{k}: {v}" for k, v in describe_policy(policy).items()), limits)
+    return running
 
 
 def configure_logging(level: str) -> None:
@@ -196,6 +356,11 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, serve until SIGTERM / SIGINT; 2 for bad flags (with a message).
+
+    Once serving, the process ends with ``os._exit``: an expansion still running
+    in a thread (Python threads cannot be stopped) must not hold the exit.
+    """
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
@@ -207,12 +372,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"{READY} {running.address}", flush=True)
+    code = 0
     try:
         stop.wait()
-    finally:
         _LOG.info("shutting down")
         running.stop()
-    return 0
+    except BaseException:
+        _LOG.exception("error while shutting down")
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

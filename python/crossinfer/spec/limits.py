@@ -65,8 +65,11 @@ class Bound:
         return None
 
     def describe(self) -> str:
-        low = "above" if self.exclusive_minimum else "from"
-        return f"{low} {_num(self.minimum)} to {_num(self.maximum)}"
+        """E.g. 'an integer from 1 to 64', 'a number above 0 and at most 3600'."""
+        kind = "an integer" if self.integer else "a number"
+        if self.exclusive_minimum:
+            return f"{kind} above {_num(self.minimum)} and at most {_num(self.maximum)}"
+        return f"{kind} from {_num(self.minimum)} to {_num(self.maximum)}"
 
 
 #: Numeric spec fields, by their path pattern (``[]``: every item of a list).
@@ -171,9 +174,11 @@ class SpecLimits:
 
     max_spec_bytes: int = _flag("max-spec-bytes", 256 << 10, "bytes of spec JSON")
     max_spec_depth: int = _flag("max-spec-depth", 32, "levels of JSON nesting in a spec")
-    max_nodes: int = _flag("max-nodes", 64, "nodes in one spec, of every kind")
+    max_nodes: int = _flag("max-nodes", 64, "nodes in one spec, of every kind (keyed routes "
+                                            "and A/B arms included)")
     max_arms: int = _flag("max-arms", 16, "arms of one A/B test")
-    max_routes: int = _flag("max-routes", 256, "routes of one keyed node")
+    max_routes: int = _flag("max-routes", 64, "routes of one keyed node (each is a node too, "
+                                              "so --max-nodes bounds them as well)")
     max_keys: int = _flag("max-keys", 10_000, "keys of all routes of one keyed node")
     max_ops: int = _flag("max-ops", 16, "ops in one preprocess or postprocess list")
     max_model_parameters: int = _flag(
@@ -194,8 +199,7 @@ def markdown_table(limits: SpecLimits | None = None) -> str:
     limits = limits or SpecLimits()
     lines = ["| field | allowed | why |", "| --- | --- | --- |"]
     for path, bound in FIELD_BOUNDS.items():
-        kind = "integer" if bound.integer else "number"
-        lines.append(f"| `{path}` | {kind} {bound.describe()} | {bound.why} |")
+        lines.append(f"| `{path}` | {bound.describe()} | {bound.why} |")
     for path, derived in DERIVED_BOUNDS.items():
         lines.append(f"| `{path}` | at most {_num(derived.maximum)} | {derived.why} |")
     lines += ["", "| service flag | default | bounds |", "| --- | --- | --- |"]

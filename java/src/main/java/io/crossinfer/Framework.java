@@ -6,8 +6,8 @@ public enum Framework {
   PYTORCH("pytorch", Format.TORCHSCRIPT, Format.STATE_DICT),
   /** ONNX Runtime. */
   ONNX("onnx", Format.ONNX),
-  /** scikit-learn: a pickle or joblib file. */
-  SKLEARN("sklearn", Format.PICKLE, Format.JOBLIB),
+  /** scikit-learn: a pickle, joblib or skops file. */
+  SKLEARN("sklearn", Format.PICKLE, Format.JOBLIB, Format.SKOPS),
   /** NVIDIA TensorRT: a serialized engine (GPU only). */
   TENSOR_RT("tensorrt", Format.ENGINE),
   /** An allow-listed custom Beam {@code ModelHandler} class on the service side. */

@@ -132,7 +132,11 @@ public final class Model extends InferenceTransform<Model> {
     return create(name, Framework.ONNX, requireUri(uri, "onnx"));
   }
 
-  /** A scikit-learn estimator, pickled by default ({@code withFormat(Format.JOBLIB)} for joblib). */
+  /**
+   * A scikit-learn estimator, pickled by default; {@code withFormat(Format.SKOPS)} for a skops
+   * file (data only, which a service loads without {@code --allow-code-format}), {@code
+   * withFormat(Format.JOBLIB)} for joblib.
+   */
   public static Model sklearn(String name, String uri) {
     return create(name, Framework.SKLEARN, requireUri(uri, "sklearn"));
   }

@@ -43,7 +43,7 @@ public class SpecValidationTest {
   public void formatOfAnotherFrameworkIsRefused() {
     assertMessage(
         assertThrows(IllegalArgumentException.class, () -> lr("m").withFormat(Format.ONNX)),
-        "withFormat: framework 'sklearn' reads 'pickle', 'joblib', got 'onnx'");
+        "withFormat: framework 'sklearn' reads 'pickle', 'joblib', 'skops', got 'onnx'");
   }
 
   @Test

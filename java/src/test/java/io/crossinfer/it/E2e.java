@@ -10,6 +10,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.crossinfer.ABTest;
+import io.crossinfer.Format;
 import io.crossinfer.Keyed;
 import io.crossinfer.Model;
 import io.crossinfer.Op;
@@ -116,11 +117,12 @@ final class E2e {
   // ------------------------------------------------------------- the demo specs, in Java
 
   static Model lr() throws IOException, InterruptedException {
-    return Model.sklearn("digits_lr", model("digits_lr.pkl"))
+    return Model.sklearn("digits_lr", model("digits_lr.skops"))
+        .withFormat(Format.SKOPS)
         .withMethod(SklearnMethod.PREDICT_PROBA)
         .withPreprocess(Op.scale(1.0 / 16))
         .withPostprocess(Op.argmax())
-        .withSha256(sha256(model("digits_lr.pkl")));
+        .withSha256(sha256(model("digits_lr.skops")));
   }
 
   static Model mlp() throws IOException, InterruptedException {
@@ -139,7 +141,8 @@ final class E2e {
   static Sequence sequence() throws IOException, InterruptedException {
     return Sequence.of(
         "digits_seq",
-        Model.sklearn("digits_pca", model("digits_pca.pkl"))
+        Model.sklearn("digits_pca", model("digits_pca.skops"))
+            .withFormat(Format.SKOPS)
             .withMethod(SklearnMethod.TRANSFORM)
             .withPreprocess(Op.scale(1.0 / 16)),
         Model.pytorch("digits_pca_mlp", model("digits_pca_mlp.pt"))

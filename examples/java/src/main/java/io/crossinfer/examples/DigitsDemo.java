@@ -2,6 +2,7 @@ package io.crossinfer.examples;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.crossinfer.ABTest;
+import io.crossinfer.Format;
 import io.crossinfer.InferenceResult;
 import io.crossinfer.Model;
 import io.crossinfer.Op;
@@ -68,9 +69,10 @@ public final class DigitsDemo {
 
   /** The A/B test of the demo, over the models in {@code models}. */
   public static ABTest abTest(Path models) throws IOException {
-    String lrPath = models.resolve("digits_lr.pkl").toString();
+    String lrPath = models.resolve("digits_lr.skops").toString();
     Model lr =
         Model.sklearn("digits_lr", lrPath)
+            .withFormat(Format.SKOPS)
             .withMethod(SklearnMethod.PREDICT_PROBA)
             .withPreprocess(Op.scale(1.0 / 16))
             .withPostprocess(Op.argmax())
@@ -88,7 +90,8 @@ public final class DigitsDemo {
   public static Sequence sequence(Path models) {
     return Sequence.of(
         "digits_seq",
-        Model.sklearn("digits_pca", models.resolve("digits_pca.pkl").toString())
+        Model.sklearn("digits_pca", models.resolve("digits_pca.skops").toString())
+            .withFormat(Format.SKOPS)
             .withMethod(SklearnMethod.TRANSFORM)
             .withPreprocess(Op.scale(1.0 / 16)),
         Model.pytorch("digits_pca_mlp", models.resolve("digits_pca_mlp.pt").toString())
