@@ -188,21 +188,23 @@ class ModelFiles:
             cached = self._seen.get(key)
         if cached is not None and (cached[1] is not None or not skops):
             return cached
-        with open(path, "rb") as f:
-            data = f.read()
-        untrusted = skops_untrusted(data) if skops else None
-        found = (hashlib.sha256(data).hexdigest(), untrusted)
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:  # in chunks: model files can be large
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+        found = (sha.hexdigest(), skops_untrusted(path) if skops else None)
         with self._lock:
             self._seen[key] = found
         return found
 
 
-def skops_untrusted(data: bytes) -> list[str]:
-    """The types a skops file names that skops does not trust by default."""
+def skops_untrusted(path: str) -> list[str]:
+    """The types a skops file names that skops does not trust by default (skops
+    reads only the file's schema, nothing is constructed)."""
     import skops.io
 
     try:
-        return list(skops.io.get_untrusted_types(data=data))
+        return list(skops.io.get_untrusted_types(file=path))
     except Exception as exc:  # not a zip, or a malformed schema
         return [f"(not a readable skops file: {type(exc).__name__})"]
 
