@@ -274,6 +274,8 @@ def test_environments_from_flags() -> None:
 @pytest.mark.parametrize(("kind", "config", "message"), [
     ("external", None, "needs --environment-config HOST:PORT"),
     ("external", "http://x", "HOST:PORT"),
+    ("external", "localhost:70000", "port 0..65535"),
+    ("external", "localhost:1\n", "HOST:PORT"),
     ("process", None, "needs --environment-config COMMAND"),
     ("process", "{not json", "expected a command"),
     ("docker", None, "IMAGE"),
@@ -326,6 +328,15 @@ def test_flags_reach_the_policy_the_limits_and_the_admission(models: Any) -> Non
     finally:
         strict.stop(0)
         opted.stop(0)
+
+
+def test_the_worker_pool_command_checks_its_port(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossinfer.expansion import worker_pool
+
+    with pytest.raises(SystemExit) as exit_:
+        worker_pool.main(["--port", "70000"])
+    assert exit_.value.code == 2
+    assert "argument --port: expected 0..65535, got 70000" in capsys.readouterr().err
 
 
 def test_loopback_workers_with_a_public_bind_need_the_flag() -> None:

@@ -41,10 +41,11 @@ def build_environment(kind: str, config: str | None,
                                          "worker pool")
         return beam_env.ExternalEnvironment(loopback_address, capabilities=capabilities)
     if kind == "external":
-        if not config or not _HOST_PORT.match(config):
+        if not config or not _HOST_PORT.fullmatch(config) or \
+                int(config.rsplit(":", 1)[1]) > 65535:
             raise EnvironmentConfigError(
                 f"--environment external needs --environment-config HOST:PORT of a worker "
-                f"pool, got {config!r}")
+                f"pool (port 0..65535), got {config!r}")
         return beam_env.ExternalEnvironment(config, capabilities=capabilities)
     if kind == "process":
         if not config:

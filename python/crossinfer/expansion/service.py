@@ -34,7 +34,7 @@ from crossinfer.expansion.environments import (
     describe,
 )
 from crossinfer.expansion.local import WorkerPool, start_worker_pool
-from crossinfer.expansion.worker_pool import grpc_address, listen, serve
+from crossinfer.expansion.worker_pool import grpc_address, listen, port_number, serve
 from crossinfer.policy import (
     BUILTIN_CLASSES,
     CODE_FORMATS,
@@ -109,16 +109,6 @@ examples:
 # ---------------------------------------------------------------- flag types
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected 0..65535, got {value}")
-    return value
-
-
 def _positive(kind: type, maximum: float) -> object:
     def parse(text: str) -> float:
         try:
@@ -183,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crossinfer-expansion-service", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     net = parser.add_argument_group("network")
-    net.add_argument("--port", type=_port, default=8097,
+    net.add_argument("--port", type=port_number, default=8097,
                      help="port to listen on, 0..65535; 0 picks a free one "
                           "(default: %(default)s)")
     net.add_argument("--bind", default="127.0.0.1",

@@ -23,6 +23,17 @@ from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPool
 READY = "crossinfer worker pool listening on"
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a port, 0..65535 (0: pick a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected 0..65535, got {value}")
+    return value
+
+
 def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -54,7 +65,8 @@ def serve(bind: str, port: int) -> tuple[grpc.Server, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossinfer.expansion.worker_pool",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
+    parser.add_argument("--port", type=port_number, default=0,
+                        help="port, 0..65535 (0: pick a free one)")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="exit when stdin reaches end of file")

@@ -87,7 +87,9 @@ class ModelNode:
 
     ``uri`` is a local path or any Beam FileSystems URI. ``model_class`` (PyTorch
     state dicts) and ``handler_class`` (custom handlers) are import paths
-    ``package.module:Name`` that must match the load policy's allow-list.
+    ``package.module:Name`` that must resolve to a class defined in a module the
+    load policy allows (see :class:`crossinfer.policy.LoadPolicy`). Every number
+    is bounded (:mod:`crossinfer.spec.limits`).
     """
 
     kind: ClassVar[str] = "model"
