@@ -1,0 +1,214 @@
+"""Beam CombineFns: what the report keeps per (window, arm) and per (window, arm pair).
+
+Accumulators hold counts, :class:`~crossinfer.experiments.stats.Moments` and,
+for latency, DDSketches: a few kilobytes per arm whatever the traffic, merged
+exactly (counts, moments) or within 1% relative error (latency quantiles), so
+the report runs in parallel and per window like any Beam combiner.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from ddsketch import DDSketch
+
+from crossinfer.experiments.schema import ReportInput
+from crossinfer.experiments.stats import Moments
+
+#: Relative accuracy of latency quantiles (DDSketch's guarantee).
+LATENCY_RELATIVE_ACCURACY = 0.01
+#: Model stages tracked per route (bounds the accumulator; deeper stages are ignored).
+MAX_STAGES = 16
+
+
+def _sketch() -> DDSketch:
+    return DDSketch(relative_accuracy=LATENCY_RELATIVE_ACCURACY)
+
+
+@dataclass
+class StageAcc:
+    """One model stage: per-element model time, and the batch sizes elements were in."""
+
+    ms: DDSketch = field(default_factory=_sketch)
+    batch_n: int = 0
+    batch_sum: int = 0
+    batch_max: int = 0
+
+    def merge(self, other: StageAcc) -> None:
+        self.ms.merge(other.ms)
+        self.batch_n += other.batch_n
+        self.batch_sum += other.batch_sum
+        self.batch_max = max(self.batch_max, other.batch_max)
+
+
+@dataclass
+class ArmAcc:
+    results: int = 0
+    failures: int = 0
+    labels: Counter[int] = field(default_factory=Counter)
+    score: Moments = field(default_factory=Moments)
+    metric_n: int = 0
+    correct: int = 0
+    abs_error: Moments = field(default_factory=Moments)
+    latency: DDSketch | None = None
+    stages: list[StageAcc] = field(default_factory=list)
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and abs(f) != float("inf") else None
+
+
+class ArmCombineFn(beam.CombineFn):
+    """ReportInput rows of one arm -> :class:`ArmAcc`."""
+
+    def __init__(self, metric: str) -> None:
+        self._accuracy = metric == "accuracy"
+
+    def create_accumulator(self) -> ArmAcc:
+        return ArmAcc()
+
+    def add_input(self, acc: ArmAcc, row: ReportInput) -> ArmAcc:
+        if row.failed:
+            acc.failures += 1
+            return acc
+        acc.results += 1
+        if row.label is not None:
+            acc.labels[int(row.label)] += 1
+        score = _finite(row.score)
+        if score is not None:
+            acc.score.add(score)
+        truth = _finite(row.truth)
+        if truth is not None:
+            if self._accuracy:
+                if row.label is not None:
+                    acc.metric_n += 1
+                    acc.correct += int(row.label) == truth
+            else:
+                value = _finite(row.value)
+                if value is not None:
+                    acc.metric_n += 1
+                    acc.abs_error.add(abs(value - truth))
+        if row.model_ms:
+            _add_timing(acc, row.model_ms, row.batch_size or ())
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> ArmAcc:
+        it = iter(accumulators)
+        out = next(it)
+        for acc in it:
+            out.results += acc.results
+            out.failures += acc.failures
+            out.labels.update(acc.labels)
+            out.score.merge(acc.score)
+            out.metric_n += acc.metric_n
+            out.correct += acc.correct
+            out.abs_error.merge(acc.abs_error)
+            if acc.latency is not None:
+                if out.latency is None:
+                    out.latency = acc.latency
+                else:
+                    out.latency.merge(acc.latency)
+            for i, stage in enumerate(acc.stages):
+                if i < len(out.stages):
+                    out.stages[i].merge(stage)
+                else:
+                    out.stages.append(stage)
+        return out
+
+    def extract_output(self, acc: ArmAcc) -> ArmAcc:
+        return acc
+
+
+def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any) -> None:
+    times = [_finite(t) for t in list(model_ms)[:MAX_STAGES]]
+    if any(t is None or t < 0 for t in times):
+        return  # a malformed timing is left out rather than skewing the quantiles
+    if acc.latency is None:
+        acc.latency = _sketch()
+    acc.latency.add(sum(times))  # type: ignore[arg-type]
+    sizes = list(batch_size)[:MAX_STAGES]
+    while len(acc.stages) < len(times):
+        acc.stages.append(StageAcc())
+    for i, t in enumerate(times):
+        stage = acc.stages[i]
+        stage.ms.add(t)
+        if i < len(sizes) and sizes[i] is not None and int(sizes[i]) > 0:
+            size = int(sizes[i])
+            stage.batch_n += 1
+            stage.batch_sum += size
+            stage.batch_max = max(stage.batch_max, size)
+
+
+@dataclass
+class PairAcc:
+    pairs: int = 0
+    labeled: int = 0  # pairs with a label in both arms
+    agree: int = 0
+    flips: Counter[tuple[int, int]] = field(default_factory=Counter)
+    score_diff: Moments = field(default_factory=Moments)
+    metric_n: int = 0
+    only_other: int = 0  # right in the other arm only
+    only_control: int = 0
+    error_diff: Moments = field(default_factory=Moments)  # |err other| - |err control|
+
+
+class PairCombineFn(beam.CombineFn):
+    """(control row, other row) of one element -> :class:`PairAcc`."""
+
+    def __init__(self, metric: str) -> None:
+        self._accuracy = metric == "accuracy"
+
+    def create_accumulator(self) -> PairAcc:
+        return PairAcc()
+
+    def add_input(self, acc: PairAcc, pair: tuple[ReportInput, ReportInput]) -> PairAcc:
+        control, other = pair
+        acc.pairs += 1
+        if control.label is not None and other.label is not None:
+            acc.labeled += 1
+            acc.agree += control.label == other.label
+            if control.label != other.label:
+                acc.flips[(int(control.label), int(other.label))] += 1
+        cs, os_ = _finite(control.score), _finite(other.score)
+        if cs is not None and os_ is not None:
+            acc.score_diff.add(abs(os_ - cs))
+        truth = _finite(control.truth)
+        if truth is None:
+            return acc
+        if self._accuracy:
+            if control.label is not None and other.label is not None:
+                acc.metric_n += 1
+                c_right, o_right = control.label == truth, other.label == truth
+                acc.only_other += o_right and not c_right
+                acc.only_control += c_right and not o_right
+        else:
+            cv, ov = _finite(control.value), _finite(other.value)
+            if cv is not None and ov is not None:
+                acc.metric_n += 1
+                acc.error_diff.add(abs(ov - truth) - abs(cv - truth))
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> PairAcc:
+        it = iter(accumulators)
+        out = next(it)
+        for acc in it:
+            out.pairs += acc.pairs
+            out.labeled += acc.labeled
+            out.agree += acc.agree
+            out.flips.update(acc.flips)
+            out.score_diff.merge(acc.score_diff)
+            out.metric_n += acc.metric_n
+            out.only_other += acc.only_other
+            out.only_control += acc.only_control
+            out.error_diff.merge(acc.error_diff)
+        return out
+
+    def extract_output(self, acc: PairAcc) -> PairAcc:
+        return acc
