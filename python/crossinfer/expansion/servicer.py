@@ -27,6 +27,7 @@ from apache_beam.transforms.environments import Environment
 
 from crossinfer.expansion import transport
 from crossinfer.expansion.payload import PayloadError, decode_payload
+from crossinfer.expansion.report import REPORT_URN, plan_report
 from crossinfer.expansion.schemas import (
     InputSchemaError,
     check_input_schema,
@@ -61,7 +62,7 @@ class Plan:
 
 
 def unknown_urn_message(urn: str) -> str:
-    ours = ", ".join(p.urn for p in PATTERNS)
+    ours = ", ".join([*(p.urn for p in PATTERNS), REPORT_URN])
     note = ""
     if urn.startswith(_FQN_URN) or "fully_qualified" in urn:
         note = " (Beam's fully-qualified-name transform is not exposed: this service runs no " \
@@ -77,6 +78,9 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
          pins: PinCache) -> Plan:
     """Check ``request`` and build the transform it asks for, or raise."""
     urn = request.transform.spec.urn
+    if urn == REPORT_URN:  # the experiment report (crossinfer.expansion.report)
+        clean_request, report = plan_report(request)
+        return Plan(urn, clean_request, report)
     pattern = pattern_for_urn(urn)
     if pattern is None:
         raise RequestRefused(unknown_urn_message(urn))

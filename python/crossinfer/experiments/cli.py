@@ -162,4 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the module's own copy, not __main__'s: Beam pickles classes of __main__
+    # by value, and _Keep would then fill a copy of _STORE.
+    from crossinfer.experiments.cli import main as _main
+
+    sys.exit(_main())
