@@ -160,7 +160,7 @@ class PairAcc:
 
 
 class PairCombineFn(beam.CombineFn):
-    """(control row, other row) of one element -> :class:`PairAcc`."""
+    """The (control, other) sides of one element -> :class:`PairAcc`."""
 
     def __init__(self, metric: str) -> None:
         self._accuracy = metric == "accuracy"
@@ -168,28 +168,30 @@ class PairCombineFn(beam.CombineFn):
     def create_accumulator(self) -> PairAcc:
         return PairAcc()
 
-    def add_input(self, acc: PairAcc, pair: tuple[ReportInput, ReportInput]) -> PairAcc:
-        control, other = pair
+    def add_input(self, acc: PairAcc, pair: tuple[tuple[Any, ...], tuple[Any, ...]]) -> PairAcc:
+        """``pair``: the element's (control, other) sides, each ``(arm, label,
+        score, value, truth)``."""
+        (_, c_label, c_score, c_value, c_truth), (_, o_label, o_score, o_value, _) = pair
         acc.pairs += 1
-        if control.label is not None and other.label is not None:
+        if c_label is not None and o_label is not None:
             acc.labeled += 1
-            acc.agree += control.label == other.label
-            if control.label != other.label:
-                acc.flips[(int(control.label), int(other.label))] += 1
-        cs, os_ = _finite(control.score), _finite(other.score)
+            acc.agree += c_label == o_label
+            if c_label != o_label:
+                acc.flips[(int(c_label), int(o_label))] += 1
+        cs, os_ = _finite(c_score), _finite(o_score)
         if cs is not None and os_ is not None:
             acc.score_diff.add(abs(os_ - cs))
-        truth = _finite(control.truth)
+        truth = _finite(c_truth)
         if truth is None:
             return acc
         if self._accuracy:
-            if control.label is not None and other.label is not None:
+            if c_label is not None and o_label is not None:
                 acc.metric_n += 1
-                c_right, o_right = control.label == truth, other.label == truth
+                c_right, o_right = c_label == truth, o_label == truth
                 acc.only_other += o_right and not c_right
                 acc.only_control += c_right and not o_right
         else:
-            cv, ov = _finite(control.value), _finite(other.value)
+            cv, ov = _finite(c_value), _finite(o_value)
             if cv is not None and ov is not None:
                 acc.metric_n += 1
                 acc.error_diff.add(abs(ov - truth) - abs(cv - truth))
@@ -211,4 +213,24 @@ class PairCombineFn(beam.CombineFn):
         return out
 
     def extract_output(self, acc: PairAcc) -> PairAcc:
+        return acc
+
+
+class MergeFn(beam.CombineFn):
+    """Merges accumulators of ``fn`` (what :class:`_Accumulate` emits per
+    bundle) into one per key."""
+
+    def __init__(self, fn: beam.CombineFn) -> None:
+        self._fn = fn
+
+    def create_accumulator(self) -> Any:
+        return self._fn.create_accumulator()
+
+    def add_input(self, acc: Any, other: Any) -> Any:
+        return self._fn.merge_accumulators([acc, other])
+
+    def merge_accumulators(self, accumulators: Any) -> Any:
+        return self._fn.merge_accumulators(accumulators)
+
+    def extract_output(self, acc: Any) -> Any:
         return acc

@@ -67,8 +67,6 @@ class ReportSettings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.isidentifier()):
                 raise ReportSettingsError(f"{name}: {value!r} is not a field name")
-        if self.ground_truth is not None and self.ground_truth == self.id_field:
-            raise ReportSettingsError("ground_truth: the same field as id_field")
 
     @classmethod
     def from_spec(cls, spec: InferenceSpec | Node | str | dict[str, Any],

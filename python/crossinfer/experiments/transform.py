@@ -7,26 +7,36 @@
     report.arms   # PCollection[ArmReport]: one per (window, arm)
     report.pairs  # PCollection[PairReport]: one per (window, control, other arm)
 
-The steps: result and failure rows are projected to :class:`ReportInput` rows
-(:class:`ToReportInput`), combined per (window, arm) (:class:`ArmCombineFn`)
-and, for a mirror, joined per (window, element id) and combined per arm pair
-(:class:`PairCombineFn`); each window's few accumulators are then gathered
-under one key and turned into rows (:class:`_Finish`), where the statistics
-run (:mod:`crossinfer.experiments.stats`). The service's report URN runs the
-same :class:`ReportFromInputs` on rows a client already projected.
+The steps: each result and failure row is read as a :class:`ReportInput` and
+added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
+with :class:`ArmCombineFn`; one accumulator per bundle leaves, then Beam
+merges them per key); for a mirror, results are also joined per (window,
+element id) and accumulated per arm pair (:class:`PairCombineFn`). Each
+window's few accumulators are then gathered under one key and turned into rows
+(:class:`_Finish`), where the statistics run (:mod:`crossinfer.experiments.stats`).
+The service's report URN runs the same :class:`ReportFromInputs` on rows a
+client already projected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.experiments import stats
-from crossinfer.experiments.combiners import ArmAcc, ArmCombineFn, PairAcc, PairCombineFn
+from crossinfer.experiments.combiners import (
+    ArmAcc,
+    ArmCombineFn,
+    MergeFn,
+    PairAcc,
+    PairCombineFn,
+)
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import ReportSettings
 from crossinfer.rows import fields_view
@@ -42,38 +52,45 @@ class ReportOutputs(NamedTuple):
     pairs: beam.PCollection  # of PairReport
 
 
-class ToReportInput(beam.DoFn):
-    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`.
+def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+    """A result row -> :class:`ReportInput`: its ``path``, ``label``, ``score``,
+    ``inference`` (the value of a one-value output), the ground-truth and id
+    fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
+    fields = fields_view(row)
+    inference = fields.get("inference")
+    label = fields.get("label")
+    return ReportInput(
+        str(fields.get("path")), False, None if label is None else int(label),
+        _number(fields.get("score")),
+        _number(inference[0]) if inference is not None and len(inference) == 1 else None,
+        _number(fields.get(ground_truth)) if ground_truth else None,
+        _text(fields.get(id_field)) if id_field else None,
+        _floats(fields.get("model_ms")), _ints(fields.get("batch_size")))
 
-    Reads ``path``/``node``, ``label``, ``score``, ``inference``, the
-    configured ground-truth and id fields (a failure's from its ``element``)
-    and the optional timing fields ``model_ms`` and ``batch_size``."""
+
+def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+    """A failure row -> :class:`ReportInput`: its ``node`` as the path, the
+    ground-truth and id fields of its ``element``."""
+    fields = fields_view(row)
+    try:
+        source = fields_view(fields.get("element"))
+    except TypeError:
+        source = {}
+    return ReportInput(str(fields.get("node")), True, None, None, None,
+                       _number(source.get(ground_truth)) if ground_truth else None,
+                       _text(source.get(id_field)) if id_field else None, None, None)
+
+
+class ToReportInput(beam.DoFn):
+    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`."""
 
     def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool) -> None:
         self._truth = ground_truth
         self._id = id_field
-        self._failed = failed
+        self._read = read_failure if failed else read_result
 
     def process(self, row: Any) -> Iterator[ReportInput]:
-        fields = fields_view(row)
-        if self._failed:
-            try:
-                source = fields_view(fields.get("element"))
-            except TypeError:
-                source = {}
-            yield ReportInput(str(fields.get("node")), True, None, None, None,
-                              _number(source.get(self._truth)) if self._truth else None,
-                              _text(source.get(self._id)) if self._id else None, None, None)
-            return
-        inference = fields.get("inference")
-        value = _number(inference[0]) if inference is not None and len(inference) == 1 else None
-        label = fields.get("label")
-        yield ReportInput(
-            str(fields.get("path")), False, None if label is None else int(label),
-            _number(fields.get("score")), value,
-            _number(fields.get(self._truth)) if self._truth else None,
-            _text(fields.get(self._id)) if self._id else None,
-            _floats(fields.get("model_ms")), _ints(fields.get("batch_size")))
+        yield self._read(row, self._truth, self._id)
 
 
 def _number(x: Any) -> float | None:
@@ -135,14 +152,11 @@ class ExperimentReport(beam.PTransform):
         results, failures = outputs
         s = self.settings
         id_field = s.id_field if s.mirror else None
-        inputs = (
-            results | "ResultsIn" >> beam.ParDo(
-                ToReportInput(s.ground_truth, id_field, False)).with_output_types(ReportInput),
-            failures | "FailuresIn" >> beam.ParDo(
-                ToReportInput(s.ground_truth, id_field, True)).with_output_types(ReportInput),
-        ) | "Inputs" >> beam.Flatten()
-        inputs.element_type = ReportInput
-        return inputs | "Report" >> ReportFromInputs(s)
+        return _report(s, [
+            ("Results", results, functools.partial(read_result, ground_truth=s.ground_truth,
+                                                   id_field=id_field)),
+            ("Failures", failures, functools.partial(read_failure, ground_truth=s.ground_truth,
+                                                     id_field=id_field))])
 
 
 class ReportFromInputs(beam.PTransform):
@@ -153,57 +167,126 @@ class ReportFromInputs(beam.PTransform):
         self.settings = settings
 
     def expand(self, inputs: beam.PCollection) -> ReportOutputs:
-        s = self.settings
-        arms = (inputs
-                | "ByArm" >> beam.Map(_by_arm, s).with_output_types(tuple[str, ReportInput])
-                | "PerArm" >> beam.CombinePerKey(ArmCombineFn(s.metric))
-                | "TagArms" >> beam.Map(lambda kv: ("arm", kv[0], kv[1])))
-        parts = [arms]
-        if s.mirror:
-            parts.append(
-                inputs
-                | "Joinable" >> beam.FlatMap(_joinable, s).with_output_types(
-                    tuple[str, tuple[str, ReportInput]])
-                | "ById" >> beam.GroupByKey()
-                | "Pairs" >> beam.FlatMap(_pairs, s)
-                | "PerPair" >> beam.CombinePerKey(PairCombineFn(s.metric))
-                | "TagPairs" >> beam.Map(lambda kv: ("pair", kv[0], kv[1])))
-        rows = (tuple(parts) | "Accumulators" >> beam.Flatten()
-                | "OneKey" >> beam.Map(lambda x: (s.name, x))
-                | "PerWindow" >> beam.GroupByKey()
-                | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
-        arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
-        arm_rows.element_type = ArmReport
-        pair_rows.element_type = PairReport
-        return ReportOutputs(arm_rows, pair_rows)
+        return _report(self.settings, [("Inputs", inputs, None)])
 
 
-def _by_arm(row: ReportInput, s: ReportSettings) -> tuple[str, ReportInput]:
-    return (s.arm_of(row.path) or _UNROUTED, row)
+_JOIN_TAG = "join"
 
 
-def _joinable(row: ReportInput, s: ReportSettings) -> Iterator[tuple[str, tuple[str, ReportInput]]]:
-    if row.failed or row.id is None:
-        return
-    arm = s.arm_of(row.path)
-    if arm is not None:
-        yield row.id, (arm, row)
+def _report(s: ReportSettings,
+            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]]
+            ) -> ReportOutputs:
+    """The report's steps: per element only :class:`_Accumulate` (and, for a
+    mirror, the join on the id); everything after works on a few accumulators
+    per window."""
+    pipeline = parts[0][1].pipeline
+    accs, joins = [], []
+    for name, pcoll, read in parts:
+        out = pcoll | f"Accumulate{name}" >> beam.ParDo(
+            _Accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, main="accs")
+        accs.append(out.accs)
+        joins.append(out[_JOIN_TAG])
+    arms = (accs | "ArmAccumulators" >> beam.Flatten(pipeline=pipeline)
+            | "PerArm" >> beam.CombinePerKey(MergeFn(ArmCombineFn(s.metric)))
+            | "TagArms" >> beam.Map(lambda kv: ("arm", kv[0], kv[1])))
+    tagged = [arms]
+    if s.mirror:
+        tagged.append(
+            joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
+            | "ById" >> beam.GroupByKey()
+            | "Pairs" >> beam.ParDo(_AccumulatePairs(s))
+            | "PerPair" >> beam.CombinePerKey(MergeFn(PairCombineFn(s.metric)))
+            | "TagPairs" >> beam.Map(lambda kv: ("pair", kv[0], kv[1])))
+    rows = (tuple(tagged) | "Accumulators" >> beam.Flatten(pipeline=pipeline)
+            | "OneKey" >> beam.Map(lambda x: (s.name, x))
+            | "PerWindow" >> beam.GroupByKey()
+            | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
+    arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
+    arm_rows.element_type = ArmReport
+    pair_rows.element_type = PairReport
+    return ReportOutputs(arm_rows, pair_rows)
 
 
-def _pairs(kv: tuple[str, Iterable[tuple[str, ReportInput]]],
-           s: ReportSettings) -> Iterator[tuple[tuple[str, str], tuple[ReportInput, ReportInput]]]:
-    """One element's rows -> (control, other) pairs; an id seen twice in one arm
-    is not unique and is not paired."""
-    by_arm: dict[str, ReportInput | None] = {}
-    for arm, row in kv[1]:
-        by_arm[arm] = None if arm in by_arm else row
-    control = by_arm.get(s.control)
-    if control is None:
-        return
-    for other in s.others:
-        row = by_arm.get(other)
-        if row is not None:
-            yield (s.control, other), (control, row)
+#: Paths whose arm is remembered per worker (paths are few: one per model node).
+_MAX_CACHED_PATHS = 4096
+
+
+class _Accumulate(beam.DoFn):
+    """Rows -> one accumulator per (window, arm) and bundle, emitted when the
+    bundle ends: Beam's combiner lifting by hand, fused with reading the row,
+    so the report costs one step per element. For a mirror each result also
+    leaves on ``join`` as ``(id, (arm, label, score, value, truth))``."""
+
+    def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
+                 join: bool) -> None:
+        self._s = settings
+        self._read = read
+        self._join = join
+
+    def setup(self) -> None:
+        self._fn = ArmCombineFn(self._s.metric)
+        self._arms: dict[str, str] = {}
+
+    def start_bundle(self) -> None:
+        self._accs: dict[tuple[Any, str], ArmAcc] = {}
+
+    def process(self, element: Any, window: Any = beam.DoFn.WindowParam) -> Any:
+        row = self._read(element) if self._read is not None else element
+        arm = self._arms.get(row.path)
+        if arm is None:
+            arm = self._s.arm_of(row.path) or _UNROUTED
+            if len(self._arms) < _MAX_CACHED_PATHS:
+                self._arms[row.path] = arm
+        acc = self._accs.get((window, arm))
+        if acc is None:
+            acc = self._accs[(window, arm)] = ArmAcc()
+        self._fn.add_input(acc, row)
+        if self._join and not row.failed and row.id is not None and arm != _UNROUTED:
+            return (pvalue.TaggedOutput(_JOIN_TAG, (row.id, (arm, row.label, row.score,
+                                                             row.value, row.truth))),)
+        return ()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for (window, arm), acc in self._accs.items():
+            yield WindowedValue((arm, acc), window.max_timestamp(), (window,))
+        self._accs = {}
+
+
+class _AccumulatePairs(beam.DoFn):
+    """One element's rows from every arm -> (control, other) pairs, accumulated
+    per (window, pair) and bundle. An id seen twice in one arm is not unique
+    and is not paired."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        self._s = settings
+
+    def setup(self) -> None:
+        self._fn = PairCombineFn(self._s.metric)
+
+    def start_bundle(self) -> None:
+        self._accs: dict[tuple[Any, str], PairAcc] = {}
+
+    def process(self, kv: tuple[str, Iterable[tuple[Any, ...]]],
+                window: Any = beam.DoFn.WindowParam) -> None:
+        by_arm: dict[str, tuple[Any, ...] | None] = {}
+        for side in kv[1]:
+            by_arm[side[0]] = None if side[0] in by_arm else side
+        control = by_arm.get(self._s.control)
+        if control is None:
+            return
+        for other in self._s.others:
+            side = by_arm.get(other)
+            if side is not None:
+                acc = self._accs.get((window, other))
+                if acc is None:
+                    acc = self._accs[(window, other)] = PairAcc()
+                self._fn.add_input(acc, (control, side))
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for (window, other), acc in self._accs.items():
+            yield WindowedValue(((self._s.control, other), acc), window.max_timestamp(),
+                                (window,))
+        self._accs = {}
 
 
 def _window_ms(window: Any) -> tuple[int | None, int | None]:
