@@ -388,3 +388,46 @@ def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
             score_sum = sum(r.score_mean * r.score_count for r in mine if r.score_count)
             assert score_sum == pytest.approx(times * whole.score_mean * whole.score_count,
                                               rel=1e-9)
+
+
+# ------------------------------------------------------------------ the mirror join
+
+
+def test_mirror_pairs_are_joined_however_the_rows_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same mirror rows three ways: both arms in one bundle (paired as they
+    arrive), each arm from its own source (paired by the GroupByKey on the id),
+    and one source with at most 3 rows held per bundle (most go to the join):
+    one report."""
+    from crossinfer.experiments import ReportFromInputs, transform
+
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = rng.integers(0, 4, n)
+    control = np.where(rng.random(n) < 0.8, truth, rng.integers(0, 4, n))
+    other = np.where(rng.random(n) < 0.7, truth, rng.integers(0, 4, n))
+    sides = {"control": control, "treatment": other}
+    rows = {arm: [ReportInput(f"m/{arm}/x", False, int(labels[i]), 0.5, None, float(truth[i]),
+                              str(i), None, None) for i in range(n)]
+            for arm, labels in sides.items()}
+    node = ab("m", ci.ModelNode(name="x", framework="sklearn", uri="x.pkl"),
+              ci.ModelNode(name="x", framework="sklearn", uri="x.pkl"), split="mirror")
+    settings = ReportSettings(node, ground_truth="truth")
+    mixed = [r for pair in zip(rows["control"], rows["treatment"], strict=True) for r in pair]
+    monkeypatch.setattr(transform, "_MAX_HELD", 3)  # the FnApiRunner runs in this process
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        together = p | "together" >> beam.Create(mixed).with_output_types(ReportInput)
+        apart = ((p | "c" >> beam.Create(rows["control"][::-1]).with_output_types(ReportInput),
+                  p | "t" >> beam.Create(rows["treatment"]).with_output_types(ReportInput))
+                 | beam.Flatten())
+        for tag, inputs in (("together", together), ("apart", apart)):
+            report = inputs | f"{tag}/report" >> ReportFromInputs(settings)
+            _ = report.pairs | f"{tag}/pairs" >> beam.Map(Collect(f"join/{tag}"))
+    agree = control == other
+    flips = Counter(zip(control[~agree].tolist(), other[~agree].tolist(), strict=True))
+    for tag in ("together", "apart"):
+        (pair,) = STORE.pop(f"join/{tag}")
+        assert pair.pairs == n and pair.agreement == agree.mean()
+        assert Counter(dict(zip(zip(pair.flip_from, pair.flip_to, strict=True),
+                                pair.flip_count, strict=True))) == flips
+        assert pair.difference == pytest.approx(np.mean(other == truth) - np.mean(control == truth),
+                                                rel=RTOL)

@@ -171,6 +171,7 @@ class ReportFromInputs(beam.PTransform):
 
 
 _JOIN_TAG = "join"
+_PAIRS_TAG = "pair_accumulators"
 
 
 def _report(s: ReportSettings,
@@ -180,21 +181,23 @@ def _report(s: ReportSettings,
     mirror, the join on the id); everything after works on a few accumulators
     per window."""
     pipeline = parts[0][1].pipeline
-    accs, joins = [], []
+    accs, joins, pair_accs = [], [], []
     for name, pcoll, read in parts:
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
-            _Accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, main="accs")
+            _Accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _PAIRS_TAG, main="accs")
         accs.append(out.accs)
         joins.append(out[_JOIN_TAG])
+        pair_accs.append(out[_PAIRS_TAG])
     arms = (accs | "ArmAccumulators" >> beam.Flatten(pipeline=pipeline)
             | "PerArm" >> beam.CombinePerKey(MergeFn(ArmCombineFn(s.metric)))
             | "TagArms" >> beam.Map(lambda kv: ("arm", kv[0], kv[1])))
     tagged = [arms]
     if s.mirror:
+        joined = (joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
+                  | "ById" >> beam.GroupByKey()
+                  | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
         tagged.append(
-            joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
-            | "ById" >> beam.GroupByKey()
-            | "Pairs" >> beam.ParDo(_AccumulatePairs(s))
+            (*pair_accs, joined) | "PairAccumulators" >> beam.Flatten(pipeline=pipeline)
             | "PerPair" >> beam.CombinePerKey(MergeFn(PairCombineFn(s.metric)))
             | "TagPairs" >> beam.Map(lambda kv: ("pair", kv[0], kv[1])))
     rows = (tuple(tagged) | "Accumulators" >> beam.Flatten(pipeline=pipeline)
@@ -209,13 +212,22 @@ def _report(s: ReportSettings,
 
 #: Paths whose arm is remembered per worker (paths are few: one per model node).
 _MAX_CACHED_PATHS = 4096
+#: Mirror results held per bundle waiting for their other arms (then they go to the join).
+_MAX_HELD = 50_000
 
 
 class _Accumulate(beam.DoFn):
     """Rows -> one accumulator per (window, arm) and bundle, emitted when the
     bundle ends: Beam's combiner lifting by hand, fused with reading the row,
-    so the report costs one step per element. For a mirror each result also
-    leaves on ``join`` as ``(id, (arm, label, score, value, truth))``."""
+    so the report costs one step per element.
+
+    For a mirror each result's side ``(arm, label, score, value, truth)`` is
+    held by (window, id) until the element's other arms arrive in the same
+    bundle (a mirror's arms usually run in one fused stage): the pair is
+    accumulated here (``pairs`` output, one accumulator per (window, arm pair)
+    and bundle). Sides still unmatched when the bundle ends, or when more than
+    ``_MAX_HELD`` are held, leave on ``join`` as ``(id, side)`` for the
+    GroupByKey, so pairing works however the runner splits or orders them."""
 
     def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
                  join: bool) -> None:
@@ -225,10 +237,14 @@ class _Accumulate(beam.DoFn):
 
     def setup(self) -> None:
         self._fn = ArmCombineFn(self._s.metric)
+        self._pair_fn = PairCombineFn(self._s.metric)
         self._arms: dict[str, str] = {}
+        self._n_arms = len(self._s.arm_names)
 
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
+        self._pairs: dict[tuple[Any, str], PairAcc] = {}
+        self._held: dict[tuple[Any, str], dict[str, tuple[Any, ...]]] = {}
 
     def process(self, element: Any, window: Any = beam.DoFn.WindowParam) -> Any:
         row = self._read(element) if self._read is not None else element
@@ -241,15 +257,45 @@ class _Accumulate(beam.DoFn):
         if acc is None:
             acc = self._accs[(window, arm)] = ArmAcc()
         self._fn.add_input(acc, row)
-        if self._join and not row.failed and row.id is not None and arm != _UNROUTED:
-            return (pvalue.TaggedOutput(_JOIN_TAG, (row.id, (arm, row.label, row.score,
-                                                             row.value, row.truth))),)
+        if not self._join or row.failed or row.id is None or arm == _UNROUTED:
+            return ()
+        side = (arm, row.label, row.score, row.value, row.truth)
+        key = (window, row.id)
+        sides = self._held.get(key)
+        if sides is None:
+            self._held[key] = {arm: side}
+            return self._unhold() if len(self._held) > _MAX_HELD else ()
+        if arm in sides:  # not unique in this bundle: let the join decide
+            return (pvalue.TaggedOutput(_JOIN_TAG, (row.id, side)),)
+        sides[arm] = side
+        if len(sides) == self._n_arms:
+            del self._held[key]
+            self._pair(window, sides)
         return ()
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
+    def _pair(self, window: Any, sides: dict[str, tuple[Any, ...]]) -> None:
+        control = sides[self._s.control]
+        for other in self._s.others:
+            acc = self._pairs.get((window, other))
+            if acc is None:
+                acc = self._pairs[(window, other)] = PairAcc()
+            self._pair_fn.add_input(acc, (control, sides[other]))
+
+    def _unhold(self) -> Iterator[Any]:
+        for (window, id_), sides in self._held.items():
+            for side in sides.values():
+                yield pvalue.TaggedOutput(_JOIN_TAG, WindowedValue(
+                    (id_, side), window.max_timestamp(), (window,)))
+        self._held = {}
+
+    def finish_bundle(self) -> Iterator[Any]:
         for (window, arm), acc in self._accs.items():
             yield WindowedValue((arm, acc), window.max_timestamp(), (window,))
-        self._accs = {}
+        for (window, other), pair in self._pairs.items():
+            yield pvalue.TaggedOutput(_PAIRS_TAG, WindowedValue(
+                ((self._s.control, other), pair), window.max_timestamp(), (window,)))
+        yield from self._unhold()
+        self._accs, self._pairs = {}, {}
 
 
 class _AccumulatePairs(beam.DoFn):
