@@ -52,7 +52,7 @@ test-java: venv prism
 
 ## examples: run every Python example
 examples: venv
-	for f in ab_and_sequence keyed streaming; do echo "== examples/python/$$f.py"; $(PY) examples/python/$$f.py || exit 1; done
+	for f in ab_and_sequence keyed streaming experiment_streaming; do echo "== examples/python/$$f.py"; $(PY) examples/python/$$f.py || exit 1; done
 
 ## bench: every benchmark side by side (not a test: prints ratios, writes bench/results/*.json + chart.png)
 bench: venv

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from ddsketch import DDSketch
 
 from crossinfer.experiments.schema import ReportInput
@@ -55,6 +56,40 @@ class ArmAcc:
     abs_error: Moments = field(default_factory=Moments)
     latency: DDSketch | None = None
     stages: list[StageAcc] = field(default_factory=list)
+    # Values added since the last compact(): appended per element (cheap), folded
+    # into the counts, moments and sketches above once per bundle, with numpy.
+    new_labels: list[int] = field(default_factory=list)
+    new_scores: list[float] = field(default_factory=list)
+    new_errors: list[float] = field(default_factory=list)
+    new_timing: list[tuple[Any, Any]] = field(default_factory=list)
+
+    def compact(self) -> ArmAcc:
+        """Fold the values added since the last call into the summaries."""
+        if self.new_labels:
+            self.labels.update(self.new_labels)
+            self.new_labels = []
+        if self.new_scores:
+            self.score.merge(moments_of(self.new_scores))
+            self.new_scores = []
+        if self.new_errors:
+            errors = moments_of(self.new_errors)
+            self.metric_n += errors.n
+            self.abs_error.merge(errors)
+            self.new_errors = []
+        for model_ms, batch_size in self.new_timing:
+            _add_timing(self, model_ms, batch_size or ())
+        self.new_timing = []
+        return self
+
+
+def moments_of(values: list[float]) -> Moments:
+    """Count, mean and sum of squared deviations of the finite ``values``."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return Moments()
+    mean = float(x.mean())
+    return Moments(int(x.size), mean, float(np.square(x - mean).sum()))
 
 
 def _finite(x: Any) -> float | None:
@@ -75,34 +110,33 @@ class ArmCombineFn(beam.CombineFn):
         return ArmAcc()
 
     def add_input(self, acc: ArmAcc, row: ReportInput) -> ArmAcc:
+        """Per element, so kept to appends and counts (``compact`` does the rest)."""
         if row.failed:
             acc.failures += 1
             return acc
         acc.results += 1
-        if row.label is not None:
-            acc.labels[int(row.label)] += 1
-        score = _finite(row.score)
-        if score is not None:
-            acc.score.add(score)
-        truth = _finite(row.truth)
-        if truth is not None:
+        label = row.label
+        if label is not None:
+            acc.new_labels.append(label)
+        if row.score is not None:
+            acc.new_scores.append(row.score)
+        truth = row.truth
+        if truth is not None and truth - truth == 0:  # finite (NaN - NaN, inf - inf are NaN)
             if self._accuracy:
-                if row.label is not None:
+                if label is not None:
                     acc.metric_n += 1
-                    acc.correct += int(row.label) == truth
-            else:
-                value = _finite(row.value)
-                if value is not None:
-                    acc.metric_n += 1
-                    acc.abs_error.add(abs(value - truth))
+                    acc.correct += label == truth
+            elif row.value is not None:
+                acc.new_errors.append(abs(row.value - truth))
         if row.model_ms:
-            _add_timing(acc, row.model_ms, row.batch_size or ())
+            acc.new_timing.append((row.model_ms, row.batch_size))
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> ArmAcc:
         it = iter(accumulators)
-        out = next(it)
+        out = next(it).compact()
         for acc in it:
+            acc.compact()
             out.results += acc.results
             out.failures += acc.failures
             out.labels.update(acc.labels)
@@ -123,7 +157,7 @@ class ArmCombineFn(beam.CombineFn):
         return out
 
     def extract_output(self, acc: ArmAcc) -> ArmAcc:
-        return acc
+        return acc.compact()
 
 
 def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any) -> None:
@@ -233,4 +267,4 @@ class MergeFn(beam.CombineFn):
         return self._fn.merge_accumulators(accumulators)
 
     def extract_output(self, acc: Any) -> Any:
-        return acc
+        return self._fn.extract_output(acc)

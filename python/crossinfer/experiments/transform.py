@@ -60,7 +60,8 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> Rep
     inference = fields.get("inference")
     label = fields.get("label")
     return ReportInput(
-        str(fields.get("path")), False, None if label is None else int(label),
+        str(fields.get("path")), False,
+        label if label is None or type(label) is int else int(label),
         _number(fields.get("score")),
         _number(inference[0]) if inference is not None and len(inference) == 1 else None,
         _number(fields.get(ground_truth)) if ground_truth else None,
@@ -94,6 +95,8 @@ class ToReportInput(beam.DoFn):
 
 
 def _number(x: Any) -> float | None:
+    if type(x) is float:
+        return x
     if x is None or isinstance(x, (str, bytes)):
         return None
     try:
@@ -290,7 +293,7 @@ class _Accumulate(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         for (window, arm), acc in self._accs.items():
-            yield WindowedValue((arm, acc), window.max_timestamp(), (window,))
+            yield WindowedValue((arm, acc.compact()), window.max_timestamp(), (window,))
         for (window, other), pair in self._pairs.items():
             yield pvalue.TaggedOutput(_PAIRS_TAG, WindowedValue(
                 ((self._s.control, other), pair), window.max_timestamp(), (window,)))
