@@ -56,10 +56,14 @@ def pipeline(kind: str, models: Any, n: int, report: bool) -> Any:
     return once
 
 
-def report_share(with_report: harness.Measured, without: harness.Measured) -> float:
-    """Median over rounds of time(with) / time(without) - 1."""
-    return statistics.median(a / b - 1 for a, b in zip(with_report.seconds, without.seconds,
-                                                       strict=True))
+def report_share(with_report: harness.Measured, without: harness.Measured,
+                 cpu: bool = False) -> float:
+    """Median over rounds of time(with) / time(without) - 1 (wall clock, or this
+    process's CPU time: everything runs in this process, and CPU time is less
+    disturbed by other work on a shared machine)."""
+    mine, theirs = ((with_report.cpu_seconds, without.cpu_seconds) if cpu
+                    else (with_report.seconds, without.seconds))
+    return statistics.median(a / b - 1 for a, b in zip(mine, theirs, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"experiments: {n:,} elements in (mirror: 2 results each), {args.repeats} repeats")
     measured = harness.measure(variants, args.repeats)
     targets, lines = [], []
-    for kind in {m.group for m in measured}:
+    for kind in dict.fromkeys(m.group for m in measured):
         without = next(m for m in measured if m.group == kind and m.kind == "beam")
         with_report = next(m for m in measured if m.group == kind and m.kind == "crossinfer")
         share = report_share(with_report, without)
-        lines.append(f"  {kind}: the report adds {100 * share:.1f}% to the A/B pipeline's time")
-        target = harness.target(f"{kind}: report time / A/B time", share, 0.10, op="<=")
+        cpu_share = report_share(with_report, without, cpu=True)
+        lines.append(f"  {kind}: the report adds {100 * share:.1f}% to the A/B pipeline's "
+                     f"wall-clock time, {100 * cpu_share:.1f}% to its CPU time")
+        target = harness.target(f"{kind}: report time / A/B time", share, 0.10, op="<=",
+                                cpu_value=cpu_share)
         target["met"] = share <= 0.10
         targets.append(target)
     harness.report(args.name, vars(args), measured, targets, refs=("beam",),

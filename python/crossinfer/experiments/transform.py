@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -174,6 +175,7 @@ class ReportFromInputs(beam.PTransform):
 
 
 _JOIN_TAG = "join"
+_GLOBAL = GlobalWindow()
 _PAIRS_TAG = "pair_accumulators"
 
 
@@ -186,8 +188,9 @@ def _report(s: ReportSettings,
     pipeline = parts[0][1].pipeline
     accs, joins, pair_accs = [], [], []
     for name, pcoll, read in parts:
+        accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
-            _Accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _PAIRS_TAG, main="accs")
+            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _PAIRS_TAG, main="accs")
         accs.append(out.accs)
         joins.append(out[_JOIN_TAG])
         pair_accs.append(out[_PAIRS_TAG])
@@ -243,13 +246,22 @@ class _Accumulate(beam.DoFn):
         self._pair_fn = PairCombineFn(self._s.metric)
         self._arms: dict[str, str] = {}
         self._n_arms = len(self._s.arm_names)
+        namespace = f"crossinfer/{self._s.name}/report"
+        self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
+        self._joined_counter = Metrics.counter(namespace, "sent_to_join")
 
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
         self._pairs: dict[tuple[Any, str], PairAcc] = {}
         self._held: dict[tuple[Any, str], dict[str, tuple[Any, ...]]] = {}
+        self._paired = self._joined = 0
 
-    def process(self, element: Any, window: Any = beam.DoFn.WindowParam) -> Any:
+    def process(self, element: Any) -> Any:
+        # The global window (batch): no WindowParam, which would make Beam call
+        # process through its slower per-window invoker (_AccumulateWindowed).
+        return self.accumulate(element, _GLOBAL)
+
+    def accumulate(self, element: Any, window: Any) -> Any:
         row = self._read(element) if self._read is not None else element
         arm = self._arms.get(row.path)
         if arm is None:
@@ -269,10 +281,13 @@ class _Accumulate(beam.DoFn):
             self._held[key] = {arm: side}
             return self._unhold() if len(self._held) > _MAX_HELD else ()
         if arm in sides:  # not unique in this bundle: let the join decide
-            return (pvalue.TaggedOutput(_JOIN_TAG, (row.id, side)),)
+            self._joined += 1
+            return (pvalue.TaggedOutput(_JOIN_TAG, WindowedValue(
+                (row.id, side), window.max_timestamp(), (window,))),)
         sides[arm] = side
         if len(sides) == self._n_arms:
             del self._held[key]
+            self._paired += 1
             self._pair(window, sides)
         return ()
 
@@ -286,6 +301,7 @@ class _Accumulate(beam.DoFn):
 
     def _unhold(self) -> Iterator[Any]:
         for (window, id_), sides in self._held.items():
+            self._joined += len(sides)
             for side in sides.values():
                 yield pvalue.TaggedOutput(_JOIN_TAG, WindowedValue(
                     (id_, side), window.max_timestamp(), (window,)))
@@ -299,6 +315,17 @@ class _Accumulate(beam.DoFn):
                 ((self._s.control, other), pair), window.max_timestamp(), (window,)))
         yield from self._unhold()
         self._accs, self._pairs = {}, {}
+        if self._paired:
+            self._paired_counter.inc(self._paired)
+        if self._joined:
+            self._joined_counter.inc(self._joined)
+
+
+class _AccumulateWindowed(_Accumulate):
+    """:class:`_Accumulate` for input in windows other than the global one."""
+
+    def process(self, element: Any, window: Any = beam.DoFn.WindowParam) -> Any:
+        return self.accumulate(element, window)
 
 
 class _AccumulatePairs(beam.DoFn):
