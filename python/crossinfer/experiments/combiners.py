@@ -82,7 +82,7 @@ class ArmAcc:
         return self
 
 
-def moments_of(values: list[float]) -> Moments:
+def moments_of(values: Any) -> Moments:
     """Count, mean and sum of squared deviations of the finite ``values``."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -186,11 +186,29 @@ class PairAcc:
     labeled: int = 0  # pairs with a label in both arms
     agree: int = 0
     flips: Counter[tuple[int, int]] = field(default_factory=Counter)
-    score_diff: Moments = field(default_factory=Moments)
+    score_diff: Moments = field(default_factory=Moments)  # |score other - score control|
     metric_n: int = 0
     only_other: int = 0  # right in the other arm only
     only_control: int = 0
     error_diff: Moments = field(default_factory=Moments)  # |err other| - |err control|
+    # Added since the last compact() (see ArmAcc).
+    new_flips: list[tuple[int, int]] = field(default_factory=list)
+    new_score_diffs: list[float] = field(default_factory=list)
+    new_error_diffs: list[float] = field(default_factory=list)
+
+    def compact(self) -> PairAcc:
+        if self.new_flips:
+            self.flips.update(self.new_flips)
+            self.new_flips = []
+        if self.new_score_diffs:
+            self.score_diff.merge(moments_of(np.abs(self.new_score_diffs)))
+            self.new_score_diffs = []
+        if self.new_error_diffs:
+            diffs = moments_of(self.new_error_diffs)
+            self.metric_n += diffs.n
+            self.error_diff.merge(diffs)
+            self.new_error_diffs = []
+        return self
 
 
 class PairCombineFn(beam.CombineFn):
@@ -204,37 +222,38 @@ class PairCombineFn(beam.CombineFn):
 
     def add_input(self, acc: PairAcc, pair: tuple[tuple[Any, ...], tuple[Any, ...]]) -> PairAcc:
         """``pair``: the element's (control, other) sides, each ``(arm, label,
-        score, value, truth)``."""
-        (_, c_label, c_score, c_value, c_truth), (_, o_label, o_score, o_value, _) = pair
+        score, value, truth)``; per element, so kept to appends and counts."""
+        (_, c_label, c_score, c_value, truth), (_, o_label, o_score, o_value, _) = pair
         acc.pairs += 1
-        if c_label is not None and o_label is not None:
+        labeled = c_label is not None and o_label is not None
+        if labeled:
             acc.labeled += 1
-            acc.agree += c_label == o_label
-            if c_label != o_label:
-                acc.flips[(int(c_label), int(o_label))] += 1
-        cs, os_ = _finite(c_score), _finite(o_score)
-        if cs is not None and os_ is not None:
-            acc.score_diff.add(abs(os_ - cs))
-        truth = _finite(c_truth)
-        if truth is None:
+            if c_label == o_label:
+                acc.agree += 1
+            else:
+                acc.new_flips.append((c_label, o_label))
+        if c_score is not None and o_score is not None:
+            acc.new_score_diffs.append(o_score - c_score)
+        if truth is None or truth - truth != 0:  # no ground truth, or not finite
             return acc
         if self._accuracy:
-            if c_label is not None and o_label is not None:
+            if labeled:
                 acc.metric_n += 1
                 c_right, o_right = c_label == truth, o_label == truth
-                acc.only_other += o_right and not c_right
-                acc.only_control += c_right and not o_right
-        else:
-            cv, ov = _finite(c_value), _finite(o_value)
-            if cv is not None and ov is not None:
-                acc.metric_n += 1
-                acc.error_diff.add(abs(ov - truth) - abs(cv - truth))
+                if c_right != o_right:
+                    if o_right:
+                        acc.only_other += 1
+                    else:
+                        acc.only_control += 1
+        elif c_value is not None and o_value is not None:
+            acc.new_error_diffs.append(abs(o_value - truth) - abs(c_value - truth))
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> PairAcc:
         it = iter(accumulators)
-        out = next(it)
+        out = next(it).compact()
         for acc in it:
+            acc.compact()
             out.pairs += acc.pairs
             out.labeled += acc.labeled
             out.agree += acc.agree
@@ -247,7 +266,7 @@ class PairCombineFn(beam.CombineFn):
         return out
 
     def extract_output(self, acc: PairAcc) -> PairAcc:
-        return acc
+        return acc.compact()
 
 
 class MergeFn(beam.CombineFn):

@@ -312,7 +312,7 @@ class _Accumulate(beam.DoFn):
             yield WindowedValue((arm, acc.compact()), window.max_timestamp(), (window,))
         for (window, other), pair in self._pairs.items():
             yield pvalue.TaggedOutput(_PAIRS_TAG, WindowedValue(
-                ((self._s.control, other), pair), window.max_timestamp(), (window,)))
+                ((self._s.control, other), pair.compact()), window.max_timestamp(), (window,)))
         yield from self._unhold()
         self._accs, self._pairs = {}, {}
         if self._paired:
@@ -360,8 +360,8 @@ class _AccumulatePairs(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for (window, other), acc in self._accs.items():
-            yield WindowedValue(((self._s.control, other), acc), window.max_timestamp(),
-                                (window,))
+            yield WindowedValue(((self._s.control, other), acc.compact()),
+                                window.max_timestamp(), (window,))
         self._accs = {}
 
 
