@@ -15,6 +15,7 @@ FnApiRunner), so a file report and a pipeline report cannot disagree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -128,7 +129,7 @@ def report_main(args: argparse.Namespace) -> int:
                                    args.id_field, True, args.time_field)
     if settings.ground_truth is None and any(r.truth is not None for r, _ in inputs):
         # report rows carry the ground truth already projected, under "truth"
-        settings = ReportSettings(**{**settings.__dict__, "ground_truth": "truth"})
+        settings = dataclasses.replace(settings, ground_truth="truth")
     arms, pairs, windows, window_pairs = run_report(inputs, settings, args.window)
     n_windows = len({a.window_start_ms for a in windows})
     text = summary_text(arms, pairs, windows=max(1, n_windows), alpha=args.alpha,

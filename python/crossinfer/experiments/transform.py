@@ -57,17 +57,23 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> Rep
     """A result row -> :class:`ReportInput`: its ``path``, ``label``, ``score``,
     ``inference`` (the value of a one-value output), the ground-truth and id
     fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
+    # Once per result (the report's only per-element step): the common types first.
     fields = fields_view(row)
+    path = fields.get("path")
     inference = fields.get("inference")
     label = fields.get("label")
+    score = fields.get("score")
+    model_ms = fields.get("model_ms")
+    batch_size = fields.get("batch_size")
     return ReportInput(
-        str(fields.get("path")), False,
+        path if type(path) is str else str(path), False,
         label if label is None or type(label) is int else int(label),
-        _number(fields.get("score")),
+        score if score is None or type(score) is float else _number(score),
         _number(inference[0]) if inference is not None and len(inference) == 1 else None,
         _number(fields.get(ground_truth)) if ground_truth else None,
         _text(fields.get(id_field)) if id_field else None,
-        _floats(fields.get("model_ms")), _ints(fields.get("batch_size")))
+        None if model_ms is None else _floats(model_ms),
+        None if batch_size is None else _ints(batch_size))
 
 
 def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
@@ -98,6 +104,8 @@ class ToReportInput(beam.DoFn):
 def _number(x: Any) -> float | None:
     if type(x) is float:
         return x
+    if type(x) is int:
+        return float(x)
     if x is None or isinstance(x, (str, bytes)):
         return None
     try:
@@ -258,10 +266,13 @@ class _Accumulate(beam.DoFn):
 
     def process(self, element: Any) -> Any:
         # The global window (batch): no WindowParam, which would make Beam call
-        # process through its slower per-window invoker (_AccumulateWindowed).
-        return self.accumulate(element, _GLOBAL)
+        # process through its slower per-window invoker (_AccumulateWindowed),
+        # and None stands for the window in the keys below (GlobalWindow's hash
+        # is Python code; None's is not).
+        return self.accumulate(element, None)
 
     def accumulate(self, element: Any, window: Any) -> Any:
+        """``window``: the element's window, None for the global window."""
         row = self._read(element) if self._read is not None else element
         arm = self._arms.get(row.path)
         if arm is None:
@@ -282,8 +293,7 @@ class _Accumulate(beam.DoFn):
             return self._unhold() if len(self._held) > _MAX_HELD else ()
         if arm in sides:  # not unique in this bundle: let the join decide
             self._joined += 1
-            return (pvalue.TaggedOutput(_JOIN_TAG, WindowedValue(
-                (row.id, side), window.max_timestamp(), (window,))),)
+            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((row.id, side), window)),)
         sides[arm] = side
         if len(sides) == self._n_arms:
             del self._held[key]
@@ -303,22 +313,27 @@ class _Accumulate(beam.DoFn):
         for (window, id_), sides in self._held.items():
             self._joined += len(sides)
             for side in sides.values():
-                yield pvalue.TaggedOutput(_JOIN_TAG, WindowedValue(
-                    (id_, side), window.max_timestamp(), (window,)))
+                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window))
         self._held = {}
 
     def finish_bundle(self) -> Iterator[Any]:
         for (window, arm), acc in self._accs.items():
-            yield WindowedValue((arm, acc.compact()), window.max_timestamp(), (window,))
+            yield _windowed((arm, acc.compact()), window)
         for (window, other), pair in self._pairs.items():
-            yield pvalue.TaggedOutput(_PAIRS_TAG, WindowedValue(
-                ((self._s.control, other), pair.compact()), window.max_timestamp(), (window,)))
+            yield pvalue.TaggedOutput(_PAIRS_TAG, _windowed(
+                ((self._s.control, other), pair.compact()), window))
         yield from self._unhold()
         self._accs, self._pairs = {}, {}
         if self._paired:
             self._paired_counter.inc(self._paired)
         if self._joined:
             self._joined_counter.inc(self._joined)
+
+
+def _windowed(value: Any, window: Any) -> WindowedValue:
+    """``value`` in ``window`` (None: the global window), at the window's end."""
+    window = _GLOBAL if window is None else window
+    return WindowedValue(value, window.max_timestamp(), (window,))
 
 
 class _AccumulateWindowed(_Accumulate):
