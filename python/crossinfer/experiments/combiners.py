@@ -269,21 +269,40 @@ class PairCombineFn(beam.CombineFn):
         return acc.compact()
 
 
-class MergeFn(beam.CombineFn):
-    """Merges accumulators of ``fn`` (what :class:`_Accumulate` emits per
-    bundle) into one per key."""
+class WindowCombineFn(beam.CombineFn):
+    """A window's per-bundle accumulators, tagged ``("arm", arm, ArmAcc)`` or
+    ``("pair", (control, other), PairAcc)`` -> ``({arm: ArmAcc}, {pair: PairAcc})``,
+    one accumulator per arm and pair (merged with :class:`ArmCombineFn` and
+    :class:`PairCombineFn`). Beam lifts it: each bundle sends one on."""
 
-    def __init__(self, fn: beam.CombineFn) -> None:
-        self._fn = fn
+    def __init__(self, metric: str) -> None:
+        self._fns = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric)}
 
-    def create_accumulator(self) -> Any:
-        return self._fn.create_accumulator()
+    def create_accumulator(self) -> dict[str, dict[Any, Any]]:
+        return {"arm": {}, "pair": {}}
 
-    def add_input(self, acc: Any, other: Any) -> Any:
-        return self._fn.merge_accumulators([acc, other])
+    def add_input(self, acc: dict[str, dict[Any, Any]], tagged: tuple[str, Any, Any]
+                  ) -> dict[str, dict[Any, Any]]:
+        kind, key, value = tagged
+        self._merge_into(acc, kind, key, value)
+        return acc
 
-    def merge_accumulators(self, accumulators: Any) -> Any:
-        return self._fn.merge_accumulators(accumulators)
+    def _merge_into(self, acc: dict[str, dict[Any, Any]], kind: str, key: Any, value: Any) -> None:
+        held = acc[kind].get(key)
+        acc[kind][key] = value if held is None else self._fns[kind].merge_accumulators(
+            [held, value])
 
-    def extract_output(self, acc: Any) -> Any:
-        return self._fn.extract_output(acc)
+    def merge_accumulators(self, accumulators: Any) -> dict[str, dict[Any, Any]]:
+        it = iter(accumulators)
+        out = next(it)
+        for acc in it:
+            for kind, values in acc.items():
+                for key, value in values.items():
+                    self._merge_into(out, kind, key, value)
+        return out
+
+    def extract_output(self, acc: dict[str, dict[Any, Any]]) -> dict[str, dict[Any, Any]]:
+        for kind, values in acc.items():
+            for value in values.values():
+                self._fns[kind].extract_output(value)
+        return acc

@@ -9,11 +9,11 @@
 
 The steps: each result and failure row is read as a :class:`ReportInput` and
 added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
-with :class:`ArmCombineFn`; one accumulator per bundle leaves, then Beam
-merges them per key); for a mirror, results are also joined per (window,
-element id) and accumulated per arm pair (:class:`PairCombineFn`). Each
-window's few accumulators are then gathered under one key and turned into rows
-(:class:`_Finish`), where the statistics run (:mod:`crossinfer.experiments.stats`).
+with :class:`ArmCombineFn`; one accumulator per bundle leaves); for a mirror,
+results are also paired per (window, element id) and accumulated per arm pair
+(:class:`PairCombineFn`). A CombinePerKey (:class:`WindowCombineFn`) merges a
+window's accumulators, and :class:`_Finish` turns them into rows, where the
+statistics run (:mod:`crossinfer.experiments.stats`).
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
@@ -34,9 +34,9 @@ from crossinfer.experiments import stats
 from crossinfer.experiments.combiners import (
     ArmAcc,
     ArmCombineFn,
-    MergeFn,
     PairAcc,
     PairCombineFn,
+    WindowCombineFn,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import ReportSettings
@@ -184,7 +184,6 @@ class ReportFromInputs(beam.PTransform):
 
 _JOIN_TAG = "join"
 _GLOBAL = GlobalWindow()
-_PAIRS_TAG = "pair_accumulators"
 
 
 def _report(s: ReportSettings,
@@ -194,29 +193,19 @@ def _report(s: ReportSettings,
     mirror, the join on the id); everything after works on a few accumulators
     per window."""
     pipeline = parts[0][1].pipeline
-    accs, joins, pair_accs = [], [], []
+    accs, joins = [], []
     for name, pcoll, read in parts:
         accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
-            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _PAIRS_TAG, main="accs")
+            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, main="accs")
         accs.append(out.accs)
         joins.append(out[_JOIN_TAG])
-        pair_accs.append(out[_PAIRS_TAG])
-    arms = (accs | "ArmAccumulators" >> beam.Flatten(pipeline=pipeline)
-            | "PerArm" >> beam.CombinePerKey(MergeFn(ArmCombineFn(s.metric)))
-            | "TagArms" >> beam.Map(lambda kv: ("arm", kv[0], kv[1])))
-    tagged = [arms]
     if s.mirror:
-        joined = (joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
-                  | "ById" >> beam.GroupByKey()
-                  | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
-        tagged.append(
-            (*pair_accs, joined) | "PairAccumulators" >> beam.Flatten(pipeline=pipeline)
-            | "PerPair" >> beam.CombinePerKey(MergeFn(PairCombineFn(s.metric)))
-            | "TagPairs" >> beam.Map(lambda kv: ("pair", kv[0], kv[1])))
-    rows = (tuple(tagged) | "Accumulators" >> beam.Flatten(pipeline=pipeline)
-            | "OneKey" >> beam.Map(lambda x: (s.name, x))
-            | "PerWindow" >> beam.GroupByKey()
+        accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
+                    | "ById" >> beam.GroupByKey()
+                    | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
+    rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
+            | "PerWindow" >> beam.CombinePerKey(WindowCombineFn(s.metric))
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
     arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
     arm_rows.element_type = ArmReport
@@ -238,10 +227,10 @@ class _Accumulate(beam.DoFn):
     For a mirror each result's side ``(arm, label, score, value, truth)`` is
     held by (window, id) until the element's other arms arrive in the same
     bundle (a mirror's arms usually run in one fused stage): the pair is
-    accumulated here (``pairs`` output, one accumulator per (window, arm pair)
-    and bundle). Sides still unmatched when the bundle ends, or when more than
-    ``_MAX_HELD`` are held, leave on ``join`` as ``(id, side)`` for the
-    GroupByKey, so pairing works however the runner splits or orders them."""
+    accumulated here (one accumulator per (window, arm pair) and bundle).
+    Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
+    are held, leave on ``join`` as ``(id, side)`` for the GroupByKey, so pairing
+    works however the runner splits or orders them."""
 
     def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
                  join: bool) -> None:
@@ -317,11 +306,11 @@ class _Accumulate(beam.DoFn):
         self._held = {}
 
     def finish_bundle(self) -> Iterator[Any]:
+        name = self._s.name
         for (window, arm), acc in self._accs.items():
-            yield _windowed((arm, acc.compact()), window)
+            yield _windowed((name, ("arm", arm, acc.compact())), window)
         for (window, other), pair in self._pairs.items():
-            yield pvalue.TaggedOutput(_PAIRS_TAG, _windowed(
-                ((self._s.control, other), pair.compact()), window))
+            yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
         yield from self._unhold()
         self._accs, self._pairs = {}, {}
         if self._paired:
@@ -375,8 +364,8 @@ class _AccumulatePairs(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for (window, other), acc in self._accs.items():
-            yield WindowedValue(((self._s.control, other), acc.compact()),
-                                window.max_timestamp(), (window,))
+            yield _windowed((self._s.name, ("pair", (self._s.control, other), acc.compact())),
+                            window)
         self._accs = {}
 
 
@@ -394,13 +383,8 @@ class _Finish(beam.DoFn):
 
     def process(self, kv: Any, window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
         s = self._s
-        arms: dict[str, ArmAcc] = {}
-        pairs: dict[tuple[str, str], PairAcc] = {}
-        for kind, key, acc in kv[1]:
-            if kind == "arm":
-                arms[key] = acc
-            else:
-                pairs[tuple(key)] = acc
+        arms: dict[str, ArmAcc] = kv[1]["arm"]
+        pairs: dict[tuple[str, str], PairAcc] = kv[1]["pair"]
         start, end = _window_ms(window)
         unrouted = arms.pop(_UNROUTED, ArmAcc()).failures
         accs = {name: arms.get(name, ArmAcc()) for name in s.arm_names}
