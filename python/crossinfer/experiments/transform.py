@@ -243,6 +243,7 @@ class _Accumulate(beam.DoFn):
         self._pair_fn = PairCombineFn(self._s.metric)
         self._arms: dict[str, str] = {}
         self._n_arms = len(self._s.arm_names)
+        self._control, self._others = self._s.control, self._s.others  # once, not per pair
         namespace = f"crossinfer/{self._s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
@@ -250,7 +251,8 @@ class _Accumulate(beam.DoFn):
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
         self._pairs: dict[tuple[Any, str], PairAcc] = {}
-        self._held: dict[tuple[Any, str], dict[str, tuple[Any, ...]]] = {}
+        # (window, id), or the id alone in the global window
+        self._held: dict[Any, dict[str, tuple[Any, ...]]] = {}
         self._paired = self._joined = 0
 
     def process(self, element: Any) -> Any:
@@ -275,7 +277,7 @@ class _Accumulate(beam.DoFn):
         if not self._join or row.failed or row.id is None or arm == _UNROUTED:
             return ()
         side = (arm, row.label, row.score, row.value, row.truth)
-        key = (window, row.id)
+        key = row.id if window is None else (window, row.id)
         sides = self._held.get(key)
         if sides is None:
             self._held[key] = {arm: side}
@@ -291,15 +293,16 @@ class _Accumulate(beam.DoFn):
         return ()
 
     def _pair(self, window: Any, sides: dict[str, tuple[Any, ...]]) -> None:
-        control = sides[self._s.control]
-        for other in self._s.others:
+        control = sides[self._control]
+        for other in self._others:
             acc = self._pairs.get((window, other))
             if acc is None:
                 acc = self._pairs[(window, other)] = PairAcc()
             self._pair_fn.add_input(acc, (control, sides[other]))
 
     def _unhold(self) -> Iterator[Any]:
-        for (window, id_), sides in self._held.items():
+        for key, sides in self._held.items():
+            window, id_ = (None, key) if type(key) is str else key
             self._joined += len(sides)
             for side in sides.values():
                 yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window))
@@ -342,6 +345,7 @@ class _AccumulatePairs(beam.DoFn):
 
     def setup(self) -> None:
         self._fn = PairCombineFn(self._s.metric)
+        self._control, self._others = self._s.control, self._s.others
 
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], PairAcc] = {}
@@ -351,10 +355,10 @@ class _AccumulatePairs(beam.DoFn):
         by_arm: dict[str, tuple[Any, ...] | None] = {}
         for side in kv[1]:
             by_arm[side[0]] = None if side[0] in by_arm else side
-        control = by_arm.get(self._s.control)
+        control = by_arm.get(self._control)
         if control is None:
             return
-        for other in self._s.others:
+        for other in self._others:
             side = by_arm.get(other)
             if side is not None:
                 acc = self._accs.get((window, other))
