@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 DEMO_DIR := .work/demo_models
 
-.PHONY: demo demo-python test venv lint test-python test-java prism examples bench clean
+.PHONY: demo demo-python test venv lint test-python test-java prism browser examples bench clean
 
 ## venv: the project's virtual environment in .venv (uv from PyPI installs from its cache in seconds)
 venv: $(VENV)/.installed
@@ -32,8 +32,15 @@ test: lint test-python test-java
 lint: venv
 	$(PY) -m ruff check python tests examples/python $(wildcard bench)
 
-test-python: venv
+test-python: venv browser
 	$(PY) -m pytest -q tests
+
+## browser: Debian's chromium, which renders the experiment report's HTML in a test (apt-get as
+## root when missing; elsewhere the test is skipped, saying so, except in CI where it fails)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed (needs root and apt-get): the HTML rendering test is skipped"
 
 ## prism: Beam's Prism runner from the Go module proxy, into .tools/bin (cached in ~/.cache/crossinfer)
 prism:
@@ -45,7 +52,7 @@ test-java: venv prism
 
 ## examples: run every Python example
 examples: venv
-	for f in ab_and_sequence keyed streaming; do echo "== examples/python/$$f.py"; $(PY) examples/python/$$f.py || exit 1; done
+	for f in ab_and_sequence keyed streaming experiment_streaming; do echo "== examples/python/$$f.py"; $(PY) examples/python/$$f.py || exit 1; done
 
 ## bench: every benchmark side by side (not a test: prints ratios, writes bench/results/*.json + chart.png)
 bench: venv

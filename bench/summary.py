@@ -11,9 +11,9 @@ import sys
 from bench.harness import RESULTS
 
 ORDER = ("single_model", "single_model_per_element", "xlang", "patterns", "keyed", "ragged",
-         "ragged_held", "gpu")
-REFS = {"keyed": ("beam", "beam-nogbk"), "ragged": ("equal",), "gpu": ("raw",),
-        "xlang": ("raw", "beam", "python")}
+         "ragged_held", "experiments", "gpu")
+REFS = {"experiments": ("beam",), "keyed": ("beam", "beam-nogbk"), "ragged": ("equal",),
+        "gpu": ("raw",), "xlang": ("raw", "beam", "python")}
 #: Facts shown as a column where a results file records them.
 FACTS = {"model_loads": "model loads", "full_collections": "full collections"}
 

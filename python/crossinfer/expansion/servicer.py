@@ -33,6 +33,7 @@ from apache_beam.transforms.environments import Environment
 from crossinfer.expansion import transport
 from crossinfer.expansion.admission import Admission, Busy, TimedOut, check_deadline, count_nodes
 from crossinfer.expansion.payload import Payload, PayloadError, decode_payload
+from crossinfer.expansion.report import REPORT_URN, plan_report
 from crossinfer.expansion.schemas import (
     InputSchemaError,
     check_input_schema,
@@ -68,7 +69,7 @@ class Plan:
 
 
 def unknown_urn_message(urn: str) -> str:
-    ours = ", ".join(p.urn for p in PATTERNS)
+    ours = ", ".join([*(p.urn for p in PATTERNS), REPORT_URN])
     note = ""
     if urn.startswith(_FQN_URN) or "fully_qualified" in urn:
         note = " (Beam's fully-qualified-name transform is not exposed: this service runs no " \
@@ -98,6 +99,9 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
     """
     limits = limits or SpecLimits()
     urn = request.transform.spec.urn
+    if urn == REPORT_URN:  # the experiment report (crossinfer.expansion.report)
+        clean_request, report = plan_report(request, limits)
+        return Plan(urn, clean_request, report)
     pattern = pattern_for_urn(urn)
     if pattern is None:
         raise RequestRefused(unknown_urn_message(urn))
@@ -266,16 +270,21 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
                   context: Any) -> beam_expansion_api_pb2.ExpansionResponse:
         """Decode the payload (cheap, bounded), then expand in the spec's lane."""
         deadline = self._admission.deadline(context)
-        try:
-            payload = decode(request, self._limits)
-        except _USER_ERRORS as exc:
-            return beam_expansion_api_pb2.ExpansionResponse(error=ERROR_PREFIX + str(exc))
-        with self._admission.slot(count_nodes(payload.spec), deadline):
+        payload: Payload | None = None
+        if request.transform.spec.urn != REPORT_URN:  # a report's payload is its own
+            try:
+                payload = decode(request, self._limits)
+            except _USER_ERRORS as exc:
+                return beam_expansion_api_pb2.ExpansionResponse(error=ERROR_PREFIX + str(exc))
+        # A report expands a fixed, small graph whatever its spec: the small lane.
+        nodes = count_nodes(payload.spec) if payload is not None else 1
+        with self._admission.slot(nodes, deadline):
             check_deadline(deadline, "while it waited")
             return self._expand(request, context, payload, deadline)
 
     def _expand(self, request: beam_expansion_api_pb2.ExpansionRequest, context: Any,
-                payload: Payload, deadline: float) -> beam_expansion_api_pb2.ExpansionResponse:
+                payload: Payload | None, deadline: float
+                ) -> beam_expansion_api_pb2.ExpansionResponse:
         try:
             prepared_plan = plan(request, self._policy, self._files, self._limits, payload)
         except _USER_ERRORS as exc:

@@ -73,6 +73,8 @@ def register_urns() -> None:
     """Register our URNs with Beam's PTransform registry (idempotent)."""
     global _registered
     if not _registered:
-        for pattern in PATTERNS:
-            beam.PTransform.register_urn(pattern.urn, None, _from_runner_api)
+        from crossinfer.expansion.report import REPORT_URN
+
+        for urn in (*(pattern.urn for pattern in PATTERNS), REPORT_URN):
+            beam.PTransform.register_urn(urn, None, _from_runner_api)
         _registered = True

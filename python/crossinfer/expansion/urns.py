@@ -42,7 +42,11 @@ AB_TEST_URN = PATTERNS[1].urn
 SEQUENCE_URN = PATTERNS[2].urn
 KEYED_URN = PATTERNS[3].urn
 
-#: The output tags of every crossinfer transform.
+#: The experiment report (crossinfer.expansion.report): report input rows in,
+#: ``arms`` and ``pairs`` out.
+REPORT_URN = f"{URN_PREFIX}experiment_report:{VERSION}"
+
+#: The output tags of every crossinfer inference transform.
 RESULTS_TAG = "results"
 FAILURES_TAG = "failures"
 

@@ -54,26 +54,7 @@ final class Expander {
                 specJson, io.featuresField, io.keyField, input.getSchema())
             : ExpansionPayload.encode(specJson, io.featuresField, io.keyField);
     PCollection<Row> sent = batches ? BatchTransport.pack(input, featuresField, keyField) : input;
-    PCollectionTuple outputs;
-    PortablePipelineOptions portable =
-        input.getPipeline().getOptions().as(PortablePipelineOptions.class);
-    boolean loopbackPlaceholder = needsLoopbackPlaceholder(portable);
-    try {
-      if (loopbackPlaceholder) {
-        portable.setDefaultEnvironmentConfig(LOOPBACK_PLACEHOLDER);
-      }
-      outputs =
-          sent.apply(
-              "Expand " + urn,
-              External.<PCollection<Row>, Row>of(urn, payload, address, CLIENTS)
-                  .withMultiOutputs());
-    } catch (RuntimeException e) {
-      throw translate(e, description, address);
-    } finally {
-      if (loopbackPlaceholder) {
-        portable.setDefaultEnvironmentConfig(null);
-      }
-    }
+    PCollectionTuple outputs = external(sent, urn, payload, address, description);
     for (String tag : List.of(InferenceResult.RESULTS_TAG, InferenceResult.FAILURES_TAG)) {
       if (!outputs.has(tag)) {
         throw new CrossinferException(
@@ -95,7 +76,32 @@ final class Expander {
       results = BatchTransport.unpackResults(results, input.getSchema());
       failures = BatchTransport.unpackFailures(failures, input.getSchema());
     }
-    return new InferenceResult(input.getPipeline(), results, failures);
+    return new InferenceResult(input.getPipeline(), results, failures, specJson, address);
+  }
+
+  /**
+   * Expands {@code urn} with {@code payload} at the service at {@code address} over {@code input},
+   * translating the service's refusals into {@link ExpansionException}s.
+   */
+  static PCollectionTuple external(
+      PCollection<Row> input, String urn, byte[] payload, String address, String description) {
+    PortablePipelineOptions portable =
+        input.getPipeline().getOptions().as(PortablePipelineOptions.class);
+    boolean loopbackPlaceholder = needsLoopbackPlaceholder(portable);
+    try {
+      if (loopbackPlaceholder) {
+        portable.setDefaultEnvironmentConfig(LOOPBACK_PLACEHOLDER);
+      }
+      return input.apply(
+          "Expand " + urn,
+          External.<PCollection<Row>, Row>of(urn, payload, address, CLIENTS).withMultiOutputs());
+    } catch (RuntimeException e) {
+      throw translate(e, description, address);
+    } finally {
+      if (loopbackPlaceholder) {
+        portable.setDefaultEnvironmentConfig(null);
+      }
+    }
   }
 
   /**

@@ -61,6 +61,32 @@ final class ExpansionPayload {
             .build());
   }
 
+  /**
+   * The payload of the experiment report URN: {@code spec} (STRING), {@code ground_truth}, {@code
+   * metric}, {@code control} (nullable STRING) and {@code confidence} (nullable DOUBLE).
+   */
+  static byte[] encodeReport(
+      String specJson,
+      @Nullable String groundTruth,
+      @Nullable String metric,
+      @Nullable String control,
+      @Nullable Double confidence) {
+    Schema schema =
+        Schema.builder()
+            .addStringField("spec")
+            .addNullableField("ground_truth", Schema.FieldType.STRING)
+            .addNullableField("metric", Schema.FieldType.STRING)
+            .addNullableField("control", Schema.FieldType.STRING)
+            .addNullableField("confidence", Schema.FieldType.DOUBLE)
+            .build();
+    schema.setUUID(UUID.randomUUID());
+    return encode(
+        schema,
+        Row.withSchema(schema)
+            .addValues(specJson, groundTruth, metric, control, confidence)
+            .build());
+  }
+
   private static byte[] encode(Schema schema, Row row) {
     try {
       return ExternalConfigurationPayload.newBuilder()

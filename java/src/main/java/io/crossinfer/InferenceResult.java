@@ -38,7 +38,7 @@ import org.apache.beam.sdk.values.TupleTag;
  *     .via(row -> row.getString("node") + ": " + row.getString("error")));
  * }</pre>
  */
-public final class InferenceResult implements POutput {
+public final class InferenceResult implements PInput, POutput {
   /** Output tag of the results, as named by the wire contract. */
   public static final String RESULTS_TAG = "results";
   /** Output tag of the failures, as named by the wire contract. */
@@ -68,11 +68,39 @@ public final class InferenceResult implements POutput {
   private final Pipeline pipeline;
   private final PCollection<Row> output;
   private final PCollection<Row> failures;
+  private final String specJson;
+  private final String expansionService;
 
-  InferenceResult(Pipeline pipeline, PCollection<Row> output, PCollection<Row> failures) {
+  InferenceResult(
+      Pipeline pipeline,
+      PCollection<Row> output,
+      PCollection<Row> failures,
+      String specJson,
+      String expansionService) {
     this.pipeline = pipeline;
     this.output = output;
     this.failures = failures;
+    this.specJson = specJson;
+    this.expansionService = expansionService;
+  }
+
+  /** The spec document the results came from (JSON), e.g. for {@link ExperimentReport}. */
+  public String specJson() {
+    return specJson;
+  }
+
+  /** The address of the expansion service that expanded the transform. */
+  public String expansionService() {
+    return expansionService;
+  }
+
+  /**
+   * Applies a transform that reads both outputs, e.g. {@code result.apply("Report",
+   * ExperimentReport.of(result).withGroundTruth("digit"))}.
+   */
+  public <OutputT extends POutput> OutputT apply(
+      String name, PTransform<InferenceResult, OutputT> transform) {
+    return Pipeline.applyTransform(name, this, transform);
   }
 
   /** The inferred rows. */

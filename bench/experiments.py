@@ -1,0 +1,110 @@
+"""Benchmark 6: the experiment report's cost, as a share of the A/B pipeline's time.
+
+Side by side in one run, on the same synthetic rows and torch MLPs as
+``bench.patterns`` (``ab-split``: a seeded random 50/50 split; ``ab-mirror``:
+every element to both arms):
+
+* ``A/B``: ``Synthetic(n) | ABTest`` (results and failures counted);
+* ``A/B + report``: the same pipeline plus ``ExperimentReport`` on its
+  outputs, with a ground truth (the ``id`` field: the comparisons cost the same
+  whatever the values) and, for the mirror, the join on ``id``.
+
+The report's cost share is ``time(A/B + report) / time(A/B) - 1``, the median
+of the per-round values (issue 18's goal: <= 10% on 100,000 rows).
+
+    python -m bench.experiments --elements 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+import apache_beam as beam
+
+import crossinfer as ci
+from bench import harness
+from bench.harness import Variant
+from bench.models import prepare
+from bench.patterns import crossinfer_spec
+from bench.pipelines import Synthetic, check, count, run, warm_data
+from crossinfer.experiments import ExperimentReport
+
+KINDS = ("ab-split", "ab-mirror")
+
+
+def pipeline(kind: str, models: Any, n: int, report: bool) -> Any:
+    spec = crossinfer_spec(kind, models)
+    out_count = 2 * n if kind == "ab-mirror" else n
+
+    def build(p: beam.Pipeline) -> None:
+        out = p | Synthetic(n) | ci.ABTest(spec)
+        count(out.results, "out")
+        count(out.failures, "failed")
+        if report:
+            rows = out | ExperimentReport(spec, ground_truth="id", id_field="id")
+            count(rows.arms, "arms")
+
+    def once() -> dict[str, Any]:
+        got = check(run(build), out_count, "out", "failed")
+        if got["failed"]:
+            raise RuntimeError(f"crossinfer reported {got['failed']} failures")
+        return {"failures": 0}
+
+    return once
+
+
+def report_share(with_report: harness.Measured, without: harness.Measured,
+                 cpu: bool = False) -> float:
+    """Median over rounds of time(with) / time(without) - 1 (wall clock, or this
+    process's CPU time: everything runs in this process, and CPU time is less
+    disturbed by other work on a shared machine)."""
+    mine, theirs = ((with_report.cpu_seconds, without.cpu_seconds) if cpu
+                    else (with_report.seconds, without.seconds))
+    return statistics.median(a / b - 1 for a, b in zip(mine, theirs, strict=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--elements", type=int, default=100_000)
+    parser.add_argument("--patterns", default=",".join(KINDS))
+    harness.common_args(parser, "experiments")
+    args = parser.parse_args(argv)
+    harness.apply_threads(args.threads)
+    models = prepare()
+    n = args.elements
+    warm_data(n)
+    variants: list[Variant] = []
+    for kind in [k for k in args.patterns.split(",") if k]:
+        out = 2 * n if kind == "ab-mirror" else n
+        variants += [
+            Variant("A/B", kind, out, pipeline(kind, models, n, False), "beam",
+                    warm=pipeline(kind, models, 2_000, False)),
+            Variant("A/B + ExperimentReport", kind, out, pipeline(kind, models, n, True),
+                    "crossinfer", warm=pipeline(kind, models, 2_000, True)),
+        ]
+    print(f"experiments: {n:,} elements in (mirror: 2 results each), {args.repeats} repeats")
+    measured = harness.measure(variants, args.repeats)
+    targets, lines = [], []
+    for kind in dict.fromkeys(m.group for m in measured):
+        without = next(m for m in measured if m.group == kind and m.kind == "beam")
+        with_report = next(m for m in measured if m.group == kind and m.kind == "crossinfer")
+        share = report_share(with_report, without)
+        cpu_share = report_share(with_report, without, cpu=True)
+        lines.append(f"  {kind}: the report adds {100 * share:.1f}% to the A/B pipeline's "
+                     f"wall-clock time, {100 * cpu_share:.1f}% to its CPU time")
+        target = harness.target(f"{kind}: report time / A/B time", share, 0.10, op="<=",
+                                cpu_value=cpu_share)
+        target["met"] = share <= 0.10
+        targets.append(target)
+    harness.report(args.name, vars(args), measured, targets, refs=("beam",),
+                   details="report cost (median of per-round shares):\n" + "\n".join(lines),
+                   targets_heading="targets (issue 18: the report costs <= 10% of the A/B "
+                                   "pipeline):")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Beam CombineFns: what the report keeps per (window, arm) and per (window, arm pair).
+
+Accumulators hold counts, :class:`~crossinfer.experiments.stats.Moments` and,
+for latency, DDSketches: a few kilobytes per arm whatever the traffic, merged
+exactly (counts, moments) or within 1% relative error (latency quantiles), so
+the report runs in parallel and per window like any Beam combiner.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from ddsketch import DDSketch
+
+from crossinfer.experiments.schema import ReportInput
+from crossinfer.experiments.stats import Moments
+
+#: Relative accuracy of latency quantiles (DDSketch's guarantee).
+LATENCY_RELATIVE_ACCURACY = 0.01
+#: Model stages tracked per route (bounds the accumulator; deeper stages are ignored).
+MAX_STAGES = 16
+
+
+def _sketch() -> DDSketch:
+    return DDSketch(relative_accuracy=LATENCY_RELATIVE_ACCURACY)
+
+
+@dataclass
+class StageAcc:
+    """One model stage: per-element model time, and the batch sizes elements were in."""
+
+    ms: DDSketch = field(default_factory=_sketch)
+    batch_n: int = 0
+    batch_sum: int = 0
+    batch_max: int = 0
+
+    def merge(self, other: StageAcc) -> None:
+        self.ms.merge(other.ms)
+        self.batch_n += other.batch_n
+        self.batch_sum += other.batch_sum
+        self.batch_max = max(self.batch_max, other.batch_max)
+
+
+@dataclass
+class ArmAcc:
+    results: int = 0
+    failures: int = 0
+    labels: Counter[int] = field(default_factory=Counter)
+    score: Moments = field(default_factory=Moments)
+    metric_n: int = 0
+    correct: int = 0
+    abs_error: Moments = field(default_factory=Moments)
+    latency: DDSketch | None = None
+    stages: list[StageAcc] = field(default_factory=list)
+    # Values added since the last compact(): appended per element (cheap), folded
+    # into the counts, moments and sketches above once per bundle, with numpy.
+    new_labels: list[int] = field(default_factory=list)
+    new_scores: list[float] = field(default_factory=list)
+    new_errors: list[float] = field(default_factory=list)
+    new_timing: list[tuple[Any, Any]] = field(default_factory=list)
+
+    def compact(self) -> ArmAcc:
+        """Fold the values added since the last call into the summaries."""
+        if self.new_labels:
+            self.labels.update(self.new_labels)
+            self.new_labels = []
+        if self.new_scores:
+            self.score.merge(moments_of(self.new_scores))
+            self.new_scores = []
+        if self.new_errors:
+            errors = moments_of(self.new_errors)
+            self.metric_n += errors.n
+            self.abs_error.merge(errors)
+            self.new_errors = []
+        for model_ms, batch_size in self.new_timing:
+            _add_timing(self, model_ms, batch_size or ())
+        self.new_timing = []
+        return self
+
+
+def moments_of(values: Any) -> Moments:
+    """Count, mean and sum of squared deviations of the finite ``values``."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return Moments()
+    mean = float(x.mean())
+    return Moments(int(x.size), mean, float(np.square(x - mean).sum()))
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and abs(f) != float("inf") else None
+
+
+class ArmCombineFn(beam.CombineFn):
+    """ReportInput rows of one arm -> :class:`ArmAcc`."""
+
+    def __init__(self, metric: str) -> None:
+        self._accuracy = metric == "accuracy"
+
+    def create_accumulator(self) -> ArmAcc:
+        return ArmAcc()
+
+    def add_input(self, acc: ArmAcc, row: ReportInput) -> ArmAcc:
+        """Per element, so kept to appends and counts (``compact`` does the rest)."""
+        if row.failed:
+            acc.failures += 1
+            return acc
+        acc.results += 1
+        label = row.label
+        if label is not None:
+            acc.new_labels.append(label)
+        if row.score is not None:
+            acc.new_scores.append(row.score)
+        truth = row.truth
+        if truth is not None and truth - truth == 0:  # finite (NaN - NaN, inf - inf are NaN)
+            if self._accuracy:
+                if label is not None:
+                    acc.metric_n += 1
+                    acc.correct += label == truth
+            elif row.value is not None:
+                acc.new_errors.append(abs(row.value - truth))
+        if row.model_ms:
+            acc.new_timing.append((row.model_ms, row.batch_size))
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> ArmAcc:
+        it = iter(accumulators)
+        out = next(it).compact()
+        for acc in it:
+            acc.compact()
+            out.results += acc.results
+            out.failures += acc.failures
+            out.labels.update(acc.labels)
+            out.score.merge(acc.score)
+            out.metric_n += acc.metric_n
+            out.correct += acc.correct
+            out.abs_error.merge(acc.abs_error)
+            if acc.latency is not None:
+                if out.latency is None:
+                    out.latency = acc.latency
+                else:
+                    out.latency.merge(acc.latency)
+            for i, stage in enumerate(acc.stages):
+                if i < len(out.stages):
+                    out.stages[i].merge(stage)
+                else:
+                    out.stages.append(stage)
+        return out
+
+    def extract_output(self, acc: ArmAcc) -> ArmAcc:
+        return acc.compact()
+
+
+def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any) -> None:
+    times = [_finite(t) for t in list(model_ms)[:MAX_STAGES]]
+    if any(t is None or t < 0 for t in times):
+        return  # a malformed timing is left out rather than skewing the quantiles
+    if acc.latency is None:
+        acc.latency = _sketch()
+    acc.latency.add(sum(times))  # type: ignore[arg-type]
+    sizes = list(batch_size)[:MAX_STAGES]
+    while len(acc.stages) < len(times):
+        acc.stages.append(StageAcc())
+    for i, t in enumerate(times):
+        stage = acc.stages[i]
+        stage.ms.add(t)
+        if i < len(sizes) and sizes[i] is not None and int(sizes[i]) > 0:
+            size = int(sizes[i])
+            stage.batch_n += 1
+            stage.batch_sum += size
+            stage.batch_max = max(stage.batch_max, size)
+
+
+@dataclass
+class PairAcc:
+    pairs: int = 0
+    labeled: int = 0  # pairs with a label in both arms
+    agree: int = 0
+    flips: Counter[tuple[int, int]] = field(default_factory=Counter)
+    score_diff: Moments = field(default_factory=Moments)  # |score other - score control|
+    metric_n: int = 0
+    only_other: int = 0  # right in the other arm only
+    only_control: int = 0
+    error_diff: Moments = field(default_factory=Moments)  # |err other| - |err control|
+    # Added since the last compact() (see ArmAcc).
+    new_flips: list[tuple[int, int]] = field(default_factory=list)
+    new_score_diffs: list[float] = field(default_factory=list)
+    new_error_diffs: list[float] = field(default_factory=list)
+
+    def compact(self) -> PairAcc:
+        if self.new_flips:
+            self.flips.update(self.new_flips)
+            self.new_flips = []
+        if self.new_score_diffs:
+            self.score_diff.merge(moments_of(np.abs(self.new_score_diffs)))
+            self.new_score_diffs = []
+        if self.new_error_diffs:
+            diffs = moments_of(self.new_error_diffs)
+            self.metric_n += diffs.n
+            self.error_diff.merge(diffs)
+            self.new_error_diffs = []
+        return self
+
+
+class PairCombineFn(beam.CombineFn):
+    """The (control, other) sides of one element -> :class:`PairAcc`."""
+
+    def __init__(self, metric: str) -> None:
+        self._accuracy = metric == "accuracy"
+
+    def create_accumulator(self) -> PairAcc:
+        return PairAcc()
+
+    def add_input(self, acc: PairAcc, pair: tuple[tuple[Any, ...], tuple[Any, ...]]) -> PairAcc:
+        """``pair``: the element's (control, other) sides, each ``(arm, label,
+        score, value, truth)``; per element, so kept to appends and counts."""
+        (_, c_label, c_score, c_value, truth), (_, o_label, o_score, o_value, _) = pair
+        acc.pairs += 1
+        labeled = c_label is not None and o_label is not None
+        if labeled:
+            acc.labeled += 1
+            if c_label == o_label:
+                acc.agree += 1
+            else:
+                acc.new_flips.append((c_label, o_label))
+        if c_score is not None and o_score is not None:
+            acc.new_score_diffs.append(o_score - c_score)
+        if truth is None or truth - truth != 0:  # no ground truth, or not finite
+            return acc
+        if self._accuracy:
+            if labeled:
+                acc.metric_n += 1
+                c_right, o_right = c_label == truth, o_label == truth
+                if c_right != o_right:
+                    if o_right:
+                        acc.only_other += 1
+                    else:
+                        acc.only_control += 1
+        elif c_value is not None and o_value is not None:
+            acc.new_error_diffs.append(abs(o_value - truth) - abs(c_value - truth))
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> PairAcc:
+        it = iter(accumulators)
+        out = next(it).compact()
+        for acc in it:
+            acc.compact()
+            out.pairs += acc.pairs
+            out.labeled += acc.labeled
+            out.agree += acc.agree
+            out.flips.update(acc.flips)
+            out.score_diff.merge(acc.score_diff)
+            out.metric_n += acc.metric_n
+            out.only_other += acc.only_other
+            out.only_control += acc.only_control
+            out.error_diff.merge(acc.error_diff)
+        return out
+
+    def extract_output(self, acc: PairAcc) -> PairAcc:
+        return acc.compact()
+
+
+class WindowCombineFn(beam.CombineFn):
+    """A window's per-bundle accumulators, tagged ``("arm", arm, ArmAcc)`` or
+    ``("pair", (control, other), PairAcc)`` -> ``({arm: ArmAcc}, {pair: PairAcc})``,
+    one accumulator per arm and pair (merged with :class:`ArmCombineFn` and
+    :class:`PairCombineFn`). Beam lifts it: each bundle sends one on."""
+
+    def __init__(self, metric: str) -> None:
+        self._fns = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric)}
+
+    def create_accumulator(self) -> dict[str, dict[Any, Any]]:
+        return {"arm": {}, "pair": {}}
+
+    def add_input(self, acc: dict[str, dict[Any, Any]], tagged: tuple[str, Any, Any]
+                  ) -> dict[str, dict[Any, Any]]:
+        kind, key, value = tagged
+        self._merge_into(acc, kind, key, value)
+        return acc
+
+    def _merge_into(self, acc: dict[str, dict[Any, Any]], kind: str, key: Any, value: Any) -> None:
+        held = acc[kind].get(key)
+        acc[kind][key] = value if held is None else self._fns[kind].merge_accumulators(
+            [held, value])
+
+    def merge_accumulators(self, accumulators: Any) -> dict[str, dict[Any, Any]]:
+        it = iter(accumulators)
+        out = next(it)
+        for acc in it:
+            for kind, values in acc.items():
+                for key, value in values.items():
+                    self._merge_into(out, kind, key, value)
+        return out
+
+    def extract_output(self, acc: dict[str, dict[Any, Any]]) -> dict[str, dict[Any, Any]]:
+        for kind, values in acc.items():
+            for value in values.values():
+                self._fns[kind].extract_output(value)
+        return acc

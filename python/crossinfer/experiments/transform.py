@@ -1,0 +1,492 @@
+"""ExperimentReport: an A/B or mirror result in, report rows per window out.
+
+::
+
+    out = rows | ci.ABTest(experiment)
+    report = out | ExperimentReport(experiment, ground_truth="label_true")
+    report.arms   # PCollection[ArmReport]: one per (window, arm)
+    report.pairs  # PCollection[PairReport]: one per (window, control, other arm)
+
+The steps: each result and failure row is read as a :class:`ReportInput` and
+added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
+with :class:`ArmCombineFn`; one accumulator per bundle leaves); for a mirror,
+results are also paired per (window, element id) and accumulated per arm pair
+(:class:`PairCombineFn`). A CombinePerKey (:class:`WindowCombineFn`) merges a
+window's accumulators, and :class:`_Finish` turns them into rows, where the
+statistics run (:mod:`crossinfer.experiments.stats`).
+The service's report URN runs the same :class:`ReportFromInputs` on rows a
+client already projected.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from crossinfer.experiments import stats
+from crossinfer.experiments.combiners import (
+    ArmAcc,
+    ArmCombineFn,
+    PairAcc,
+    PairCombineFn,
+    WindowCombineFn,
+)
+from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
+from crossinfer.experiments.settings import ReportSettings
+from crossinfer.rows import fields_view
+
+PAIRS_TAG = "pairs"
+ARMS_TAG = "arms"
+#: The key of rows that reached no arm (failures of malformed input, say).
+_UNROUTED = ""
+
+
+class ReportOutputs(NamedTuple):
+    arms: beam.PCollection  # of ArmReport
+    pairs: beam.PCollection  # of PairReport
+
+
+def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+    """A result row -> :class:`ReportInput`: its ``path``, ``label``, ``score``,
+    ``inference`` (the value of a one-value output), the ground-truth and id
+    fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
+    # Once per result (the report's only per-element step): the common types first.
+    fields = fields_view(row)
+    path = fields.get("path")
+    inference = fields.get("inference")
+    label = fields.get("label")
+    score = fields.get("score")
+    model_ms = fields.get("model_ms")
+    batch_size = fields.get("batch_size")
+    return ReportInput(
+        path if type(path) is str else str(path), False,
+        label if label is None or type(label) is int else int(label),
+        score if score is None or type(score) is float else _number(score),
+        _number(inference[0]) if inference is not None and len(inference) == 1 else None,
+        _number(fields.get(ground_truth)) if ground_truth else None,
+        _text(fields.get(id_field)) if id_field else None,
+        None if model_ms is None else _floats(model_ms),
+        None if batch_size is None else _ints(batch_size))
+
+
+def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+    """A failure row -> :class:`ReportInput`: its ``node`` as the path, the
+    ground-truth and id fields of its ``element``."""
+    fields = fields_view(row)
+    try:
+        source = fields_view(fields.get("element"))
+    except TypeError:
+        source = {}
+    return ReportInput(str(fields.get("node")), True, None, None, None,
+                       _number(source.get(ground_truth)) if ground_truth else None,
+                       _text(source.get(id_field)) if id_field else None, None, None)
+
+
+class ToReportInput(beam.DoFn):
+    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`."""
+
+    def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool) -> None:
+        self._truth = ground_truth
+        self._id = id_field
+        self._read = read_failure if failed else read_result
+
+    def process(self, row: Any) -> Iterator[ReportInput]:
+        yield self._read(row, self._truth, self._id)
+
+
+def _number(x: Any) -> float | None:
+    if type(x) is float:
+        return x
+    if type(x) is int:
+        return float(x)
+    if x is None or isinstance(x, (str, bytes)):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(x: Any) -> str | None:
+    return None if x is None else str(x)
+
+
+def _floats(xs: Any) -> list[float] | None:
+    if xs is None:
+        return None
+    try:
+        return [float(x) for x in xs]
+    except (TypeError, ValueError):
+        return None
+
+
+def _ints(xs: Any) -> list[int] | None:
+    if xs is None:
+        return None
+    try:
+        return [int(x) for x in xs]
+    except (TypeError, ValueError):
+        return None
+
+
+class ExperimentReport(beam.PTransform):
+    """The experiment report over an A/B or mirror result.
+
+    Args:
+      experiment: the A/B spec the results came from (an ``ABTestNode``, an
+        ``InferenceSpec``, JSON text or a dict), or ready
+        :class:`ReportSettings`.
+      **settings: :class:`ReportSettings` fields (``ground_truth``,
+        ``id_field``, ``metric``, ``control``, ``confidence``).
+
+    Input: an :class:`~crossinfer.patterns.InferenceOutputs` (``results``,
+    ``failures``), in any windowing. Output: :class:`ReportOutputs` -
+    ``arms`` (:class:`ArmReport`) and ``pairs`` (:class:`PairReport`), one set
+    per window (the global window in batch), emitted when the window closes.
+
+    Raises:
+      ReportSettingsError: at construction, naming the setting.
+    """
+
+    def __init__(self, experiment: Any, label: str | None = None, **settings: Any) -> None:
+        super().__init__(label)
+        self.settings = experiment if isinstance(experiment, ReportSettings) else \
+            ReportSettings.from_spec(experiment, **settings)
+
+    def expand(self, outputs: Any) -> ReportOutputs:
+        results, failures = outputs
+        s = self.settings
+        id_field = s.id_field if s.mirror else None
+        return _report(s, [
+            ("Results", results, functools.partial(read_result, ground_truth=s.ground_truth,
+                                                   id_field=id_field)),
+            ("Failures", failures, functools.partial(read_failure, ground_truth=s.ground_truth,
+                                                     id_field=id_field))])
+
+
+class ReportFromInputs(beam.PTransform):
+    """The report over :class:`ReportInput` rows (what the service's URN expands to)."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, inputs: beam.PCollection) -> ReportOutputs:
+        return _report(self.settings, [("Inputs", inputs, None)])
+
+
+_JOIN_TAG = "join"
+_GLOBAL = GlobalWindow()
+
+
+def _report(s: ReportSettings,
+            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]]
+            ) -> ReportOutputs:
+    """The report's steps: per element only :class:`_Accumulate` (and, for a
+    mirror, the join on the id); everything after works on a few accumulators
+    per window."""
+    pipeline = parts[0][1].pipeline
+    accs, joins = [], []
+    for name, pcoll, read in parts:
+        accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
+        out = pcoll | f"Accumulate{name}" >> beam.ParDo(
+            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, main="accs")
+        accs.append(out.accs)
+        joins.append(out[_JOIN_TAG])
+    if s.mirror:
+        accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
+                    | "ById" >> beam.GroupByKey()
+                    | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
+    rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
+            | "PerWindow" >> beam.CombinePerKey(WindowCombineFn(s.metric))
+            | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
+    arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
+    arm_rows.element_type = ArmReport
+    pair_rows.element_type = PairReport
+    return ReportOutputs(arm_rows, pair_rows)
+
+
+#: Paths whose arm is remembered per worker (paths are few: one per model node).
+_MAX_CACHED_PATHS = 4096
+#: Mirror results held per bundle waiting for their other arms (then they go to the join).
+_MAX_HELD = 50_000
+
+
+class _Accumulate(beam.DoFn):
+    """Rows -> one accumulator per (window, arm) and bundle, emitted when the
+    bundle ends: Beam's combiner lifting by hand, fused with reading the row,
+    so the report costs one step per element.
+
+    For a mirror each result's side ``(arm, label, score, value, truth)`` is
+    held by (window, id) until the element's other arms arrive in the same
+    bundle (a mirror's arms usually run in one fused stage): the pair is
+    accumulated here (one accumulator per (window, arm pair) and bundle).
+    Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
+    are held, leave on ``join`` as ``(id, side)`` for the GroupByKey, so pairing
+    works however the runner splits or orders them."""
+
+    def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
+                 join: bool) -> None:
+        self._s = settings
+        self._read = read
+        self._join = join
+
+    def setup(self) -> None:
+        self._fn = ArmCombineFn(self._s.metric)
+        self._pair_fn = PairCombineFn(self._s.metric)
+        self._arms: dict[str, str] = {}
+        self._n_arms = len(self._s.arm_names)
+        self._control, self._others = self._s.control, self._s.others  # once, not per pair
+        namespace = f"crossinfer/{self._s.name}/report"
+        self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
+        self._joined_counter = Metrics.counter(namespace, "sent_to_join")
+
+    def start_bundle(self) -> None:
+        self._accs: dict[tuple[Any, str], ArmAcc] = {}
+        self._pairs: dict[tuple[Any, str], PairAcc] = {}
+        # (window, id), or the id alone in the global window
+        self._held: dict[Any, dict[str, tuple[Any, ...]]] = {}
+        self._paired = self._joined = 0
+
+    def process(self, element: Any) -> Any:
+        # The global window (batch): no WindowParam, which would make Beam call
+        # process through its slower per-window invoker (_AccumulateWindowed),
+        # and None stands for the window in the keys below (GlobalWindow's hash
+        # is Python code; None's is not).
+        return self.accumulate(element, None)
+
+    def accumulate(self, element: Any, window: Any) -> Any:
+        """``window``: the element's window, None for the global window."""
+        row = self._read(element) if self._read is not None else element
+        arm = self._arms.get(row.path)
+        if arm is None:
+            arm = self._s.arm_of(row.path) or _UNROUTED
+            if len(self._arms) < _MAX_CACHED_PATHS:
+                self._arms[row.path] = arm
+        acc = self._accs.get((window, arm))
+        if acc is None:
+            acc = self._accs[(window, arm)] = ArmAcc()
+        self._fn.add_input(acc, row)
+        if not self._join or row.failed or row.id is None or arm == _UNROUTED:
+            return ()
+        side = (arm, row.label, row.score, row.value, row.truth)
+        key = row.id if window is None else (window, row.id)
+        sides = self._held.get(key)
+        if sides is None:
+            self._held[key] = {arm: side}
+            return self._unhold() if len(self._held) > _MAX_HELD else ()
+        if arm in sides:  # not unique in this bundle: let the join decide
+            self._joined += 1
+            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((row.id, side), window)),)
+        sides[arm] = side
+        if len(sides) == self._n_arms:
+            del self._held[key]
+            self._paired += 1
+            self._pair(window, sides)
+        return ()
+
+    def _pair(self, window: Any, sides: dict[str, tuple[Any, ...]]) -> None:
+        control = sides[self._control]
+        for other in self._others:
+            acc = self._pairs.get((window, other))
+            if acc is None:
+                acc = self._pairs[(window, other)] = PairAcc()
+            self._pair_fn.add_input(acc, (control, sides[other]))
+
+    def _unhold(self) -> Iterator[Any]:
+        for key, sides in self._held.items():
+            window, id_ = (None, key) if type(key) is str else key
+            self._joined += len(sides)
+            for side in sides.values():
+                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window))
+        self._held = {}
+
+    def finish_bundle(self) -> Iterator[Any]:
+        name = self._s.name
+        for (window, arm), acc in self._accs.items():
+            yield _windowed((name, ("arm", arm, acc.compact())), window)
+        for (window, other), pair in self._pairs.items():
+            yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
+        yield from self._unhold()
+        self._accs, self._pairs = {}, {}
+        if self._paired:
+            self._paired_counter.inc(self._paired)
+        if self._joined:
+            self._joined_counter.inc(self._joined)
+
+
+def _windowed(value: Any, window: Any) -> WindowedValue:
+    """``value`` in ``window`` (None: the global window), at the window's end."""
+    window = _GLOBAL if window is None else window
+    return WindowedValue(value, window.max_timestamp(), (window,))
+
+
+class _AccumulateWindowed(_Accumulate):
+    """:class:`_Accumulate` for input in windows other than the global one."""
+
+    def process(self, element: Any, window: Any = beam.DoFn.WindowParam) -> Any:
+        return self.accumulate(element, window)
+
+
+class _AccumulatePairs(beam.DoFn):
+    """One element's rows from every arm -> (control, other) pairs, accumulated
+    per (window, pair) and bundle. An id seen twice in one arm is not unique
+    and is not paired."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        self._s = settings
+
+    def setup(self) -> None:
+        self._fn = PairCombineFn(self._s.metric)
+        self._control, self._others = self._s.control, self._s.others
+
+    def start_bundle(self) -> None:
+        self._accs: dict[tuple[Any, str], PairAcc] = {}
+
+    def process(self, kv: tuple[str, Iterable[tuple[Any, ...]]],
+                window: Any = beam.DoFn.WindowParam) -> None:
+        by_arm: dict[str, tuple[Any, ...] | None] = {}
+        for side in kv[1]:
+            by_arm[side[0]] = None if side[0] in by_arm else side
+        control = by_arm.get(self._control)
+        if control is None:
+            return
+        for other in self._others:
+            side = by_arm.get(other)
+            if side is not None:
+                acc = self._accs.get((window, other))
+                if acc is None:
+                    acc = self._accs[(window, other)] = PairAcc()
+                self._fn.add_input(acc, (control, side))
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for (window, other), acc in self._accs.items():
+            yield _windowed((self._s.name, ("pair", (self._s.control, other), acc.compact())),
+                            window)
+        self._accs = {}
+
+
+def _window_ms(window: Any) -> tuple[int | None, int | None]:
+    if isinstance(window, GlobalWindow):
+        return None, None
+    return window.start.micros // 1000, window.end.micros // 1000
+
+
+class _Finish(beam.DoFn):
+    """One window's accumulators -> its ArmReport rows and PairReport rows."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        self._s = settings
+
+    def process(self, kv: Any, window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+        s = self._s
+        arms: dict[str, ArmAcc] = kv[1]["arm"]
+        pairs: dict[tuple[str, str], PairAcc] = kv[1]["pair"]
+        start, end = _window_ms(window)
+        unrouted = arms.pop(_UNROUTED, ArmAcc()).failures
+        accs = {name: arms.get(name, ArmAcc()) for name in s.arm_names}
+        routed = {name: acc.results + acc.failures for name, acc in accs.items()}
+        total = sum(routed.values())
+        expected = s.expected_shares
+        srm = None if expected is None else stats.srm_p_value(
+            [routed[a] for a in s.arm_names], [expected[a] for a in s.arm_names])
+        for name, acc in accs.items():
+            yield _arm_row(s, name, acc, start, end, routed[name], total, expected, srm, unrouted)
+        for other in s.others:
+            yield pvalue.TaggedOutput(PAIRS_TAG, _pair_row(
+                s, other, accs[s.control], accs[other], pairs.get((s.control, other)),
+                start, end))
+
+
+def _arm_row(s: ReportSettings, name: str, acc: ArmAcc, start: int | None, end: int | None,
+             routed: int, total: int, expected: dict[str, float] | None,
+             srm: float | None, unrouted: int) -> ArmReport:
+    conf = s.confidence
+    score_lo, score_hi = stats.mean_interval(acc.score, conf)
+    metric = s.metric if s.ground_truth is not None else None
+    value = lo = hi = None
+    if metric == "accuracy" and acc.metric_n:
+        value = acc.correct / acc.metric_n
+        lo, hi = stats.proportion_interval(acc.correct, acc.metric_n, conf)
+    elif metric == "mean_abs_error" and acc.metric_n:
+        value = acc.abs_error.mean
+        lo, hi = stats.mean_interval(acc.abs_error, conf)
+    labels = sorted(acc.labels)
+    stage_names = list(s.stages(name))
+    while len(stage_names) < len(acc.stages):
+        stage_names.append(f"stage{len(stage_names)}")
+    stage_names = stage_names[:len(acc.stages)]
+    lat = acc.latency
+    return ArmReport(
+        experiment=s.name, window_start_ms=start, window_end_ms=end, arm=name,
+        count=acc.results, failures=acc.failures,
+        failure_rate=acc.failures / routed if routed else None,
+        routed=routed, share=routed / total if total else None,
+        expected_share=None if expected is None else expected[name],
+        srm_p_value=srm, unrouted_failures=unrouted,
+        label_values=labels, label_counts=[acc.labels[v] for v in labels],
+        score_count=acc.score.n, score_mean=acc.score.mean if acc.score.n else None,
+        score_ci_low=score_lo, score_ci_high=score_hi,
+        metric=metric, metric_count=acc.metric_n if metric else 0, metric_value=value,
+        metric_ci_low=lo, metric_ci_high=hi,
+        latency_count=int(lat.count) if lat is not None else 0,
+        latency_p50_ms=_quantile(lat, 0.50), latency_p95_ms=_quantile(lat, 0.95),
+        latency_p99_ms=_quantile(lat, 0.99),
+        stages=stage_names,
+        stage_p50_ms=[_quantile(st.ms, 0.50) or 0.0 for st in acc.stages],
+        stage_p95_ms=[_quantile(st.ms, 0.95) or 0.0 for st in acc.stages],
+        stage_p99_ms=[_quantile(st.ms, 0.99) or 0.0 for st in acc.stages],
+        stage_batch_size_mean=[st.batch_sum / st.batch_n if st.batch_n else 0.0
+                               for st in acc.stages],
+        stage_batch_size_max=[st.batch_max for st in acc.stages],
+        confidence=float(conf))
+
+
+def _quantile(sketch: Any, q: float) -> float | None:
+    if sketch is None or sketch.count == 0:
+        return None
+    value = sketch.get_quantile_value(q)
+    return None if value is None else float(value)
+
+
+def _pair_row(s: ReportSettings, other: str, control: ArmAcc, treated: ArmAcc,
+              joined: PairAcc | None, start: int | None, end: int | None) -> PairReport:
+    conf = s.confidence
+    metric = s.metric if s.ground_truth is not None else None
+    comparison = None
+    if s.mirror:
+        joined = joined or PairAcc()
+        if metric == "accuracy":
+            comparison = stats.paired_proportions(joined.only_other, joined.only_control,
+                                                  joined.metric_n, conf)
+        elif metric == "mean_abs_error":
+            comparison = stats.paired_mean(joined.error_diff, conf)
+    elif metric == "accuracy":
+        comparison = stats.two_proportions(treated.correct, treated.metric_n, control.correct,
+                                           control.metric_n, conf)
+    elif metric == "mean_abs_error":
+        comparison = stats.welch(treated.abs_error, control.abs_error, conf)
+    flips = sorted(joined.flips.items()) if joined is not None else []
+    return PairReport(
+        experiment=s.name, window_start_ms=start, window_end_ms=end, control=s.control,
+        treatment=other, paired=s.mirror, metric=metric,
+        difference=comparison.difference if comparison else None,
+        difference_ci_low=comparison.low if comparison else None,
+        difference_ci_high=comparison.high if comparison else None,
+        p_value=comparison.p_value if comparison else None,
+        test=comparison.test if comparison else None,
+        pairs=joined.pairs if joined is not None else 0,
+        agreement=joined.agree / joined.labeled if joined is not None and joined.labeled
+        else None,
+        flip_from=[a for (a, _), _ in flips], flip_to=[b for (_, b), _ in flips],
+        flip_count=[n for _, n in flips],
+        mean_abs_score_diff=joined.score_diff.mean if joined is not None and joined.score_diff.n
+        else None,
+        confidence=float(conf))

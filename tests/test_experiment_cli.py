@@ -1,0 +1,225 @@
+"""``crossinfer report``: result files written by real A/B and mirror pipelines ->
+the same report rows as the in-pipeline transform, a text decision, and an HTML
+report whose plots a real browser (Debian's headless Chromium) renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pytest
+
+import crossinfer as ci
+from crossinfer.experiments import ExperimentReport
+from crossinfer.experiments.cli import main
+from crossinfer.experiments.io import WriteForReport
+from crossinfer.rows import field_dict
+from experiment_fixtures import Zoo, ab, train_zoo
+from support import STORE, Collect
+
+
+def _timed(row: Any) -> beam.Row:
+    """Timing fields as the engine is to write them (phase 2)."""
+    values = field_dict(row)
+    i = values["id"]
+    values["model_ms"] = [0.05 + (i % 97) * 0.001] if "/control/" in values["path"] else \
+        [0.2 + (i % 89) * 0.004]
+    values["batch_size"] = [64] if "/control/" in values["path"] else [16]
+    return beam.Row(**values)
+
+
+def _dump(row: Any) -> str:
+    values = field_dict(row)
+    if "element" in values:
+        values["element"] = field_dict(values["element"])
+    return json.dumps(values)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two pipelines' result files, and their in-pipeline reports."""
+    zoo: Zoo = train_zoo(tmp_path_factory.mktemp("zoo"))
+    out = tmp_path_factory.mktemp("written")
+    rows = [beam.Row(**r.as_dict(), ts=100 * j) for j, r in enumerate(zoo.rows())]
+    broken = [beam.Row(id=10_000 + i, key=f"b{i}", features=[1.0] * 63, truth=0, ts=100 * i)
+              for i in range(12)]
+    experiments = {
+        "ab": ab("digits_ab", zoo.node("good"), zoo.node("bad"), seed=7),
+        "mirror": ab("shadow", zoo.node("good"), zoo.node("small"), split="mirror"),
+    }
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        for tag, node in experiments.items():
+            result = (p | f"{tag}/in" >> beam.Create(rows + broken)
+                      | f"{tag}/ab" >> ci.ABTest(node))
+            result = ci.InferenceOutputs(result.results | f"{tag}/t" >> beam.Map(_timed),
+                                         result.failures)
+            _ = result | f"{tag}/jsonl" >> WriteForReport(
+                str(out / tag / "report"), ground_truth="truth", time_field="ts")
+            _ = result | f"{tag}/parquet" >> WriteForReport(
+                str(out / tag / "parquet" / "report"), "parquet", ground_truth="truth",
+                time_field="ts")
+            _ = (result.results | f"{tag}/raw" >> beam.Map(_dump)
+                 | f"{tag}/rawr" >> beam.io.WriteToText(str(out / tag / "raw" / "results"),
+                                                       file_name_suffix=".jsonl"))
+            _ = (result.failures | f"{tag}/rawf" >> beam.Map(_dump)
+                 | f"{tag}/rawff" >> beam.io.WriteToText(str(out / tag / "raw" / "failures"),
+                                                        file_name_suffix=".jsonl"))
+            report = result | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth")
+            _ = report.arms | f"{tag}/a" >> beam.Map(Collect(f"cli/{tag}/arms"))
+            _ = report.pairs | f"{tag}/p" >> beam.Map(Collect(f"cli/{tag}/pairs"))
+    for tag, node in experiments.items():
+        (out / f"{tag}.json").write_text(json.dumps(
+            json.loads(ci.spec.spec_to_json(ci.InferenceSpec(node)))))
+    return {"dir": out, **{key: STORE.pop(key) for key in list(STORE) if key.startswith("cli/")}}
+
+
+def _report(written: dict[str, Any], tag: str, source: str, *extra: str,
+            capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    out: Path = written["dir"]
+    rows = out / f"{tag}-{source}.jsonl"
+    sources = {"jsonl": [str(out / tag / "report-*.jsonl")],
+               "parquet": [str(out / tag / "parquet")],
+               "raw": [str(out / tag / "raw" / "results-*"), "--failures",
+                       str(out / tag / "raw" / "failures-*"), "--ground-truth", "truth",
+                       "--time-field", "ts"]}[source]
+    assert main(["report", *sources, "--spec", str(out / f"{tag}.json"), "--json", str(rows),
+                 *extra]) == 0
+    text = capsys.readouterr().out
+    found: dict[str, list[dict[str, Any]]] = {"arm": [], "pair": [], "window": [],
+                                              "window_pair": []}
+    for line in rows.read_text().splitlines():
+        row = json.loads(line)
+        found[row.pop("kind")].append(row)
+    return found, text
+
+
+def _same(file_rows: list[dict[str, Any]], pipeline_rows: list[Any], key: str) -> None:
+    expected = {getattr(r, key): r._asdict() for r in pipeline_rows}
+    assert {r[key] for r in file_rows} == set(expected)
+    for row in file_rows:
+        want = expected[row[key]]
+        for field, value in row.items():
+            if isinstance(value, float):
+                # the same values combined in another order: sums differ in the last bits
+                assert value == pytest.approx(want[field], rel=1e-9, abs=1e-12), field
+            else:
+                assert value == want[field], field
+
+
+@pytest.mark.parametrize("source", ["jsonl", "parquet", "raw"])
+def test_file_reports_equal_the_pipeline_report(written: dict[str, Any], source: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    for tag in ("ab", "mirror"):
+        found, _ = _report(written, tag, source, capsys=capsys)
+        _same(found["arm"], written[f"cli/{tag}/arms"], "arm")
+        _same(found["pair"], written[f"cli/{tag}/pairs"], "treatment")
+
+
+def test_the_summary_says_the_decision(written: dict[str, Any],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _, text = _report(written, "ab", "jsonl", capsys=capsys)
+    assert "Decision: control better than treatment at p=" in text
+    assert "SRM ok (p=" in text
+    assert len(text.splitlines()) <= 25  # one screen
+    _, text = _report(written, "mirror", "jsonl", capsys=capsys)
+    assert "agreement" in text and "SRM not applicable (mirror)" in text
+
+
+def test_windows_follow_the_time_field(written: dict[str, Any],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    found, _ = _report(written, "ab", "jsonl", "--window", "10", capsys=capsys)
+    starts = sorted({w["window_start_ms"] for w in found["window"]})
+    assert starts == list(range(0, 90_000, 10_000))  # ts = 100 ms per row, 898 rows
+    for arm in found["arm"]:
+        assert sum(w["routed"] for w in found["window"] if w["arm"] == arm["arm"]) == \
+            arm["routed"]
+
+
+def test_cli_errors_name_the_problem(written: dict[str, Any], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(written["dir"] / "ab.json")
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path / "none-*.jsonl"), "--spec", spec])
+    assert exit_.value.code == 2
+    assert "no result files match" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", str(written["dir"] / "ab" / "report-*.jsonl"), "--spec", spec,
+              "--control", "nope"])
+    assert "control: 'nope' is not an arm of 'digits_ab'" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"path": "x"}\n[1]\n')
+    with pytest.raises(SystemExit):
+        main(["report", str(bad), "--spec", spec])
+    assert "bad.jsonl:2: not a JSON object" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ in a browser
+
+#: Added to a copy of the report: writes what the browser rendered into the DOM.
+_CHECK = """<script>
+window.addEventListener('load', () => {
+  const figures = [...document.querySelectorAll('figure')].map(f => {
+    const img = f.querySelector('img'), box = img.getBoundingClientRect();
+    return {id: f.id, complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
+            shown: [box.width, box.height]};
+  });
+  const pre = document.createElement('pre');
+  pre.id = 'render-check';
+  pre.textContent = JSON.stringify(figures);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: `make browser` installs Debian's package")
+        pytest.skip("SKIPPED: no chromium on PATH (`make browser` installs Debian's package "
+                    "with apt-get, as root)")
+    return found
+
+
+def _browser(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-dev-shm-usage", "--hide-scrollbars", *args],
+        capture_output=True, text=True, timeout=180, check=True)
+
+
+def render_checked(page: Path, screenshot: Path) -> list[dict[str, Any]]:
+    """What Chromium rendered of ``page`` (each figure's image sizes), and a screenshot."""
+    harness = page.with_name(page.stem + ".check.html")
+    harness.write_text(page.read_text().replace("</body>", _CHECK + "</body>"))
+    dom = _browser("--virtual-time-budget=10000", "--dump-dom", harness.as_uri()).stdout
+    start = dom.index('<pre id="render-check">') + len('<pre id="render-check">')
+    figures = json.loads(dom[start:dom.index("</pre>", start)].replace("&quot;", '"'))
+    _browser("--window-size=1200,2400", f"--screenshot={screenshot}", page.as_uri())
+    return figures
+
+
+@pytest.mark.parametrize(("tag", "plots"), [
+    ("ab", {"plot-metric", "plot-latency", "plot-labels", "plot-share"}),
+    ("mirror", {"plot-metric", "plot-latency", "plot-labels", "plot-flips", "plot-agreement"}),
+])
+def test_the_html_report_shows_every_plot_in_a_browser(
+        written: dict[str, Any], tag: str, plots: set[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out: Path = written["dir"]
+    page = out / f"{tag}.html"
+    _report(written, tag, "jsonl", "--window", "10", "--html", str(page), capsys=capsys)
+    text = page.read_text()
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+    shot = Path(os.environ.get("CROSSINFER_SCREENSHOTS", out)) / f"experiment-report-{tag}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    figures = render_checked(page, shot)
+    assert {f["id"] for f in figures} == plots
+    for f in figures:
+        assert f["complete"] and min(f["natural"]) > 100 and min(f["shown"]) > 100, f
+    assert shot.stat().st_size > 20_000  # a page of plots, not a blank one

@@ -1,0 +1,434 @@
+"""The experiment report on real A/B pipelines over scikit-learn's digits (FnApiRunner).
+
+One batch pipeline runs every A/B and mirror experiment of this module side by
+side (one runner start); each test reads its experiment's report rows and checks
+them against a direct computation with numpy / scipy / statsmodels on the same
+result rows or on the models called directly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+import crossinfer as ci
+from crossinfer.experiments import (
+    ArmReport,
+    ExperimentReport,
+    PairReport,
+    ReportInput,
+    ReportSettings,
+    ReportSettingsError,
+)
+from experiment_fixtures import Zoo, ab, train_zoo
+from support import STORE, Collect
+
+#: Float tolerance for statistics recomputed from the same float64 values in
+#: another order (sums of ~900 terms): a few hundred ulps of the result.
+RTOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    return train_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def _with_timing(row: Any) -> beam.Row:
+    """Timing fields as the engine is to write them (phase 2): per model stage."""
+    values = row.as_dict()
+    i = values["id"]
+    if values["path"].split("/")[1] == "control":
+        values["model_ms"], values["batch_size"] = [0.05 + (i % 97) * 0.001], [64]
+    else:
+        values["model_ms"] = [0.02 + (i % 89) * 0.0005, 0.1 + (i % 101) * 0.002]
+        values["batch_size"] = [32, 16]
+    return beam.Row(**values)
+
+
+def _collect(tag: str, outputs: Any, report: Any) -> None:
+    _ = outputs.results | f"{tag}/r" >> beam.Map(Collect(f"{tag}/results"))
+    _ = outputs.failures | f"{tag}/f" >> beam.Map(Collect(f"{tag}/failures"))
+    _ = report.arms | f"{tag}/a" >> beam.Map(Collect(f"{tag}/arms"))
+    _ = report.pairs | f"{tag}/p" >> beam.Map(Collect(f"{tag}/pairs"))
+
+
+@pytest.fixture(scope="module")
+def batch(zoo: Zoo) -> dict[str, list[Any]]:
+    """Every batch experiment in one pipeline; outputs by '<experiment>/<output>'."""
+    rows = zoo.rows()
+    # Elements whose features a model rejects (63 values): they fail in the arm
+    # they were routed to, one by one.
+    broken = [beam.Row(id=10_000 + i, key=f"broken{i}", features=[1.0] * 63, truth=0)
+              for i in range(30)]
+    # Malformed input: fails before any arm.
+    malformed = [beam.Row(id=20_000 + i, key=f"nan{i}", features=[float("nan")] * 64, truth=0)
+                 for i in range(5)]
+    seq = ci.SequenceNode(name="seq", stages=(
+        ci.ModelNode(name="first", framework="sklearn", format="skops",
+                     uri=str(zoo.root / "small.skops"),
+                     method="predict_proba"),
+        ci.ModelNode(name="second", framework="custom", handler_class="support:CountingHandler",
+                     handler_params={"name": "second"}, postprocess=(ci.Op("argmax"),))))
+    experiments = {
+        "worse": (ab("worse", zoo.node("good"), zoo.node("bad"), seed=3), rows + broken
+                  + malformed, {}),
+        "srm_ok": (ab("srm", zoo.node("good"), zoo.node("good", "good2"), weights=(60, 40),
+                      seed=5), rows, {}),
+        "mirror": (ab("shadow", zoo.node("good"), zoo.node("small"), split="mirror"),
+                   rows[::-1], {}),
+        "latency": (ab("lat", zoo.node("good"), seq, split="hash"), rows, {}),
+        "twin": (ab("twin", zoo.node("good"), zoo.node("bad"), split="hash"), rows, {}),
+        "regression": (ab("reg", zoo.regressor("ridge"), zoo.regressor("mean"), seed=1), rows,
+                       {"metric": "mean_abs_error"}),
+        "regression_mirror": (ab("reg_m", zoo.regressor("ridge"), zoo.regressor("mean"),
+                                 split="mirror"), rows, {"metric": "mean_abs_error"}),
+    }
+    policy = ci.LoadPolicy(allowed_classes=("crossinfer.models:*", "support:*"))
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        for tag, (node, elements, settings) in experiments.items():
+            out = (p | f"{tag}/in" >> beam.Create(elements)
+                   | f"{tag}/ab" >> ci.ABTest(node, policy=policy))
+            if tag == "latency":
+                out = ci.InferenceOutputs(out.results | "timing" >> beam.Map(_with_timing),
+                                          out.failures)
+            report = out | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth",
+                                                                **settings)
+            _collect(tag, out, report)
+        # The broken split: routed 60/40, analysed against the 50/50 it should have been.
+        node_6040 = experiments["srm_ok"][0]
+        planned = ab("srm", zoo.node("good"), zoo.node("good", "good2"), weights=(50, 50))
+        out = (p | "srm_bad/in" >> beam.Create(rows) | "srm_bad/ab" >> ci.ABTest(node_6040))
+        _collect("srm_bad", out, out | "srm_bad/report" >> ExperimentReport(planned))
+    found = {key: STORE.pop(key) for key in list(STORE)}
+    return found
+
+
+def _arms(batch: dict[str, list[Any]], tag: str) -> dict[str, ArmReport]:
+    rows = batch[f"{tag}/arms"]
+    assert all(type(r) is ArmReport for r in rows)
+    return {r.arm: r for r in rows}
+
+
+def _pair(batch: dict[str, list[Any]], tag: str) -> PairReport:
+    (pair,) = batch[f"{tag}/pairs"]
+    assert type(pair) is PairReport
+    return pair
+
+
+def _arm(row: Any) -> str:
+    return row.path.split("/")[1]
+
+
+def test_a_worse_arm_is_detected(batch: dict[str, list[Any]]) -> None:
+    arms, pair = _arms(batch, "worse"), _pair(batch, "worse")
+    results = batch["worse/results"]
+    for name, arm in arms.items():
+        mine = [r for r in results if _arm(r) == name and r.id < 10_000]
+        correct = sum(r.label == r.truth for r in mine)
+        assert arm.metric == "accuracy" and arm.metric_count == len(mine)
+        assert arm.metric_value == correct / len(mine)
+        assert arm.metric_ci_low < arm.metric_value < arm.metric_ci_high
+    assert arms["control"].metric_value > 0.9 > 0.85 > arms["treatment"].metric_value
+    assert pair.treatment == "treatment" and not pair.paired
+    assert pair.p_value < 0.01
+    assert pair.difference == pytest.approx(
+        arms["treatment"].metric_value - arms["control"].metric_value, rel=RTOL)
+    assert pair.difference_ci_low < pair.difference < pair.difference_ci_high < 0
+    assert pair.test == "two-proportion (Agresti-Caffo)"
+
+
+def test_output_distribution_and_failures_per_arm(batch: dict[str, list[Any]]) -> None:
+    arms = _arms(batch, "worse")
+    results, failures = batch["worse/results"], batch["worse/failures"]
+    for name, arm in arms.items():
+        mine = [r for r in results if _arm(r) == name]
+        histogram = Counter(r.label for r in mine)
+        assert dict(zip(arm.label_values, arm.label_counts, strict=True)) == histogram
+        scores = np.array([r.score for r in mine])
+        ci_direct = sps.ttest_1samp(scores, 0).confidence_interval(0.95)
+        assert arm.score_mean == pytest.approx(scores.mean(), rel=RTOL)
+        assert arm.score_ci_low == pytest.approx(ci_direct.low, rel=1e-7)
+        assert arm.score_ci_high == pytest.approx(ci_direct.high, rel=1e-7)
+        failed = [f for f in failures if f.node.startswith(f"worse/{name}/")]
+        assert arm.failures == len(failed) > 0
+        assert arm.routed == arm.count + arm.failures
+        assert arm.failure_rate == arm.failures / arm.routed
+        assert arm.unrouted_failures == 5  # the NaN rows, failed before the split
+    assert sum(a.failures for a in arms.values()) == 30
+    assert sum(a.share for a in arms.values()) == pytest.approx(1.0, rel=RTOL)
+
+
+def test_srm_flags_a_broken_split_and_passes_a_sound_one(batch: dict[str, list[Any]]) -> None:
+    sound, broken = _arms(batch, "srm_ok"), _arms(batch, "srm_bad")
+    assert [sound[a].expected_share for a in ("control", "treatment")] == [0.6, 0.4]
+    assert [broken[a].expected_share for a in ("control", "treatment")] == [0.5, 0.5]
+    counts = [broken["control"].routed, broken["treatment"].routed]
+    assert counts == [sound["control"].routed, sound["treatment"].routed]
+    assert broken["control"].srm_p_value == pytest.approx(
+        sps.chisquare(counts, [sum(counts) / 2] * 2).pvalue, rel=1e-9)
+    assert broken["control"].srm_p_value < 0.01 < sound["control"].srm_p_value
+    assert broken["control"].metric is None  # no ground truth configured there
+    assert _pair(batch, "srm_bad").p_value is None
+
+
+def _direct(zoo: Zoo, name: str) -> np.ndarray:
+    return zoo.model(name).predict_proba(zoo.x)
+
+
+def test_mirror_agreement_flips_and_mcnemar_equal_a_direct_computation(
+        zoo: Zoo, batch: dict[str, list[Any]]) -> None:
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    pair, arms = _pair(batch, "mirror"), _arms(batch, "mirror")
+    good, small = _direct(zoo, "good"), _direct(zoo, "small")
+    a, b = good.argmax(axis=1), small.argmax(axis=1)
+    assert pair.paired and pair.pairs == len(zoo.y)
+    assert pair.agreement == np.mean(a == b) < 1.0
+    flips = Counter(zip(a[a != b].tolist(), b[a != b].tolist(), strict=True))
+    assert dict(zip(zip(pair.flip_from, pair.flip_to, strict=True), pair.flip_count,
+                    strict=True)) == flips
+    # float32 features through the handler vs the same float32 array here
+    assert pair.mean_abs_score_diff == pytest.approx(
+        np.mean(np.abs(good.max(axis=1) - small.max(axis=1))), rel=1e-6)
+    only_small = int(np.sum((b == zoo.y) & (a != zoo.y)))
+    only_good = int(np.sum((a == zoo.y) & (b != zoo.y)))
+    assert pair.difference == pytest.approx((only_small - only_good) / len(zoo.y), rel=RTOL)
+    assert pair.p_value == pytest.approx(
+        mcnemar([[0, only_good], [only_small, 0]], exact=True).pvalue, rel=1e-9)
+    assert pair.difference_ci_low < pair.difference < pair.difference_ci_high
+    assert pair.test == "McNemar exact (paired)"
+    assert arms["control"].srm_p_value is None and arms["control"].expected_share is None
+    assert arms["control"].share == arms["treatment"].share == 0.5
+
+
+def test_latency_percentiles_per_arm_and_stage(batch: dict[str, list[Any]]) -> None:
+    arms = _arms(batch, "latency")
+    results = batch["latency/results"]
+    assert arms["treatment"].stages == ["first", "second"]
+    assert arms["control"].stages == ["good"]
+    for name, arm in arms.items():
+        timing = np.array([r.model_ms for r in results if _arm(r) == name])
+        assert arm.latency_count == len(timing)
+        total = timing.sum(axis=1)
+        # DDSketch: within 1% of a value of the sample at (about) that rank
+        for q, got in ((0.5, arm.latency_p50_ms), (0.95, arm.latency_p95_ms),
+                       (0.99, arm.latency_p99_ms)):
+            lo = np.quantile(total, q, method="lower") * (1 - 0.011)
+            hi = np.quantile(total, q, method="higher") * (1 + 0.011)
+            assert lo <= got <= hi, (name, q, got, lo, hi)
+        for s in range(timing.shape[1]):
+            lo = np.quantile(timing[:, s], 0.95, method="lower") * (1 - 0.011)
+            hi = np.quantile(timing[:, s], 0.95, method="higher") * (1 + 0.011)
+            assert lo <= arm.stage_p95_ms[s] <= hi
+    assert arms["treatment"].stage_batch_size_mean == [32.0, 16.0]
+    assert arms["treatment"].stage_batch_size_max == [32, 16]
+    assert arms["control"].stage_batch_size_mean == [64.0]
+
+
+def test_no_timing_fields_no_latency(batch: dict[str, list[Any]]) -> None:
+    arm = _arms(batch, "worse")["control"]
+    assert arm.latency_count == 0 and arm.latency_p50_ms is None and arm.stages == []
+
+
+def test_regression_mean_abs_error_and_welch(batch: dict[str, list[Any]]) -> None:
+    arms, pair = _arms(batch, "regression"), _pair(batch, "regression")
+    results = batch["regression/results"]
+    errors = {name: np.array([abs(r.inference[0] - r.truth) for r in results
+                              if _arm(r) == name]) for name in arms}
+    for name, arm in arms.items():
+        assert arm.metric == "mean_abs_error"
+        assert arm.metric_value == pytest.approx(errors[name].mean(), rel=RTOL)
+        direct = sps.ttest_1samp(errors[name], 0).confidence_interval(0.95)
+        assert (arm.metric_ci_low, arm.metric_ci_high) == pytest.approx(
+            (direct.low, direct.high), rel=1e-7)
+    welch = sps.ttest_ind(errors["treatment"], errors["control"], equal_var=False)
+    interval = welch.confidence_interval(0.95)
+    assert pair.test == "Welch t"
+    assert pair.p_value == pytest.approx(welch.pvalue, rel=1e-6) and pair.p_value < 0.01
+    assert (pair.difference_ci_low, pair.difference_ci_high) == pytest.approx(
+        (interval.low, interval.high), rel=1e-7)
+
+
+def test_regression_mirror_is_a_paired_t_test(batch: dict[str, list[Any]]) -> None:
+    pair = _pair(batch, "regression_mirror")
+    by_id: dict[int, dict[str, float]] = {}
+    for r in batch["regression_mirror/results"]:
+        by_id.setdefault(r.id, {})[_arm(r)] = abs(r.inference[0] - r.truth)
+    control = np.array([v["control"] for v in by_id.values()])
+    treatment = np.array([v["treatment"] for v in by_id.values()])
+    direct = sps.ttest_rel(treatment, control)
+    interval = direct.confidence_interval(0.95)
+    assert pair.paired and pair.test == "paired t" and pair.pairs == len(control)
+    assert pair.difference == pytest.approx(np.mean(treatment - control), rel=1e-9)
+    assert pair.p_value == pytest.approx(direct.pvalue, rel=1e-6)
+    assert (pair.difference_ci_low, pair.difference_ci_high) == pytest.approx(
+        (interval.low, interval.high), rel=1e-7)
+    assert pair.agreement is None  # no labels: nothing to agree on
+
+
+def test_report_rows_have_fixed_schemas_a_java_pipeline_reads() -> None:
+    from apache_beam.coders import RowCoder
+    from apache_beam.typehints.schemas import schema_from_element_type
+
+    for row_type, uuid in (
+            (ArmReport, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a02"),
+            (PairReport, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a03"),
+            (ReportInput, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a01")):
+        schema = schema_from_element_type(row_type)
+        assert schema.id == uuid
+        assert [f.name for f in schema.fields] == list(row_type._fields)
+        assert all(f.type.WhichOneof("type_info") != "logical_type" for f in schema.fields)
+    row = ReportInput("e/a/m", False, 3, 0.5, None, 3.0, "7", [0.1, 0.2], [8, 4])
+    coder = RowCoder(schema_from_element_type(ReportInput))
+    assert coder.decode(coder.encode(row)) == row
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"control": "nope"}, "control: 'nope' is not an arm of 'e' (arms: control, treatment)"),
+    ({"metric": "f1"}, "metric: 'f1' is not one of accuracy, mean_abs_error"),
+    ({"confidence": 1.5}, "confidence: 1.5 is not in (0, 1)"),
+    ({"ground_truth": "bad field"}, "ground_truth: 'bad field' is not a field name"),
+])
+def test_bad_settings_fail_at_construction_naming_the_setting(
+        zoo: Zoo, settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ReportSettingsError, match=message.replace("(", r"\(").replace(
+            ")", r"\)")):
+        ExperimentReport(ab("e", zoo.node("good"), zoo.node("bad")), **settings)
+
+
+def test_the_report_reads_only_an_ab_test(zoo: Zoo) -> None:
+    with pytest.raises(ReportSettingsError, match="experiment: the report reads an A/B"):
+        ExperimentReport(zoo.node("good"))
+    settings = ReportSettings.from_spec(ci.InferenceSpec(ab("e", zoo.node("good"),
+                                                             zoo.node("bad"))))
+    assert settings.arm_of("e/treatment/bad") == "treatment"
+    assert settings.arm_of("input") is None and settings.arm_of("e/other/x") is None
+
+
+# ------------------------------------------------------------------ A/A
+
+
+def test_an_aa_test_rejects_at_about_its_nominal_rate(zoo: Zoo) -> None:
+    """20 A/A tests (the same model in both arms, 20 random splits): the
+    difference's p-value is below 0.05 in about 5% of them. With 20 tests the
+    count of rejections is Binomial(20, 0.05) when the test holds its level:
+    at most 4 with probability 0.997. The p-values must also spread over
+    (0, 1) as a valid test's do (a test that never rejects would pass the
+    first check alone): a Kolmogorov-Smirnov test against the uniform
+    distribution does not reject at 0.001."""
+    rows = zoo.rows()
+    seeds = range(20)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        traffic = p | beam.Create(rows)
+        for seed in seeds:
+            node = ab(f"aa{seed}", zoo.node("bad"), zoo.node("bad", "bad_again"), seed=seed)
+            out = traffic | f"ab{seed}" >> ci.ABTest(node)
+            report = out | f"report{seed}" >> ExperimentReport(node, ground_truth="truth")
+            _ = report.pairs | f"collect{seed}" >> beam.Map(Collect("aa/pairs"))
+    p_values = np.array(sorted(pair.p_value for pair in STORE.pop("aa/pairs")))
+    assert len(p_values) == len(seeds)
+    rejected = int(np.sum(p_values < 0.05))
+    assert rejected <= sps.binom.ppf(0.997, len(seeds), 0.05), p_values
+    assert sps.kstest(p_values, "uniform").pvalue > 0.001, p_values
+    assert np.median(p_values) > 0.05  # "most seeds are not significant"
+
+
+# ------------------------------------------------------------------ streaming
+
+
+def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
+                                                      batch: dict[str, list[Any]]) -> None:
+    """The same rows and hash split as the batch "twin" experiment, arriving
+    over 90 s of event time: the fixed 10 s windows add up to the batch
+    report's totals, and sliding windows (20 s every 10 s) to twice them."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import FixedWindows, SlidingWindows, TimestampedValue
+
+    rows = zoo.rows()
+    stream = TestStream()
+    for start in range(0, len(rows), 50):
+        stream = stream.advance_watermark_to(start / 10)
+        stream = stream.add_elements([TimestampedValue(row, (start + j) / 10)
+                                      for j, row in enumerate(rows[start:start + 50])])
+    stream = stream.advance_watermark_to_infinity()
+    node = ab("twin", zoo.node("good"), zoo.node("bad"), split="hash")
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        traffic = p | stream
+        for tag, windows in (("fixed", FixedWindows(10)), ("sliding", SlidingWindows(20, 10))):
+            out = (traffic | f"{tag}/window" >> beam.WindowInto(windows)
+                   | f"{tag}/ab" >> ci.ABTest(node))
+            report = out | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth")
+            _ = report.arms | f"{tag}/arms" >> beam.Map(Collect(f"stream/{tag}"))
+    fixed, sliding = STORE.pop("stream/fixed"), STORE.pop("stream/sliding")
+    assert {r.window_start_ms for r in fixed} == set(range(0, 90_000, 10_000))
+    assert {r.window_start_ms for r in sliding} == set(range(-10_000, 90_000, 10_000))
+    for arm, whole in _arms(batch, "twin").items():
+        for windows, times in ((fixed, 1), (sliding, 2)):
+            mine = [r for r in windows if r.arm == arm]
+            assert all(r.window_end_ms - r.window_start_ms == (10_000 if times == 1 else 20_000)
+                       for r in mine)
+            assert sum(r.count for r in mine) == times * whole.count
+            assert sum(r.failures for r in mine) == times * whole.failures
+            correct = sum(round(r.metric_value * r.metric_count) for r in mine if r.metric_count)
+            assert correct == times * round(whole.metric_value * whole.metric_count)
+            histogram: Counter[int] = Counter()
+            for r in mine:
+                for value, count in zip(r.label_values, r.label_counts, strict=True):
+                    histogram[value] += count
+            assert histogram == Counter({v: times * c for v, c in
+                                         zip(whole.label_values, whole.label_counts,
+                                             strict=True)})
+            score_sum = sum(r.score_mean * r.score_count for r in mine if r.score_count)
+            assert score_sum == pytest.approx(times * whole.score_mean * whole.score_count,
+                                              rel=1e-9)
+
+
+# ------------------------------------------------------------------ the mirror join
+
+
+def test_mirror_pairs_are_joined_however_the_rows_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same mirror rows three ways: both arms in one bundle (paired as they
+    arrive), each arm from its own source (paired by the GroupByKey on the id),
+    and one source with at most 3 rows held per bundle (most go to the join):
+    one report."""
+    from crossinfer.experiments import ReportFromInputs, transform
+
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = rng.integers(0, 4, n)
+    control = np.where(rng.random(n) < 0.8, truth, rng.integers(0, 4, n))
+    other = np.where(rng.random(n) < 0.7, truth, rng.integers(0, 4, n))
+    sides = {"control": control, "treatment": other}
+    rows = {arm: [ReportInput(f"m/{arm}/x", False, int(labels[i]), 0.5, None, float(truth[i]),
+                              str(i), None, None) for i in range(n)]
+            for arm, labels in sides.items()}
+    node = ab("m", ci.ModelNode(name="x", framework="sklearn", uri="x.pkl"),
+              ci.ModelNode(name="x", framework="sklearn", uri="x.pkl"), split="mirror")
+    settings = ReportSettings(node, ground_truth="truth")
+    mixed = [r for pair in zip(rows["control"], rows["treatment"], strict=True) for r in pair]
+    monkeypatch.setattr(transform, "_MAX_HELD", 3)  # the FnApiRunner runs in this process
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        together = p | "together" >> beam.Create(mixed).with_output_types(ReportInput)
+        apart = ((p | "c" >> beam.Create(rows["control"][::-1]).with_output_types(ReportInput),
+                  p | "t" >> beam.Create(rows["treatment"]).with_output_types(ReportInput))
+                 | beam.Flatten())
+        for tag, inputs in (("together", together), ("apart", apart)):
+            report = inputs | f"{tag}/report" >> ReportFromInputs(settings)
+            _ = report.pairs | f"{tag}/pairs" >> beam.Map(Collect(f"join/{tag}"))
+    agree = control == other
+    flips = Counter(zip(control[~agree].tolist(), other[~agree].tolist(), strict=True))
+    for tag in ("together", "apart"):
+        (pair,) = STORE.pop(f"join/{tag}")
+        assert pair.pairs == n and pair.agreement == agree.mean()
+        assert Counter(dict(zip(zip(pair.flip_from, pair.flip_to, strict=True),
+                                pair.flip_count, strict=True))) == flips
+        assert pair.difference == pytest.approx(np.mean(other == truth) - np.mean(control == truth),
+                                                rel=RTOL)
