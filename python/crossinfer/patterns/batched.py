@@ -167,8 +167,7 @@ def expand_batched(records: beam.PCollection, node: Node, parent: str,
     # Typed records use RecordCoder (cheap size estimates for Beam's metrics).
     records.element_type = RecordBase
     handler = BatchNodeHandler(model_handler(node, ctx.policy, path))
-    return records | f"RunInference[{path}]" >> RunInference(
-        handler, inference_args=ctx.inference_args or None)
+    return records | f"RunInference[{path}]" >> RunInference(handler)
 
 
 def routing_node(node: Node) -> Node | None:

@@ -23,5 +23,4 @@ def expand_model(records: beam.PCollection, node: ModelNode, parent: str,
         # lets RunInference's batches use it (Beam samples batch sizes for its
         # metrics, and would otherwise pickle a sampled batch whole).
         records.element_type = RecordBase
-    return records | f"RunInference[{path}]" >> RunInference(
-        handler, inference_args=ctx.inference_args or None)
+    return records | f"RunInference[{path}]" >> RunInference(handler)

@@ -86,6 +86,12 @@ class ModelNode:
     ``uri`` is a local path or any Beam FileSystems URI. ``model_class`` (PyTorch
     state dicts) and ``handler_class`` (custom handlers) are import paths
     ``package.module:Name`` that must match the load policy's allow-list.
+
+    ``inference_args``: keyword arguments of this model's call (the scikit-learn
+    method, the PyTorch ``forward``, the custom handler's ``run_inference``);
+    ONNX and TensorRT models take none. ``output``: which output to use when the
+    model returns several (a dict key or an ONNX output name, or a tuple/list
+    index); see :func:`crossinfer.handlers.adapter.select_output`.
     """
 
     kind: ClassVar[str] = "model"
@@ -99,6 +105,8 @@ class ModelNode:
     handler_class: str | None = None
     handler_params: Mapping[str, Any] = field(default_factory=dict)
     method: str | None = None
+    inference_args: Mapping[str, Any] = field(default_factory=dict)
+    output: str | int | None = None
     device: str = "cpu"
     dtype: str = "float32"
     input_shape: tuple[int, ...] | None = None

@@ -9,6 +9,7 @@ raised together as one :class:`SpecError`.
 
 from __future__ import annotations
 
+import keyword
 import math
 import os
 import re
@@ -102,6 +103,7 @@ def _check_model(node: ModelNode, at: str, policy: LoadPolicy, errors: ErrorColl
         errors.add(f"{at}.sha256", "is required: this service only loads models with a pinned "
                                    "SHA-256 checksum")
     _check_framework_fields(node, at, policy, errors)
+    _check_call(node, at, errors)
     _check_uri(node, at, policy, errors)
     for stage in ("preprocess", "postprocess"):
         for i, step in enumerate(getattr(node, stage)):
@@ -160,6 +162,30 @@ def _check_framework_fields(node: ModelNode, at: str, policy: LoadPolicy,
             errors.add(f"{at}.method", "is only used by framework 'sklearn'")
         else:
             _one_of(node.method, SKLEARN_METHODS, f"{at}.method", errors)
+
+
+#: Frameworks whose model call takes no keyword arguments from the spec.
+_NO_INFERENCE_ARGS = {
+    "onnx": "ONNX Runtime's session.run takes only the model's inputs, and crossinfer feeds "
+            "it the batch",
+    "tensorrt": "Beam's TensorRT handler takes none",
+}
+
+
+def _check_call(node: ModelNode, at: str, errors: ErrorCollector) -> None:
+    """``inference_args`` names keyword arguments; ``output`` a name or an index."""
+    for key in node.inference_args:
+        if not key.isidentifier() or keyword.iskeyword(key):
+            errors.add(f"{at}.inference_args.{key}", "is not a keyword argument name (a "
+                                                      "Python identifier, not a keyword)")
+    why = _NO_INFERENCE_ARGS.get(node.framework)
+    if node.inference_args and why:
+        errors.add(f"{at}.inference_args", f"framework {node.framework!r} takes no inference "
+                                           f"args ({why}); remove them")
+    if isinstance(node.output, int) and node.output < 0:
+        errors.add(f"{at}.output", f"an output index must be 0 or more, got {node.output}")
+    if isinstance(node.output, str) and not node.output.strip():
+        errors.add(f"{at}.output", "an output name must not be empty")
 
 
 def _check_uri(node: ModelNode, at: str, policy: LoadPolicy, errors: ErrorCollector) -> None:

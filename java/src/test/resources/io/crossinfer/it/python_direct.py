@@ -9,7 +9,7 @@ reads, and writes what came out:
 JOB.json: {"runs": {"name": {"spec": <spec document>,
                              "rows": [{"id", "key", "digit", "features"}...]}, ...},
            "key_field": "key"}
-OUT.json: {"name": {"results": [{"id", "model", "path", "label", "score"}...],
+OUT.json: {"name": {"results": [{"id", "model", "path", "label", "score", "inference"}...],
                     "failures": [{"id", "node", "error"}...]}, ...}
 """
 
@@ -34,7 +34,7 @@ def run(rows, spec, key_field):
             (outs.results
              | "results" >> beam.Map(lambda r: json.dumps({
                  "id": r.id, "model": r.model, "path": r.path, "label": r.label,
-                 "score": r.score}))
+                 "score": r.score, "inference": list(r.inference)}))
              | "write results" >> beam.io.WriteToText(results_path, shard_name_template=""))
             (outs.failures
              | "failures" >> beam.Map(lambda f: json.dumps({
