@@ -371,3 +371,43 @@ def test_the_table_covers_every_setting_of_a_model_node() -> None:
     assert {f"op:{name}" for name in REGISTRY if name not in POST_ONLY} <= pre_ops
     # TensorRT needs an NVIDIA GPU with TensorRT: refused at construction here
     # (tests/test_handlers.py), run on no machine of this project.
+
+
+class _AtTheEnd(beam.PTransform):
+    """Elements at the end of the global window (as crossinfer's held records and
+    the Java client's batches are), then ``inner``."""
+
+    def __init__(self, inner: beam.PTransform) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def expand(self, pcoll: beam.PCollection) -> Any:
+        return pcoll | "Late" >> beam.Map(_at_the_end) | self._inner
+
+
+def _at_the_end(element: Any) -> Any:
+    from apache_beam.transforms import window
+
+    return window.TimestampedValue(element, window.GlobalWindow().max_timestamp())
+
+
+def test_max_wait_secs_is_for_streaming_and_bounded_input_still_runs(models, refs) -> None:
+    """Beam batches in a stateful DoFn when given max_wait_secs, and the
+    FnApiRunner (also behind Beam's Python job server) failed such a bounded job
+    whose elements sit at the end of the global window: "A total of 1
+    time-pending bundles did not execute" (first seen from Java's
+    withBatching(2, 8, 0.5)). On bounded input batches end with the bundle."""
+    from crossinfer.handlers.registry import model_handler
+
+    waiting = _onnx("waiting", models, batching=ci.Batching(min_batch_size=2, max_batch_size=8,
+                                                             max_wait_secs=0.5))
+    mirror = ci.ABTestNode(name="ab", split="mirror", arms=(
+        ci.Arm("waiting", waiting), ci.Arm("plain", _onnx("plain", models))))
+    rows = [beam.Row(id=i, features=refs.x[i]) for i in range(N)]
+    for spec in (waiting, mirror):
+        results, failures, _ = run(rows, _AtTheEnd(ci.Inference(spec, policy=POLICY)))
+        assert failures == [] and len(results) == N * (1 if spec is waiting else 2)
+    handler = model_handler(waiting, POLICY, "waiting")
+    assert handler.batch_elements_kwargs()["max_batch_duration_secs"] == 0.5  # streaming
+    handler.bounded = True
+    assert "max_batch_duration_secs" not in handler.batch_elements_kwargs()

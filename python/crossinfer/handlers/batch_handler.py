@@ -26,6 +26,7 @@ from crossinfer.handlers.loaded import LoadedModel
 from crossinfer.handlers.node_handler import (
     DEFAULT_MAX_BATCH,
     ModelNodeHandler,
+    batch_kwargs,
     nonfinite_message,
 )
 from crossinfer.processing.ops import BuiltOp, Outputs, build_ops
@@ -85,10 +86,7 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
         return self.namespace
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self._batching_kwargs)
-        if kwargs.get("max_batch_duration_secs") is None:
-            kwargs.pop("max_batch_duration_secs", None)
-        return kwargs
+        return batch_kwargs(self._batching_kwargs, self.inner.bounded)
 
     def get_num_bytes(self, batch: Any) -> int:
         return sum(int(r.features.nbytes) for r in batch if type(r) is Batch)

@@ -74,6 +74,9 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
         #: True when each element is already a batch (an ItemBatch that
         #: crossinfer made, see crossinfer.patterns.to_records).
         self.prebatched = False
+        #: True for bounded input: batches then end with the bundle, and
+        #: max_wait_secs (streaming only) is not passed on (see batch_kwargs).
+        self.bounded = False
 
     # --- Beam ModelHandler interface -------------------------------------
 
@@ -100,10 +103,7 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
         return self.prebatched
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self._batching_kwargs)
-        if kwargs.get("max_batch_duration_secs") is None:
-            kwargs.pop("max_batch_duration_secs", None)
-        return kwargs
+        return batch_kwargs(self._batching_kwargs, self.bounded)
 
     # --- inference ------------------------------------------------------
 
@@ -257,6 +257,20 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
 
     def __repr__(self) -> str:
         return f"ModelNodeHandler({self.path!r}, {self.adapter.framework})"
+
+
+def batch_kwargs(kwargs: dict[str, Any], bounded: bool) -> dict[str, Any]:
+    """Beam's BatchElements arguments for a node's batching. ``max_wait_secs``
+    bounds how long a *streaming* pipeline buffers a batch; on bounded input it
+    is left out, and batches end with the bundle. (With it, Beam batches in a
+    stateful DoFn with timers, and the FnApiRunner - Beam's Python job server -
+    fails a bounded job whose elements sit at the end of the global window, as
+    held records and batch-transport elements do: "A total of 1 time-pending
+    bundles did not execute".)"""
+    kwargs = dict(kwargs)
+    if bounded or kwargs.get("max_batch_duration_secs") is None:
+        kwargs.pop("max_batch_duration_secs", None)
+    return kwargs
 
 
 def nonfinite_message(node: ModelNode) -> str:

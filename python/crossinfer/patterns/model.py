@@ -15,6 +15,7 @@ def expand_model(records: beam.PCollection, node: ModelNode, parent: str,
                  ctx: ExpandContext) -> beam.PCollection:
     path = child_path(parent, node.name)
     handler = model_handler(node, ctx.policy, path)
+    handler.bounded = records.is_bounded
     if records.element_type is ItemBatch:
         # crossinfer batched the records itself (crossinfer.patterns.to_records)
         handler.prebatched = True

@@ -171,12 +171,20 @@ final class E2e {
    */
   static JsonNode pythonDirect(Map<String, Run> runs)
       throws IOException, InterruptedException {
+    return pythonDirect(runs, List.of());
+  }
+
+  /** Like {@link #pythonDirect(Map)}, allowing these classes (import path globs) too. */
+  static JsonNode pythonDirect(Map<String, Run> runs, List<String> allowedClasses)
+      throws IOException, InterruptedException {
     Path dir = freshDir("python-direct");
     Path script = dir.resolve("python_direct.py");
     try (InputStream in = E2e.class.getResourceAsStream("python_direct.py")) {
       Files.copy(in, script);
     }
     ObjectNode job = MAPPER.createObjectNode();
+    ArrayNode allowed = job.putArray("allowed_classes");
+    allowedClasses.forEach(allowed::add);
     ObjectNode runsJson = job.putObject("runs");
     for (Map.Entry<String, Run> e : runs.entrySet()) {
       ObjectNode run = runsJson.putObject(e.getKey());
