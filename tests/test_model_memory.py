@@ -33,6 +33,18 @@ MEMORY = {"large_model": ci.Memory(large_model=True), "model_copies": ci.Memory(
 KEYS = ("sklearn", "state_dict", "torchscript", "onnx")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _remove_shared_model_files():
+    """Beam's cross-process store leaves an address and a lock file per shared
+    model in the temp directory; remove those of the keyed routes made here."""
+    start = time.time() - 1
+    yield
+    pattern = os.path.join(tempfile.gettempdir(), "crossinfer_keyed_*")
+    for path in glob.glob(pattern):
+        if os.path.getmtime(path) >= start:
+            os.remove(path)
+
+
 def framework_nodes(models, memory: ci.Memory, suffix: str = "") -> dict[str, ci.ModelNode]:
     """One model node per framework (and PyTorch format), all with ``memory``."""
     common = dict(preprocess=(SCALE,), memory=memory)
