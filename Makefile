@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 DEMO_DIR := .work/demo_models
 
-.PHONY: demo demo-python test venv lint test-python test-java prism browser examples bench clean
+.PHONY: demo demo-python test venv lint test-python test-java prism go-e2e browser examples bench clean
 
 ## venv: the project's virtual environment in .venv (uv from PyPI installs from its cache in seconds)
 venv: $(VENV)/.installed
@@ -26,13 +26,15 @@ demo: venv
 demo-python: venv
 	$(PY) examples/python/ab_and_sequence.py
 
-## test: lint + every test suite (Python, then Java unit and end-to-end tests)
+## test: lint + every test suite (Python with the Go end-to-end pipeline, then Java unit and
+## end-to-end tests)
 test: lint test-python test-java
 
 lint: venv
 	$(PY) -m ruff check python tests examples/python $(wildcard bench)
+	@test -z "$$(gofmt -l tests/go)" || { echo "gofmt: run gofmt -w tests/go" >&2; exit 1; }
 
-test-python: venv browser
+test-python: venv browser prism go-e2e
 	$(PY) -m pytest -q tests
 
 ## browser: Debian's chromium, which renders the experiment report's HTML in a test (apt-get as
@@ -45,6 +47,11 @@ browser:
 ## prism: Beam's Prism runner from the Go module proxy, into .tools/bin (cached in ~/.cache/crossinfer)
 prism:
 	bash java/scripts/build-prism.sh
+
+## go-e2e: the Go end-to-end pipeline (tests/go; Beam's Go SDK from the Go module proxy) into
+## .tools/bin (cached in ~/.cache/crossinfer, as Prism is)
+go-e2e:
+	bash tests/go/build.sh
 
 ## test-java: Surefire + Failsafe (no -q: CI reads the "Tests run" lines)
 test-java: venv prism

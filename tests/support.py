@@ -15,6 +15,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 STORE: dict[str, list[Any]] = defaultdict(list)
@@ -143,5 +144,124 @@ class CountingHandler(ModelHandler[np.ndarray, PredictionResult, AffineModel]):
         return [PredictionResult(x, y) for x, y in zip(batch, out, strict=False)]
 
 
+class DictHandler(ModelHandler[np.ndarray, PredictionResult, AffineModel]):
+    """A custom handler whose per-element result is a dict: ``same`` (x) and
+    ``double`` (2x)."""
+
+    def load_model(self) -> AffineModel:
+        return AffineModel(1.0, 0.0, None)
+
+    def run_inference(self, batch: Any, model: AffineModel,
+                      inference_args: dict[str, Any] | None = None) -> list[PredictionResult]:
+        out = model(np.stack(batch))
+        return [PredictionResult(x, {"same": y, "double": 2 * y})
+                for x, y in zip(batch, out, strict=True)]
+
+
+class ArgsHandler(ModelHandler[np.ndarray, PredictionResult, AffineModel]):
+    """A custom handler whose call takes one keyword argument, ``factor``:
+    y = x * factor. Any other argument raises as a Python call does."""
+
+    def load_model(self) -> AffineModel:
+        return AffineModel(1.0, 0.0, None)
+
+    def run_inference(self, batch: Any, model: AffineModel,
+                      inference_args: dict[str, Any] | None = None) -> list[PredictionResult]:
+        def call(x: np.ndarray, factor: float = 1.0) -> np.ndarray:
+            return model(x) * factor
+
+        out = call(np.stack(batch), **(inference_args or {}))
+        return [PredictionResult(x, y) for x, y in zip(batch, out, strict=True)]
+
+
 def only(values: Iterable[Any], predicate: Callable[[Any], bool]) -> list[Any]:
     return [v for v in values if predicate(v)]
+
+
+# ------------------------------------------------------------ float tolerances
+
+
+#: Cancellation allowance: how much larger ``sum|a_i * b_i|`` of a model's dot
+#: products may be than their result (at least 1). Measured on the models the
+#: tests use by tests/test_tolerances.py (the digits MLP's output layer: ~56).
+CANCELLATION = 64
+
+
+def float_tolerance(dtype: Any = np.float32, *, terms: int = 1, layers: int = 1,
+                    scale: float = CANCELLATION) -> dict[str, float]:
+    """``rtol`` and ``atol`` (keywords of ``np.testing.assert_allclose``) for
+    one float computation done twice with other summation orders: in other
+    batch compositions, by other BLAS kernels, on another CPU.
+
+    Where the bound comes from: a dot product of ``n`` terms computed in
+    floating point is within ``gamma_n * sum|a_i * b_i|`` of the exact value,
+    ``gamma_n = n*u / (1 - n*u)``, ``u = eps/2`` the unit roundoff (Higham,
+    *Accuracy and Stability of Numerical Algorithms*, 2nd ed., eq. 3.5), for
+    any order of summation. Two such results differ by at most ``2*gamma_n ~=
+    n*eps`` times ``sum|a_i * b_i|``, which is at most ``scale`` times
+    ``max(1, |result|)`` (:data:`CANCELLATION`). Each of ``layers`` layers
+    adds its own rounding to what the earlier ones pass on, so the bound is
+    multiplied by ``layers``; element-wise steps (a bias, softmax, a scale op)
+    add a few ``eps`` each, well inside it, and softmax shrinks absolute errors
+    (``|dp| <= max|dz| / 2``). The bound serves as ``rtol`` and as ``atol``
+    (for values near zero).
+
+    Use ``terms`` = the longest reduction (a layer's fan-in: 64 for the
+    digits models' first layer), ``layers`` = the number of layers.
+    """
+    bound = float(np.finfo(dtype).eps) * terms * layers * scale
+    return {"rtol": bound, "atol": bound}
+
+
+#: Any digits model or sequence of them (64 inputs, at most 3 layers: PCA then
+#: the 16-32-10 MLP), in float32.
+DIGITS_TOL = float_tolerance(np.float32, terms=64, layers=3)
+
+
+def assert_same_label(label: int, expected: int, probabilities: Any, atol: float) -> None:
+    """Labels from argmax agree, or the two candidates' scores are within
+    ``atol`` (a near tie that other rounding may break either way)."""
+    if label != expected:
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        assert abs(p[label] - p[expected]) <= 2 * atol, (label, expected, p)
+
+
+# ------------------------------------------------------------ test models
+# State-dict classes for settings the shipped models do not exercise; a spec
+# names them as "support:<Name>" (the tests' policies allow-list "support:*").
+
+
+class TemperatureMLP(torch.nn.Module):
+    """crossinfer.models.MLP with a ``temperature`` keyword: logits / temperature."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__()
+        from crossinfer.models import MLP
+
+        self.mlp = MLP(sizes)
+
+    def forward(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return self.mlp(x) / temperature
+
+
+class TwoHeads(torch.nn.Module):
+    """Returns a dict: ``logits`` (n, 10) and ``embedding`` (n, 4), and a
+    ``total`` that is not per element (one number for the whole batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(64, 4)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        embedding = self.body(x)
+        return {"logits": self.head(embedding), "embedding": embedding,
+                "total": embedding.sum()}
+
+
+class PairHeads(TwoHeads):
+    """The same heads as a tuple: (logits, embedding)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        embedding = self.body(x)
+        return self.head(embedding), embedding

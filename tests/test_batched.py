@@ -13,7 +13,7 @@ from crossinfer.demo import DemoModels
 from crossinfer.models import MLP
 from crossinfer.patterns.batched import BatchedInference, to_batch
 from crossinfer.records import Batch, Failure
-from support import LiveModels, metric, run
+from support import DIGITS_TOL, LiveModels, assert_same_label, metric, run
 
 SCALE = ci.Op("scale", {"factor": 1 / 16})
 POLICY = ci.LoadPolicy(allowed_classes=("crossinfer.models:*", "support:*"))
@@ -51,9 +51,10 @@ def test_batches_give_the_same_results_as_calling_the_model(models, digits_data)
     for r in results:
         rows = r.id + np.asarray(r.index)
         assert r.model == "mlp" and r.path == "mlp"
-        np.testing.assert_allclose(r.inference, expected[rows], rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(r.label, expected[rows].argmax(axis=1))
-        np.testing.assert_allclose(r.score, expected[rows].max(axis=1), rtol=1e-5)
+        np.testing.assert_allclose(r.inference, expected[rows], **DIGITS_TOL)
+        for label, want in zip(r.label.tolist(), expected[rows], strict=True):
+            assert_same_label(label, int(want.argmax()), want, DIGITS_TOL["atol"])
+        np.testing.assert_allclose(r.score, expected[rows].max(axis=1), **DIGITS_TOL)
         assert r.features.shape[0] == len(r.index)  # input fields pass through
 
 
@@ -65,7 +66,7 @@ def test_packed_float32_bytes_with_a_shape_field(models, digits_data) -> None:
     assert failures == []
     [r] = results
     np.testing.assert_array_equal(r.index, np.arange(50))
-    np.testing.assert_allclose(r.inference, direct(models, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.inference, direct(models, x), **DIGITS_TOL)
 
 
 def test_bad_rows_fail_alone_with_their_index(models, digits_data) -> None:
@@ -138,8 +139,11 @@ def test_a_sequence_runs_batched(models, digits_data) -> None:
     by_id = {r.id: r for r in single}
     for r in batched:
         assert r.path == "seq/head"
-        for row, label in zip(r.index, r.label, strict=True):
-            assert by_id[r.id + int(row)].label == int(label)
+        for j, (row, label) in enumerate(zip(r.index, r.label, strict=True)):
+            single_row = by_id[r.id + int(row)]
+            np.testing.assert_allclose(r.inference[j], single_row.inference, **DIGITS_TOL)
+            assert_same_label(int(label), single_row.label, single_row.inference,
+                              DIGITS_TOL["atol"])
 
 
 def test_ab_and_keyed_specs_are_refused_at_construction(models) -> None:

@@ -20,7 +20,7 @@ from crossinfer.models import MeanPoolClassifier
 from crossinfer.patterns.to_records import ToRecords
 from crossinfer.records import Batch, Failure, Item, ItemBatch, RecordBase, RecordCoder
 from crossinfer.rows import IOConfig, fields_view, screen_batch, stack_batch, to_item, to_output_row
-from support import run
+from support import float_tolerance, run
 
 
 def ragged_rows(n: int, seed: int = 0) -> list[beam.Row]:
@@ -133,7 +133,8 @@ def test_ragged_pipeline_matches_calling_the_model(tmp_path) -> None:
     with torch.no_grad():
         for r in results:
             x = torch.from_numpy(rows[r.id].features)[None]
-            np.testing.assert_allclose(r.inference, model(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(r.inference, model(x)[0].numpy(), **float_tolerance(
+                np.float32, terms=12, layers=3))  # mean over at most 12 values
 
 
 def test_record_coder_round_trips_and_estimates_without_pickling() -> None:

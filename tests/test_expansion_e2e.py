@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import crossinfer
 from crossinfer.expansion import ExternalInference
 from crossinfer.policy import LoadPolicy
+from support import DIGITS_TOL, assert_same_label
 from xlang_fixtures import STORE, Collect, Digit, shared_stack
 
 pytestmark = pytest.mark.slow
@@ -115,8 +116,11 @@ def test_matches_direct_pipeline(name: str, xlang: dict, direct: dict,
     assert got_res.keys() == want_res.keys()
     for key, (model, label, inference) in want_res.items():
         g_model, g_label, g_inference = got_res[key]
-        assert (g_model, g_label) == (model, label), key
-        np.testing.assert_allclose(g_inference, inference, atol=1e-6, rtol=0, err_msg=str(key))
+        assert g_model == model, key
+        # Other processes, other batches: float32 within the tolerance, labels equal
+        # unless the top scores tie within it.
+        np.testing.assert_allclose(g_inference, inference, **DIGITS_TOL, err_msg=str(key))
+        assert_same_label(g_label, label, inference, DIGITS_TOL["atol"])
     assert got_fail == want_fail
     # every element accounted for (A/B and keyed route each element once)
     assert len({i for i, _ in got_res} | {i for i, _ in got_fail}) == len(rows)

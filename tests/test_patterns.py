@@ -17,7 +17,7 @@ import crossinfer as ci
 from crossinfer.demo import DemoModels
 from crossinfer.models import MLP
 from crossinfer.patterns.ab_test import hash_bucket, pick_arm
-from support import run
+from support import DIGITS_TOL, assert_same_label, run
 
 SCALE = ci.Op("scale", {"factor": 1 / 16})
 ARGMAX = (ci.Op("softmax"), ci.Op("argmax"))
@@ -92,8 +92,9 @@ def test_single_model_matches_calling_the_model_directly(models, digits_data, va
     else:
         expected = direct_mlp(models, x[:300])
     for row in results:
-        np.testing.assert_allclose(row.inference, expected[row.id], rtol=1e-4, atol=1e-5)
-        assert row.label == int(np.argmax(expected[row.id]))
+        np.testing.assert_allclose(row.inference, expected[row.id], **DIGITS_TOL)
+        assert_same_label(row.label, int(np.argmax(expected[row.id])), expected[row.id],
+                          DIGITS_TOL["atol"])
         assert row.model == "m" and row.path == "m"
     accuracy = np.mean([row.label == y[row.id] for row in results])
     assert accuracy > 0.95
@@ -117,7 +118,7 @@ def test_ab_hash_split_sends_each_key_to_one_arm_with_correct_predictions(models
                                                          [0.9, 1.0])]
         assert arm == expected_arm
         expected = lr_probs[row.id] if arm == "control" else mlp_probs[row.id]
-        np.testing.assert_allclose(row.inference, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(row.inference, expected, **DIGITS_TOL)
     assert set(arms) == {"control", "treatment"}
 
 
@@ -198,5 +199,5 @@ def test_sequence_feeds_each_stage_the_post_processed_output_of_the_last(models,
         expected = torch.softmax(mlp(components), dim=1).numpy()
     for row in results:
         assert row.model == "digits_pca_mlp"
-        np.testing.assert_allclose(row.inference, expected[row.id], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(row.inference, expected[row.id], **DIGITS_TOL)
     assert np.mean([r.label == y[r.id] for r in results]) > 0.95

@@ -5,7 +5,8 @@
   proves nothing ran, and a positive control (the same file where the format
   is allowed) proves the payload would have run.
 * Workers check again what construction checked, and load the bytes they
-  verified.
+  verified. A worker's refusal fails that model's elements (failure rows
+  naming the cause; see crossinfer.handlers.loaded), never the pipeline.
 * Every bound comes from one table (crossinfer.spec.limits), which schema.json
   and docs/security.md state too; every bound is enforced, naming its field.
 """
@@ -19,9 +20,11 @@ import pickle
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import torch
@@ -42,6 +45,7 @@ from crossinfer.policy import (
 )
 from crossinfer.spec import SpecError, SpecLimits, json_schema, load_spec
 from crossinfer.spec.limits import DERIVED_BOUNDS, FIELD_BOUNDS, markdown_table
+from support import STORE, Collect
 
 DOCS = Path(__file__).parent.parent / "docs"
 
@@ -51,6 +55,25 @@ def errors_of(doc: Any, policy: LoadPolicy | None = None,
     with pytest.raises(SpecError) as info:
         load_spec(doc, policy, limits)
     return dict(info.value.errors)
+
+
+#: Rows a worker-side refusal is shown on: each must come out as a failure.
+ROWS = 8
+SCALE = ci.Op("scale", {"factor": 1 / 16})
+
+
+def run_after(change: Callable[[], Any], transform: Any) -> tuple[list[Any], list[Any]]:
+    """(results, failures) of ROWS digit-shaped rows through ``transform``, in a
+    pipeline built first; ``change`` runs between building and running it (what
+    the workers then meet, construction never saw)."""
+    rows = [beam.Row(id=i, features=np.full(64, float(i), np.float32)) for i in range(ROWS)]
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    out = pipeline | beam.Create(rows) | transform
+    _ = out.results | "Results" >> beam.Map(Collect("policy/results"))
+    _ = out.failures | "Failures" >> beam.Map(Collect("policy/failures"))
+    change()
+    pipeline.run().wait_until_finish()
+    return STORE.pop("policy/results", []), STORE.pop("policy/failures", [])
 
 
 def spec(node: dict) -> dict:
@@ -210,6 +233,9 @@ def _field(key: str, value: Any) -> tuple[dict, str]:
     if key == "model.input_shape[]":
         model["input_shape"] = [value]
         return spec(model), "node.input_shape[0]"
+    if key == "model.output":
+        model["output"] = value
+        return spec(model), "node.output"
     if key == "ab_test.arms[].weight":
         doc = _ab()
         doc["node"]["arms"][0]["weight"] = value
@@ -281,6 +307,10 @@ def test_every_field_bound_is_enforced_naming_the_field(key: str) -> None:
      "not a numeric dtype"),
     ({**MODEL, "uri": "/m/" + "x" * 4096}, "node.uri", "longer than 4096 characters"),
     ({**MODEL, "uri": "/m/model\x00.skops"}, "node.uri", "contains a control character"),
+    ({**MODEL, "output": "o" * 257}, "node.output", "at most 256 characters"),
+    ({**MODEL, "inference_args": {"a": [[[[[[[[[1]]]]]]]]]}},
+     "node.inference_args.a[0][0][0][0][0][0][0]",
+     "nested deeper than 8 levels"),
     ({**MODEL, "uri": "file://other-host/m.skops"}, "node.uri", "file:///absolute/path"),
     ({**MODEL, "uri": "gs://bucket/models/../secrets/m.skops"}, "node.uri",
      "without '.' or '..' segments"),
@@ -328,9 +358,10 @@ def test_limits_must_be_positive() -> None:
 
 
 def _schema_at(path: str) -> dict:
+    """The schema at a dotted path of ``$defs``; a number indexes a list (``oneOf.1``)."""
     node: Any = json_schema()["$defs"]
     for key in path.split("."):
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
     return node
 
 
@@ -351,6 +382,8 @@ def test_the_schema_states_the_sizes_it_can() -> None:
     assert _schema_at("ab_test.properties.salt")["maxLength"] == \
         DERIVED_BOUNDS["ab_test.salt, keyed.routes[].keys[] (length)"].maximum
     assert "skops" in _schema_at("model.properties.format")["enum"]
+    assert _schema_at("model.properties.output.oneOf.0")["maxLength"] == \
+        DERIVED_BOUNDS["model.output (length)"].maximum
 
 
 def _message_corpus() -> str:
@@ -502,14 +535,24 @@ def test_workers_refuse_a_location_that_changed_since_construction(
     for d in (root / "team", outside):
         shutil.copy(models.path("digits_lr.skops"), d / "lr.skops")
     policy = LoadPolicy(model_roots=(str(root),))
-    handler = model_handler(ci.ModelNode(name="lr", framework="sklearn", format="skops",
-                                         uri=str(root / "team" / "lr.skops")), policy, "lr")
+    node = ci.ModelNode(name="lr", framework="sklearn", format="skops",
+                        uri=str(root / "team" / "lr.skops"), preprocess=(SCALE,))
+    handler = model_handler(node, policy, "lr")
     shipped = pickle.loads(pickle.dumps(handler))  # what a worker receives
     assert shipped.adapter.policy == policy
-    shutil.rmtree(root / "team")
-    (root / "team").symlink_to(outside)  # the directory now leads out of the root
+
+    def swap() -> None:
+        shutil.rmtree(root / "team")
+        (root / "team").symlink_to(outside)  # the directory now leads out of the root
+
+    # In a pipeline the refusal fails the model's elements, each saying why.
+    results, failures = run_after(swap, ci.Model(node, policy=policy))
+    assert results == [] and len(failures) == ROWS
+    assert all(f.error.startswith(f"model 'lr' could not be loaded from {node.uri!r}: ")
+               and "outside the allowed model roots" in f.error for f in failures), failures[0]
     with pytest.raises(ModelLoadError, match="outside the allowed model roots"):
-        shipped.load_model()
+        shipped.adapter.load()
+    assert "outside the allowed model roots" in (shipped.load_model().load_error() or "")
 
 
 def test_workers_verify_the_pin_on_the_bytes_they_load(tmp_path: Path,
@@ -521,10 +564,17 @@ def test_workers_verify_the_pin_on_the_bytes_they_load(tmp_path: Path,
     node = ci.ModelNode(name="lr", framework="sklearn", format="pickle", uri=str(path),
                         sha256=sha256_of(path))
     handler = model_handler(node, policy, "lr")
-    assert handler.load_model() is not None
-    WRITERS["pickle"](path, marker)  # swapped after construction
+    assert handler.load_model().load_error() is None
+    # Swapped after construction: in a pipeline the refusal fails the model's
+    # elements, each saying why, and the file's payload never runs.
+    results, failures = run_after(lambda: WRITERS["pickle"](path, marker),
+                                  ci.Model(node, policy=policy))
+    assert results == [] and len(failures) == ROWS
+    assert all(f"the SHA-256 of {str(path)!r} is " in f.error and "refusing to load it"
+               in f.error for f in failures), failures[0]
     with pytest.raises(ModelLoadError, match="refusing to load it"):
-        handler.load_model()
+        handler.adapter.load()
+    assert "refusing to load it" in (handler.load_model().load_error() or "")
     assert not marker.exists()
     unpinned = model_handler(ci.ModelNode(name="lr", framework="sklearn", format="pickle",
                                           uri=str(path)), policy, "lr")

@@ -216,6 +216,19 @@ def surely_finite(features: np.ndarray) -> bool:
     return math.isfinite(_sum(features if features.ndim == 1 else features.reshape(-1)))
 
 
+def nonfinite_rows(arrays: list[np.ndarray | None], n: int) -> np.ndarray | None:
+    """A boolean mask of the rows (of ``n``, the first axis of every array)
+    where any of ``arrays`` holds NaN or infinity, or None when all values are
+    finite (one sum per array: only a non-finite sum is looked at row by row)."""
+    bad: np.ndarray | None = None
+    for values in arrays:
+        if values is None or values.dtype.kind != "f" or surely_finite(values):
+            continue
+        rows = ~np.isfinite(values.reshape(n, -1)).all(axis=1)
+        bad = rows if bad is None else bad | rows
+    return bad if bad is not None and bad.any() else None
+
+
 # A ufunc reduction, not a dot product: numpy's dot hands small vectors to BLAS
 # and releases the GIL around the call, and in a Beam worker (gRPC threads
 # always runnable) getting it back costs up to the 5 ms switch interval; a

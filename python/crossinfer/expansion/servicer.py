@@ -306,4 +306,11 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
             last = response.error.strip().splitlines()[-1]
             response = beam_expansion_api_pb2.ExpansionResponse(
                 error=f"{ERROR_PREFIX}internal error while expanding: {last}")
+        # A producer stub the service made up for an input the client sent without
+        # one (the Go SDK does) must not come back: merged into the client's
+        # pipeline it is a second producer of the input, which Prism refuses.
+        for made_up in (set(prepared_plan.request.components.transforms)
+                        - set(request.components.transforms)):
+            if made_up in response.components.transforms:
+                del response.components.transforms[made_up]
         return response

@@ -9,7 +9,9 @@ model on the concatenated rows, post-processing on the whole output.
 
 Per-row accounting is kept: a model call that fails is bisected until the rows
 that fail are found, and each leaves as a :class:`~crossinfer.records.Failure`
-with its row index; failures of earlier steps pass through untouched.
+with its row index, as does each row whose output is not finite; a model that
+cannot load fails every row it gets; failures of earlier steps pass through
+untouched.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH, ModelNodeHandler
+from crossinfer.handlers.loaded import LoadedModel
+from crossinfer.handlers.node_handler import (
+    DEFAULT_MAX_BATCH,
+    ModelNodeHandler,
+    batch_kwargs,
+    nonfinite_message,
+)
 from crossinfer.processing.ops import BuiltOp, Outputs, build_ops
 from crossinfer.records import Batch, Failure, RecordBase, error_text
+from crossinfer.rows import nonfinite_rows
 
 _EXTRA_OUTPUTS = ("label", "score", "labels", "scores")
 
@@ -70,17 +79,14 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
 
     # --- Beam ModelHandler interface -------------------------------------
 
-    def load_model(self) -> Any:
+    def load_model(self) -> LoadedModel:
         return self.inner.load_model()
 
     def get_metrics_namespace(self) -> str:
         return self.namespace
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self._batching_kwargs)
-        if kwargs.get("max_batch_duration_secs") is None:
-            kwargs.pop("max_batch_duration_secs", None)
-        return kwargs
+        return batch_kwargs(self._batching_kwargs, self.inner.bounded)
 
     def get_num_bytes(self, batch: Any) -> int:
         return sum(int(r.features.nbytes) for r in batch if type(r) is Batch)
@@ -88,10 +94,15 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
     def run_inference(self, batch: Any, model: Any,
                       inference_args: dict[str, Any] | None = None) -> list[RecordBase]:
         """The surviving rows of each batch record as one Batch, a Failure per
-        failed row; failures of earlier steps pass through."""
+        failed row; failures of earlier steps pass through. ``model`` is a
+        :class:`LoadedModel` or Beam's proxy to one; the node's own
+        ``inference_args`` are used (crossinfer passes RunInference none)."""
         if self._pre is None:
             self._pre = build_ops(self.node.preprocess, "pre")
             self._post = build_ops(self.node.postprocess, "post")
+        error = model.load_error()
+        if error is not None:
+            return self._fail_all(batch, error)
         out: list[RecordBase] = []
         groups: dict[tuple[int, ...], list[_Prepared]] = {}
         for record in batch:
@@ -103,11 +114,25 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
                 groups.setdefault(prepared.x.shape[1:], []).append(prepared)
         given = len(out)
         for group in groups.values():
-            self._infer_group(group, model, inference_args or {}, out)
+            self._infer_group(group, model, out)
         failures = sum(1 for r in out[given:] if type(r) is Failure)
         failures += sum(1 for r in out[:given] if type(r) is Failure and r.node == self.path)
         if failures:
             Metrics.counter(self.namespace, "failures").inc(failures)
+        return out
+
+    def _fail_all(self, batch: Any, error: str) -> list[RecordBase]:
+        """A Failure for every row of every Batch; failures pass through."""
+        out: list[RecordBase] = []
+        for record in batch:
+            if type(record) is Batch:
+                out.extend(Failure(record.original, self.path, error, index=int(row))
+                           for row in record.rows.tolist())
+            else:
+                out.append(record)
+        failed = sum(len(r.rows) for r in batch if type(r) is Batch)
+        if failed:
+            Metrics.counter(self.namespace, "failures").inc(failed)
         return out
 
     # --- preparation ----------------------------------------------------
@@ -144,14 +169,13 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
 
     # --- inference ------------------------------------------------------
 
-    def _infer_group(self, group: list[_Prepared], model: Any, inference_args: dict[str, Any],
-                     out: list[RecordBase]) -> None:
+    def _infer_group(self, group: list[_Prepared], model: Any, out: list[RecordBase]) -> None:
         """One model call for the rows of every record in ``group`` (same row shape)."""
         x = group[0].x if len(group) == 1 else np.concatenate([p.x for p in group])
         sizes = [len(p.x) for p in group]
         pieces: list[tuple[np.ndarray, Outputs]] = []
-        failed: list[tuple[int, BaseException]] = []
-        self._run(x, np.arange(len(x)), model, inference_args, pieces, failed)
+        failed: list[tuple[int, str]] = []
+        self._run(x, np.arange(len(x)), model, pieces, failed)
         if not failed:  # the common case: every row has its result, in order
             outputs, lo = pieces[0][1], 0
             for p, size in zip(group, sizes, strict=True):
@@ -160,9 +184,9 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
             return
         owner = np.repeat(np.arange(len(group)), sizes)
         starts = np.concatenate([[0], np.cumsum(sizes)])
-        for g, exc in failed:
+        for g, error in failed:
             p = group[owner[g]]
-            out.append(Failure(p.record.original, self.path, error_text(exc),
+            out.append(Failure(p.record.original, self.path, error,
                                index=int(p.rowid[g - starts[owner[g]]])))
         if not pieces:
             return
@@ -176,22 +200,32 @@ class BatchNodeHandler(ModelHandler[RecordBase, RecordBase, Any]):
             local = kept[lo:hi] - starts[j]
             out.append(self._result(p, outputs, lo, hi, local))
 
-    def _run(self, x: np.ndarray, idx: np.ndarray, model: Any, inference_args: dict[str, Any],
+    def _run(self, x: np.ndarray, idx: np.ndarray, model: Any,
              pieces: list[tuple[np.ndarray, Outputs]],
-             failed: list[tuple[int, BaseException]]) -> None:
-        """Predict + post-process ``x``; on an error, bisect to the failing rows."""
+             failed: list[tuple[int, str]]) -> None:
+        """Predict + post-process ``x``; on an error, bisect to the failing rows.
+        Rows whose output is not finite fail without a bisection."""
         try:
-            outputs = Outputs(self.inner.adapter.predict(model, x, inference_args))
+            raw = model.predict(x)
+            outputs = Outputs(raw)
             for op in self._post or ():
                 outputs = op.batch(outputs)
         except Exception as exc:
             if len(idx) == 1:
-                failed.append((int(idx[0]), exc))
+                failed.append((int(idx[0]), error_text(exc)))
                 return
             half = len(idx) // 2
-            self._run(x[:half], idx[:half], model, inference_args, pieces, failed)
-            self._run(x[half:], idx[half:], model, inference_args, pieces, failed)
+            self._run(x[:half], idx[:half], model, pieces, failed)
+            self._run(x[half:], idx[half:], model, pieces, failed)
             return
+        bad = nonfinite_rows([raw, outputs.inference, outputs.score, outputs.scores], len(raw))
+        if bad is not None:
+            message = nonfinite_message(self.node)
+            failed.extend((int(i), message) for i in idx[bad].tolist())
+            keep = np.flatnonzero(~bad)
+            if not keep.size:
+                return
+            idx, outputs = idx[keep], outputs.take(keep)
         pieces.append((idx, outputs))
 
     def _result(self, p: _Prepared, outputs: Outputs, lo: int, hi: int,

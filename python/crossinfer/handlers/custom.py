@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
+from crossinfer.handlers.adapter import (
+    FrameworkAdapter,
+    ModelLoadError,
+    as_batch_output,
+    select_output,
+)
 from crossinfer.policy import ClassRefused, LoadPolicy, model_handler_base
 from crossinfer.spec.nodes import ModelNode
 
@@ -55,8 +60,8 @@ class CustomAdapter(FrameworkAdapter):
                 ) -> np.ndarray:
         results = list(model.handler.run_inference(list(batch), model.model,
                                                    inference_args or None))
-        rows = [np.asarray(r.inference if isinstance(r, PredictionResult) else r)
-                for r in results]
+        rows = [np.asarray(select_output(r.inference if isinstance(r, PredictionResult) else r,
+                                         self.node.output, self.node.name)) for r in results]
         return as_batch_output(np.stack(rows), len(batch), self.node.name)
 
 

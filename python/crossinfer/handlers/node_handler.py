@@ -7,18 +7,22 @@ loads (shared per process, or across processes for ``large_model`` /
 * ragged batches: elements are grouped by feature shape and each group is
   stacked separately, so unequal lengths never hit "stack expects each tensor
   to be equal size";
-* per-element failures: pre-processing errors, wrong shapes and model errors
-  become :class:`~crossinfer.records.Failure` records for exactly the elements
-  that caused them (a failing batch is retried element by element), never a
-  crashed bundle or a silently dropped element;
+* per-element failures: pre-processing errors, wrong shapes, model errors and
+  non-finite outputs (NaN, infinity) become :class:`~crossinfer.records.Failure`
+  records for exactly the elements that caused them (a failing batch is
+  retried element by element), never a crashed bundle or a silently dropped
+  element;
+* a model that cannot load fails this node's elements only, each with the
+  cause (:class:`~crossinfer.handlers.loaded.LoadedModel`);
+* ``large_model`` / ``model_copies`` for every framework: Beam hands the
+  handler a cross-process proxy, and a LoadedModel is called only through
+  methods that take and return numpy arrays;
 * vectorised post-processing over the whole batch;
 * a cheap ``get_num_bytes`` (Beam's PyTorch handler walks every scalar).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,11 +31,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from crossinfer.handlers.adapter import FrameworkAdapter
+from crossinfer.handlers.loaded import LoadedModel
 from crossinfer.processing.ops import BuiltOp, Outputs, build_ops
 from crossinfer.records import Failure, Item, error_text, item_from_fields
+from crossinfer.rows import nonfinite_rows
 from crossinfer.spec.nodes import ModelNode
-
-_LOG = logging.getLogger(__name__)
 
 #: Batching when a spec sets none: Beam's default starts adaptive batching at
 #: one element. crossinfer batches a fixed 256 elements unless the spec sets
@@ -70,19 +74,21 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
         #: True when each element is already a batch (an ItemBatch that
         #: crossinfer made, see crossinfer.patterns.to_records).
         self.prebatched = False
+        #: True for bounded input: batches then end with the bundle, and
+        #: max_wait_secs (streaming only) is not passed on (see batch_kwargs).
+        self.bounded = False
 
     # --- Beam ModelHandler interface -------------------------------------
 
-    def load_model(self) -> Any:
-        start = time.perf_counter()
-        model = self.adapter.load()
-        _LOG.info("crossinfer: loaded model %r (%s) in %.1f ms", self.node.name,
-                  self.adapter.framework, (time.perf_counter() - start) * 1e3)
-        return model
+    def load_model(self) -> LoadedModel:
+        """The model, or why it could not be loaded (never raises: see LoadedModel)."""
+        return LoadedModel(self.adapter)
 
     def run_inference(self, batch: Sequence[Record], model: Any,
                       inference_args: dict[str, Any] | None = None) -> list[Record]:
-        return self.infer(batch, model, inference_args or {})
+        # Inference args are the model node's own (node.inference_args); crossinfer
+        # never passes RunInference any.
+        return self.infer(batch, model)
 
     def get_num_bytes(self, batch: Sequence[Record]) -> int:
         stacked = getattr(batch, "stacked", None)  # an ItemBatch: no need to visit each
@@ -97,29 +103,31 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
         return self.prebatched
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self._batching_kwargs)
-        if kwargs.get("max_batch_duration_secs") is None:
-            kwargs.pop("max_batch_duration_secs", None)
-        return kwargs
+        return batch_kwargs(self._batching_kwargs, self.bounded)
 
     # --- inference ------------------------------------------------------
 
-    def infer(self, batch: Sequence[Record], model: Any, inference_args: dict[str, Any]
-              ) -> list[Record]:
-        """Results in input order: an Item with inference, or a Failure."""
+    def infer(self, batch: Sequence[Record], model: Any) -> list[Record]:
+        """Results in input order: an Item with inference, or a Failure.
+        ``model`` is a :class:`LoadedModel` or Beam's proxy to one."""
         if self._pre is None:
             self._pre = build_ops(self.node.preprocess, "pre")
             self._post = build_ops(self.node.postprocess, "post")
+        error = model.load_error()
+        if error is not None:
+            return self._fail_all(batch, error)
         out: list[Record | None] = [None] * len(batch)
         stacked = getattr(batch, "stacked", None)  # an ItemBatch of finite Items
         if stacked is not None and not self._pre and \
                 (self._shape is None or stacked.shape[1:] == self._shape):
             try:
-                outputs = self._predict(stacked, model, inference_args)
+                outputs, bad = self._predict(stacked, model)
             except Exception:
                 pass  # the path below isolates the element(s) that fail
             else:
-                self._emit(batch, range(len(batch)), outputs, out)
+                failures = self._emit(batch, range(len(batch)), outputs, bad, out)
+                if failures:
+                    Metrics.counter(self.namespace, "failures").inc(failures)
                 return out  # type: ignore[return-value]
         groups: dict[tuple[int, ...], list[int]] = {}
         prepared: list[np.ndarray | None] = [None] * len(batch)
@@ -144,10 +152,18 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
             else:
                 group.append(i)
         for indices in groups.values():
-            failures += self._infer_group(batch, prepared, indices, model, inference_args, out)
+            failures += self._infer_group(batch, prepared, indices, model, out)
         if failures:
             Metrics.counter(self.namespace, "failures").inc(failures)
         return out  # type: ignore[return-value]
+
+    def _fail_all(self, batch: Sequence[Record], error: str) -> list[Record]:
+        """Every Item of ``batch`` fails with ``error``; failures pass through."""
+        out = [Failure(r.original, self.path, error) if type(r) is Item else r for r in batch]
+        failed = sum(type(r) is Item for r in batch)
+        if failed:
+            Metrics.counter(self.namespace, "failures").inc(failed)
+        return out
 
     def _prepare(self, features: np.ndarray) -> np.ndarray:
         """Pre-processing and the shape check for one element. The cast to the
@@ -173,36 +189,50 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
         return np.stack(arrays)
 
     def _infer_group(self, batch: Sequence[Record], prepared: list[np.ndarray | None],
-                     indices: list[int], model: Any, inference_args: dict[str, Any],
-                     out: list[Record | None]) -> int:
+                     indices: list[int], model: Any, out: list[Record | None]) -> int:
         """Infer one group of equal shapes; returns how many elements failed."""
         try:
             stacked = self._stack([prepared[i] for i in indices])  # type: ignore[misc]
-            outputs = self._predict(stacked, model, inference_args)
+            outputs, bad = self._predict(stacked, model)
         except Exception as exc:
             if len(indices) > 1:  # isolate the element(s) that fail
-                return sum(self._infer_group(batch, prepared, [i], model, inference_args, out)
+                return sum(self._infer_group(batch, prepared, [i], model, out)
                            for i in indices)
             record = batch[indices[0]]
             out[indices[0]] = Failure(record.original, self.path, error_text(exc))
             return 1
-        self._emit(batch, indices, outputs, out)
-        return 0
+        return self._emit(batch, indices, outputs, bad, out)
 
-    def _predict(self, stacked: np.ndarray, model: Any, inference_args: dict[str, Any]
-                 ) -> Outputs:
-        """The model and the post-processing on one stacked batch."""
+    def _predict(self, stacked: np.ndarray, model: Any) -> tuple[Outputs, np.ndarray | None]:
+        """The model and the post-processing on one stacked batch, and a mask of
+        the rows whose output is not finite (None: all are)."""
         if stacked.dtype != self._dtype:
             stacked = stacked.astype(self._dtype)
-        outputs = Outputs(self.adapter.predict(model, stacked, inference_args))
+        raw = model.predict(stacked)
+        outputs = Outputs(raw)
         for op in self._post or ():
             outputs = op.batch(outputs)
-        return outputs
+        n = len(raw)
+        return outputs, nonfinite_rows([raw, outputs.inference, outputs.score, outputs.scores], n)
 
     def _emit(self, batch: Sequence[Record], indices: Sequence[int], outputs: Outputs,
-              out: list[Record | None]) -> None:
-        """One finished Item per element. Conversions to Python values (the
-        output row's lists, labels, scores) are done once per batch."""
+              bad: np.ndarray | None, out: list[Record | None]) -> int:
+        """One finished Item per element, a Failure per element whose output is
+        not finite (``bad``); returns the number of failures. Conversions to
+        Python values (the output row's lists, labels, scores) are done once
+        per batch."""
+        failures = 0
+        if bad is not None:
+            message = nonfinite_message(self.node)
+            for row in np.flatnonzero(bad).tolist():
+                record = batch[indices[row]]
+                out[indices[row]] = Failure(record.original, self.path, message)
+            failures = int(bad.sum())
+            keep = np.flatnonzero(~bad)
+            indices = [indices[row] for row in keep.tolist()]
+            outputs = outputs.take(keep)
+            if not indices:
+                return failures
         inference = outputs.inference
         n = len(inference)
         flat = inference.reshape(n, -1)
@@ -223,6 +253,28 @@ class ModelNodeHandler(ModelHandler[Record, Record, Any]):
             out[i] = item_from_fields(source.original, result, source.key,  # type: ignore[union-attr]
                                       name, path, result, lists[row], label[row], score[row],
                                       labels[row], scores[row])
+        return failures
 
     def __repr__(self) -> str:
         return f"ModelNodeHandler({self.path!r}, {self.adapter.framework})"
+
+
+def batch_kwargs(kwargs: dict[str, Any], bounded: bool) -> dict[str, Any]:
+    """Beam's BatchElements arguments for a node's batching. ``max_wait_secs``
+    bounds how long a *streaming* pipeline buffers a batch; on bounded input it
+    is left out, and batches end with the bundle. (With it, Beam batches in a
+    stateful DoFn with timers, and the FnApiRunner - Beam's Python job server -
+    fails a bounded job whose elements sit at the end of the global window, as
+    held records and batch-transport elements do: "A total of 1 time-pending
+    bundles did not execute".)"""
+    kwargs = dict(kwargs)
+    if bounded or kwargs.get("max_batch_duration_secs") is None:
+        kwargs.pop("max_batch_duration_secs", None)
+    return kwargs
+
+
+def nonfinite_message(node: ModelNode) -> str:
+    """The failure of an element whose model output holds NaN or infinity."""
+    return (f"model {node.name!r} gave a non-finite output (NaN or infinity) for this element; "
+            f"an output that is not a number is a failure, not a result (inputs far outside "
+            f"the model's range overflow its {node.dtype})")

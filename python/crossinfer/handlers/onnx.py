@@ -77,16 +77,36 @@ class OnnxAdapter(FrameworkAdapter):
         providers = providers_for(self.node.device, ort.get_available_providers())
         session = ort.InferenceSession(data, sess_options=session_options(ort),
                                        providers=providers)
-        # The input name is looked up once, not per batch.
-        return _OnnxModel(session, session.get_inputs()[0].name)
+        # The input and output names are looked up once, not per batch.
+        outputs = [(o.name, o.shape) for o in session.get_outputs()]
+        return _OnnxModel(session, session.get_inputs()[0].name, self._output_name(outputs))
+
+    def _output_name(self, outputs: list[tuple[str, Any]]) -> str:
+        """The output the spec selects (its only one by default), or ModelLoadError."""
+        names = [name for name, _ in outputs]
+        wanted = self.node.output
+        if wanted is None and len(names) == 1:
+            return names[0]
+        if isinstance(wanted, int) and wanted < len(names):
+            return names[wanted]
+        if isinstance(wanted, str) and wanted in names:
+            return wanted
+        listing = ", ".join(f"{name!r}: shape {shape}" for name, shape in outputs)
+        if wanted is None:
+            raise ModelLoadError(f"model {self.node.name!r} has {len(names)} outputs "
+                                 f"({listing}); set the model node's output to the one to use")
+        raise ModelLoadError(f"model {self.node.name!r} has no output {wanted!r}; its outputs "
+                             f"(by index 0..{len(names) - 1}): {listing}")
 
     def predict(self, model: Any, batch: np.ndarray, inference_args: dict[str, Any]
                 ) -> np.ndarray:
-        outputs = model.session.run(None, {model.input_name: batch, **inference_args})
-        return as_batch_output(outputs[0], len(batch), self.node.name)
+        # inference_args are refused for ONNX by spec validation.
+        (out,) = model.session.run([model.output_name], {model.input_name: batch})
+        return as_batch_output(out, len(batch), self.node.name)
 
 
 class _OnnxModel:
-    def __init__(self, session: Any, input_name: str) -> None:
+    def __init__(self, session: Any, input_name: str, output_name: str) -> None:
         self.session = session
         self.input_name = input_name
+        self.output_name = output_name

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
+from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError
 from crossinfer.policy import ClassRefused, torch_module_base
 
 
@@ -72,12 +72,10 @@ class PytorchAdapter(FrameworkAdapter):
             device = self._device_of(model)
             if tensor.device != device:
                 tensor = tensor.to(device, non_blocking=True)
-            out = model(tensor, **inference_args)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            if isinstance(out, dict):
-                out = next(iter(out.values()))
-            return as_batch_output(out.detach().cpu().numpy(), len(batch), self.node.name)
+            return self.batch_output(model(tensor, **inference_args), len(batch))
+
+    def to_numpy(self, value: Any) -> Any:
+        return value.detach().cpu().numpy() if hasattr(value, "detach") else value
 
     def _device_of(self, model: Any) -> Any:
         """The model's device, looked up once per loaded model (walking its

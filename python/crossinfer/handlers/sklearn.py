@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError, as_batch_output
+from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError
 
 
 def load_skops(data: bytes, name: str) -> Any:
@@ -53,4 +53,4 @@ class SklearnAdapter(FrameworkAdapter):
     def predict(self, model: Any, batch: np.ndarray, inference_args: dict[str, Any]
                 ) -> np.ndarray:
         method = getattr(model, self.node.method or "predict")
-        return as_batch_output(method(batch, **inference_args), len(batch), self.node.name)
+        return self.batch_output(method(batch, **inference_args), len(batch))

@@ -166,9 +166,10 @@ def expand_batched(records: beam.PCollection, node: Node, parent: str,
     assert isinstance(node, ModelNode)
     # Typed records use RecordCoder (cheap size estimates for Beam's metrics).
     records.element_type = RecordBase
-    handler = BatchNodeHandler(model_handler(node, ctx.policy, path))
-    return records | f"RunInference[{path}]" >> RunInference(
-        handler, inference_args=ctx.inference_args or None)
+    inner = model_handler(node, ctx.policy, path)
+    inner.bounded = records.is_bounded
+    handler = BatchNodeHandler(inner)
+    return records | f"RunInference[{path}]" >> RunInference(handler)
 
 
 def routing_node(node: Node) -> Node | None:

@@ -1,9 +1,8 @@
-"""What every node expansion needs: the load policy, the I/O mapping, args."""
+"""What every node expansion needs: the load policy and the I/O mapping."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from crossinfer.policy import LoadPolicy
 from crossinfer.rows import IOConfig
@@ -13,7 +12,6 @@ from crossinfer.rows import IOConfig
 class ExpandContext:
     policy: LoadPolicy = field(default_factory=LoadPolicy)
     io: IOConfig = field(default_factory=IOConfig)
-    inference_args: dict[str, Any] = field(default_factory=dict)
 
 
 def child_path(parent: str, name: str) -> str:

@@ -110,6 +110,5 @@ def expand_keyed(records: beam.PCollection, node: KeyedNode, parent: str,
             max_buffering_duration_secs=min(waits) if waits else DEFAULT_STREAMING_WAIT_SECS)
     chunks = groups | f"Chunk[{path}]" >> beam.ParDo(_ChunkDoFn(sizes)).with_output_types(Chunk)
     inferred = chunks | f"RunInference[{path}]" >> RunInference(
-        KeyedChunkHandler(handlers, bound, f"crossinfer/{path}"),
-        inference_args=ctx.inference_args or None)
+        KeyedChunkHandler(handlers, bound, f"crossinfer/{path}"))
     return (routed[_FAILED], inferred) | f"Merge[{path}]" >> beam.Flatten()

@@ -15,6 +15,7 @@ def expand_model(records: beam.PCollection, node: ModelNode, parent: str,
                  ctx: ExpandContext) -> beam.PCollection:
     path = child_path(parent, node.name)
     handler = model_handler(node, ctx.policy, path)
+    handler.bounded = records.is_bounded
     if records.element_type is ItemBatch:
         # crossinfer batched the records itself (crossinfer.patterns.to_records)
         handler.prebatched = True
@@ -23,5 +24,4 @@ def expand_model(records: beam.PCollection, node: ModelNode, parent: str,
         # lets RunInference's batches use it (Beam samples batch sizes for its
         # metrics, and would otherwise pickle a sampled batch whole).
         records.element_type = RecordBase
-    return records | f"RunInference[{path}]" >> RunInference(
-        handler, inference_args=ctx.inference_args or None)
+    return records | f"RunInference[{path}]" >> RunInference(handler)

@@ -23,7 +23,7 @@ from crossinfer.patterns.to_records import ToRecords
 from crossinfer.policy import LoadPolicy
 from crossinfer.records import Failure, Item, ItemBatch, RecordBase
 from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_output_row
-from crossinfer.spec import load_spec
+from crossinfer.spec import SpecError, load_spec
 from crossinfer.spec.nodes import (
     ABTestNode,
     InferenceSpec,
@@ -65,9 +65,19 @@ class Inference(beam.PTransform):
       spec: the spec or its root node.
       features_field / key_field: input field names.
       policy: what the spec may load (defaults: any location, crossinfer's classes).
-      inference_args: extra keyword arguments for every model call.
       output_factory / failure_factory: build output rows (default ``beam.Row``);
         the expansion service passes schema'd NamedTuple types here.
+
+    Keyword arguments of a model's call belong to its node
+    (``ModelNode(inference_args=...)``): each model gets its own. The
+    transform-wide ``inference_args=`` of earlier versions gave every model the
+    same ones and is refused (TypeError).
+
+    Raises:
+      SpecError: the spec is invalid, or a model cannot take its inference args
+        (where the framework tells before loading), with each field path.
+      TypeError: ``inference_args`` is given, or the spec's root is not the
+        node kind this transform takes.
     """
 
     expected_kind: type | None = None
@@ -80,6 +90,12 @@ class Inference(beam.PTransform):
                  failure_factory: RowFactory | None = None,
                  label: str | None = None) -> None:
         super().__init__(label)
+        if inference_args is not None:
+            raise TypeError(
+                "inference_args is a setting of each model node: ModelNode(..., "
+                "inference_args={...}) (JSON: \"inference_args\": {...} in the model node), "
+                "so each model gets the args it takes; the transform-wide inference_args gave "
+                "every model of the spec the same ones")
         if not isinstance(spec, (InferenceSpec, str, dict)):
             spec = InferenceSpec(node=spec)
         self.policy = policy or LoadPolicy()
@@ -89,7 +105,7 @@ class Inference(beam.PTransform):
                             f"a {type(self.spec.node).__name__}; use crossinfer.Inference for "
                             "any node")
         self.io = IOConfig(features_field, key_field)
-        self._ctx = ExpandContext(self.policy, self.io, dict(inference_args or {}))
+        self._ctx = ExpandContext(self.policy, self.io)
         self._output_factory = output_factory
         self._failure_factory = failure_factory
         # Build the graph's handlers now so framework problems (a missing
@@ -98,11 +114,17 @@ class Inference(beam.PTransform):
 
     def _check_handlers(self) -> None:
         from crossinfer.handlers.registry import adapter_for
+        from crossinfer.handlers.signatures import construction_problems
         from crossinfer.spec.nodes import walk
 
-        for _, node in walk(self.spec.node):
+        problems: list[tuple[str, str]] = []
+        for path, node in walk(self.spec.node):
             if isinstance(node, ModelNode):
                 adapter_for(node, self.policy)
+                problems.extend((f"{path}.{field}", message) for field, message in
+                                construction_problems(node, self.policy))
+        if problems:
+            raise SpecError(problems)
 
     def _records_mode(self, pcoll: beam.PCollection) -> tuple[str, int, type]:
         """How ToRecords hands records on (see :mod:`crossinfer.patterns.to_records`):

@@ -40,6 +40,11 @@ class Outputs:
     labels: np.ndarray | None = None
     scores: np.ndarray | None = None
 
+    def take(self, rows: np.ndarray) -> Outputs:
+        """The outputs of ``rows`` (indices, or a boolean mask over the batch)."""
+        return Outputs(self.inference[rows], *(None if a is None else a[rows] for a in (
+            self.label, self.score, self.labels, self.scores)))
+
 
 @dataclass(frozen=True)
 class BuiltOp:

@@ -112,7 +112,10 @@ FIELD_BOUNDS: Mapping[str, Bound] = {
     "op.*.{mean,std,factor,value,threshold}": Bound(
         -_FLOAT32_MAX, _FLOAT32_MAX, integer=False,
         why="applied as float32, so within float32's finite range"),
-    "model.{model_params,handler_params}.**": Bound(
+    "model.output": Bound(
+        0, 1 << 10, schema="model.properties.output.oneOf.1",
+        why="index of the output to use when a model returns a tuple or list"),
+    "model.{model_params,handler_params,inference_args}.**": Bound(
         -_EXACT_INT, _EXACT_INT, integer=False,
         why="any number inside a params object: finite, and exact as a double"),
 }
@@ -137,9 +140,11 @@ DERIVED_BOUNDS: Mapping[str, Derived] = {
                                           "(kinds b, i, u, f)"),
     "ab_test.salt, keyed.routes[].keys[] (length)": Derived(256, "characters"),
     "model.uri (length)": Derived(4096, "characters, none of them control characters"),
-    "model.{model_params,handler_params} (nesting)": Derived(8, "levels of objects and arrays"),
-    "model.{model_params,handler_params} (items)": Derived(4096, "values in one params "
-                                                                "object, nested ones counted"),
+    "model.{model_params,handler_params,inference_args} (nesting)": Derived(
+        8, "levels of objects and arrays"),
+    "model.{model_params,handler_params,inference_args} (items)": Derived(
+        4096, "values in one params object, nested ones counted"),
+    "model.output (length)": Derived(256, "characters of an output's name"),
 }
 
 

@@ -90,6 +90,12 @@ class ModelNode:
     ``package.module:Name`` that must resolve to a class defined in a module the
     load policy allows (see :class:`crossinfer.policy.LoadPolicy`). Every number
     is bounded (:mod:`crossinfer.spec.limits`).
+
+    ``inference_args``: keyword arguments of this model's call (the scikit-learn
+    method, the PyTorch ``forward``, the custom handler's ``run_inference``);
+    ONNX and TensorRT models take none. ``output``: which output to use when the
+    model returns several (a dict key or an ONNX output name, or a tuple/list
+    index); see :func:`crossinfer.handlers.adapter.select_output`.
     """
 
     kind: ClassVar[str] = "model"
@@ -103,6 +109,8 @@ class ModelNode:
     handler_class: str | None = None
     handler_params: Mapping[str, Any] = field(default_factory=dict)
     method: str | None = None
+    inference_args: Mapping[str, Any] = field(default_factory=dict)
+    output: str | int | None = None
     device: str = "cpu"
     dtype: str = "float32"
     input_shape: tuple[int, ...] | None = None

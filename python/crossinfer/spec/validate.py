@@ -11,6 +11,7 @@ Every problem is collected and raised together as one :class:`SpecError`.
 
 from __future__ import annotations
 
+import keyword
 import math
 import os
 import re
@@ -157,9 +158,10 @@ def _check_model(node: ModelNode, at: str, policy: LoadPolicy, limits: SpecLimit
     if node.sha256 is None and policy.require_sha256 and node.uri:
         errors.add(f"{at}.sha256", "is required: this service only loads models with a pinned "
                                    "SHA-256 checksum")
-    for name in ("model_params", "handler_params"):
+    for name in ("model_params", "handler_params", "inference_args"):
         _check_params(getattr(node, name), f"{at}.{name}", errors)
     _check_framework_fields(node, at, policy, limits, errors)
+    _check_call(node, at, errors)
     _check_uri(node, at, policy, errors)
     for stage in ("preprocess", "postprocess"):
         for i, step in enumerate(getattr(node, stage)):
@@ -202,8 +204,8 @@ def _check_batching(node: ModelNode, at: str, errors: ErrorCollector) -> None:
 
 def _check_params(params: Mapping[str, Any], path: str, errors: ErrorCollector) -> None:
     """Params are plain JSON: finite numbers, bounded nesting, size and text."""
-    deepest = DERIVED_BOUNDS["model.{model_params,handler_params} (nesting)"].maximum
-    most = DERIVED_BOUNDS["model.{model_params,handler_params} (items)"].maximum
+    deepest = DERIVED_BOUNDS["model.{model_params,handler_params,inference_args} (nesting)"].maximum
+    most = DERIVED_BOUNDS["model.{model_params,handler_params,inference_args} (items)"].maximum
     count = 0
     stack: list[tuple[Any, str, int]] = [(dict(params), path, 1)]
     while stack:
@@ -224,7 +226,7 @@ def _check_params(params: Mapping[str, Any], path: str, errors: ErrorCollector) 
                 child = f"{at}.{key}" if isinstance(value, dict) else f"{at}[{key}]"
                 stack.append((item, child, depth + 1))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            check_number(value, "model.{model_params,handler_params}.**", at, errors)
+            check_number(value, "model.{model_params,handler_params,inference_args}.**", at, errors)
         elif isinstance(value, str):
             if len(value) > _STRING_LENGTH:
                 errors.add(at, f"a string longer than {_STRING_LENGTH} characters")
@@ -303,6 +305,33 @@ def _check_parameter_count(cls: type, node: ModelNode, at: str, limits: SpecLimi
         errors.add(f"{at}.model_params", f"make a model of {count:,} parameters; at most "
                                          f"{limits.max_model_parameters:,} are allowed "
                                          "(--max-model-parameters)")
+
+
+#: Frameworks whose model call takes no keyword arguments from the spec.
+_NO_INFERENCE_ARGS = {
+    "onnx": "ONNX Runtime's session.run takes only the model's inputs, and crossinfer feeds "
+            "it the batch",
+    "tensorrt": "Beam's TensorRT handler takes none",
+}
+
+
+def _check_call(node: ModelNode, at: str, errors: ErrorCollector) -> None:
+    """``inference_args`` names keyword arguments; ``output`` a name or an index."""
+    for key in node.inference_args:
+        if not key.isidentifier() or keyword.iskeyword(key):
+            errors.add(f"{at}.inference_args.{key}", "is not a keyword argument name (a "
+                                                      "Python identifier, not a keyword)")
+    why = _NO_INFERENCE_ARGS.get(node.framework)
+    if node.inference_args and why:
+        errors.add(f"{at}.inference_args", f"framework {node.framework!r} takes no inference "
+                                           f"args ({why}); remove them")
+    if isinstance(node.output, int):
+        check_number(node.output, "model.output", f"{at}.output", errors)
+    longest = DERIVED_BOUNDS["model.output (length)"].maximum
+    if isinstance(node.output, str) and not node.output.strip():
+        errors.add(f"{at}.output", "an output name must not be empty")
+    elif isinstance(node.output, str) and len(node.output) > longest:
+        errors.add(f"{at}.output", f"an output name is at most {longest} characters")
 
 
 def _check_uri(node: ModelNode, at: str, policy: LoadPolicy, errors: ErrorCollector) -> None:

@@ -42,6 +42,7 @@ public final class Model extends InferenceTransform<Model> {
           "^[A-Za-z_][\\w]*(\\.[A-Za-z_][\\w]*)*:[A-Za-z_][\\w]*(\\.[A-Za-z_][\\w]*)*$");
   private static final Pattern SHA256 = Pattern.compile("^[0-9a-f]{64}$");
   private static final Pattern DTYPE = Pattern.compile("^[A-Za-z0-9_<>=|]+$");
+  private static final Pattern KEYWORD = Pattern.compile("^[A-Za-z_][A-Za-z0-9_]*$");
 
   /** Every setting, in spec order; copied before each change. */
   private static final class Fields implements Serializable, Cloneable {
@@ -55,6 +56,9 @@ public final class Model extends InferenceTransform<Model> {
     @Nullable String handlerClass;
     Map<String, Object> handlerParams = Map.of();
     @Nullable SklearnMethod method;
+    Map<String, Object> inferenceArgs = Map.of();
+    /** A String (an output's name) or an Integer (its index), or null. */
+    @Nullable Object output;
     Device device = Device.CPU;
     String dtype = "float32";
     @Nullable List<Integer> inputShape;
@@ -230,6 +234,61 @@ public final class Model extends InferenceTransform<Model> {
       throw new IllegalArgumentException("withMethod: method must not be null");
     }
     return with(c -> c.method = method);
+  }
+
+  /**
+   * Keyword arguments of this model's call, its own (each model of a spec gets its own): the
+   * scikit-learn method's, the PyTorch {@code forward}'s, the custom handler's {@code
+   * run_inference}'s. Values are JSON values (strings, numbers, booleans, null, lists, maps).
+   * ONNX and TensorRT models take none. Arguments a model cannot take are refused when the
+   * pipeline is built, where the framework can tell (a scikit-learn method's or a state dict
+   * class's {@code forward} signature), otherwise each element fails with the model's message.
+   *
+   * <pre>{@code
+   * Model.pytorch("mlp", "/models/mlp.pt")
+   *     .withStateDict("mycompany.models:TemperatureMLP", Map.of("sizes", List.of(64, 64, 10)))
+   *     .withInferenceArgs(Map.of("temperature", 4.0));
+   * }</pre>
+   */
+  public Model withInferenceArgs(Map<String, ?> inferenceArgs) {
+    Map<String, Object> copy = Json.copyParams(inferenceArgs, "withInferenceArgs");
+    for (String key : copy.keySet()) {
+      if (!KEYWORD.matcher(key).matches()) {
+        throw new IllegalArgumentException(
+            "withInferenceArgs: '" + key + "' is not a keyword argument name");
+      }
+    }
+    if (!copy.isEmpty()
+        && (f.framework == Framework.ONNX || f.framework == Framework.TENSOR_RT)) {
+      throw new IllegalArgumentException(
+          "withInferenceArgs: framework '" + f.framework.specName()
+              + "' takes no inference args");
+    }
+    return with(c -> c.inferenceArgs = copy);
+  }
+
+  /**
+   * The output to use when the model returns several: a key of the dict it returns, or the name
+   * of an ONNX output. Without it a model's only output is used, and a model with several fails
+   * each element with a message listing them and their shapes.
+   */
+  public Model withOutput(String output) {
+    if (output == null || output.isBlank()) {
+      throw new IllegalArgumentException("withOutput: the output's name must not be empty");
+    }
+    return with(c -> c.output = output);
+  }
+
+  /**
+   * The output to use when the model returns several, by index: of the tuple or list it returns,
+   * or of the ONNX model's outputs.
+   */
+  public Model withOutput(int index) {
+    if (index < 0) {
+      throw new IllegalArgumentException("withOutput: an output index must be 0 or more, got "
+          + index);
+    }
+    return with(c -> c.output = index);
   }
 
   /** Where the model runs ({@link Device#CPU} when not set). */
@@ -487,6 +546,14 @@ public final class Model extends InferenceTransform<Model> {
     }
     if (f.method != null) {
       out.put("method", f.method.specName());
+    }
+    if (!f.inferenceArgs.isEmpty()) {
+      out.set("inference_args", Json.toJson(f.inferenceArgs));
+    }
+    if (f.output instanceof String) {
+      out.put("output", (String) f.output);
+    } else if (f.output != null) {
+      out.put("output", (Integer) f.output);
     }
     if (f.device != Device.CPU) {
       out.put("device", f.device.specName());

@@ -70,6 +70,8 @@ final class GoldenSpecs {
         "model_all_fields.json",
         Model.pytorch("full_model", "gs://bucket/models/model.ts")
             .withFormat(Format.TORCHSCRIPT)
+            .withInferenceArgs(orderedMap("temperature", 2.0, "mode", "fast"))
+            .withOutput("logits")
             .withDevice(Device.AUTO)
             .withInputShape(64)
             .withBatching(8, 128, 0.5)
@@ -94,7 +96,8 @@ final class GoldenSpecs {
                         "my_custom",
                         "models/custom.bin",
                         "mycompany.handlers:MyHandler",
-                        orderedMap("threshold", 0.5, "name", "x"))),
+                        orderedMap("threshold", 0.5, "name", "x"))
+                        .withOutput(1)),
                 ABTest.Arm.of("joblib", 2, digitsLrJoblib()))
             .withRandomSplit(42),
         "sequence.json",

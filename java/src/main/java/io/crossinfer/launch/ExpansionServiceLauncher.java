@@ -15,7 +15,10 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * development and tests, and stops it (with its worker pool) on {@link #close()}.
  *
  * <p>The service runs from a Python environment with crossinfer installed: by default {@code
- * $CROSSINFER_PYTHON}, else the nearest {@code .venv/bin/python} (see {@link Python}). It binds to
+ * $CROSSINFER_PYTHON}, else the first {@code .venv/bin/python} found in the JVM's working
+ * directory or one of its parents, else {@code python3} from the PATH (see {@link Python}); a
+ * Python without crossinfer fails {@link Builder#start()} with a message naming {@code
+ * CROSSINFER_PYTHON}. It binds to
  * loopback on a free port and, unless told otherwise, starts an external worker pool so the
  * Python side of a pipeline runs without Docker.
  *
@@ -209,16 +212,25 @@ public final class ExpansionServiceLauncher implements AutoCloseable {
       ManagedProcess process =
           ManagedProcess.start(
               "crossinfer expansion service", command(), env, workingDirectory, logFile);
-      return process.readyOrStopped(
-          "the expansion service",
-          () -> {
-            Matcher ready = process.awaitLine(READY, startupTimeout);
-            String host = ready.group(1);
-            if (host.equals("0.0.0.0") || host.equals("::") || host.equals("[::]")) {
-              host = "localhost";
-            }
-            return new ExpansionServiceLauncher(process, host, Integer.parseInt(ready.group(2)));
-          });
+      try {
+        return process.readyOrStopped(
+            "the expansion service",
+            () -> {
+              Matcher ready = process.awaitLine(READY, startupTimeout);
+              String host = ready.group(1);
+              if (host.equals("0.0.0.0") || host.equals("::") || host.equals("[::]")) {
+                host = "localhost";
+              }
+              return new ExpansionServiceLauncher(
+                  process, host, Integer.parseInt(ready.group(2)));
+            });
+      } catch (IllegalStateException e) {
+        String message = String.valueOf(e.getMessage());
+        if (message.toLowerCase(java.util.Locale.ROOT).contains("no module named")) {
+          throw new IllegalStateException(message + "\n" + Python.withoutCrossinfer(py), e);
+        }
+        throw e;
+      }
     }
   }
 }

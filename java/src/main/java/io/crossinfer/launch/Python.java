@@ -8,9 +8,10 @@ import java.util.Map;
 import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
- * Finds the Python interpreter that runs crossinfer: {@code $CROSSINFER_PYTHON}, else the
- * nearest {@code .venv/bin/python} in the working directory or one of its parents, else {@code
- * python3} from the PATH.
+ * Finds the Python interpreter that runs crossinfer: {@code $CROSSINFER_PYTHON}, else the first
+ * {@code .venv/bin/python} found in the JVM's working directory or, going up, in one of its
+ * parents (run from {@code java/} or a module under the repository, it finds the repository's
+ * {@code .venv}), else {@code python3} from the PATH, which must then have crossinfer installed.
  */
 public final class Python {
   /** Environment variable naming the Python interpreter to use. */
@@ -26,6 +27,17 @@ public final class Python {
     }
     Path venv = findUpwards(Paths.get(".venv", "bin", "python"));
     return venv != null ? venv : Paths.get("python3");
+  }
+
+  /**
+   * What to do when {@code python} has no crossinfer (its child failed with "No module named
+   * ..."): names {@link #ENV}.
+   */
+  static String withoutCrossinfer(Path python) {
+    return "The Python used, " + python + ", cannot import crossinfer. Set $" + ENV
+        + " to the interpreter of an environment with crossinfer installed (for a checkout:"
+        + " make venv, then <repository>/.venv/bin/python), or run from a directory with that"
+        + " .venv in it or above it.";
   }
 
   /** {@code relative} in the working directory or its nearest parent that has it, or null. */

@@ -174,12 +174,20 @@ final class E2e {
    */
   static JsonNode pythonDirect(Map<String, Run> runs)
       throws IOException, InterruptedException {
+    return pythonDirect(runs, List.of());
+  }
+
+  /** Like {@link #pythonDirect(Map)}, allowing these classes (import path globs) too. */
+  static JsonNode pythonDirect(Map<String, Run> runs, List<String> allowedClasses)
+      throws IOException, InterruptedException {
     Path dir = freshDir("python-direct");
     Path script = dir.resolve("python_direct.py");
     try (InputStream in = E2e.class.getResourceAsStream("python_direct.py")) {
       Files.copy(in, script);
     }
     ObjectNode job = MAPPER.createObjectNode();
+    ArrayNode allowed = job.putArray("allowed_classes");
+    allowedClasses.forEach(allowed::add);
     ObjectNode runsJson = job.putObject("runs");
     for (Map.Entry<String, Run> e : runs.entrySet()) {
       ObjectNode run = runsJson.putObject(e.getKey());
@@ -210,46 +218,74 @@ final class E2e {
     return MAPPER.readTree(outFile.toFile());
   }
 
-  /** Result rows as sorted lines {@code id path label score}, comparable across languages. */
-  static List<String> resultLines(Iterable<? extends JsonNode> results) {
-    Map<String, String> byKey = new TreeMap<>();
+  /**
+   * How far apart two float32 results of the digits models (or a sequence of them) may be when
+   * computed in other batch compositions, processes or CPUs: {@code float_tolerance(float32,
+   * terms=64, layers=3)} of {@code tests/support.py}, which says where the bound comes from
+   * (eps(float32) x the 64-term reductions x 3 layers x the cancellation allowance of 64 that
+   * {@code tests/test_tolerances.py} measures). Used as a relative and an absolute bound.
+   */
+  static final double FLOAT32_TOL = Math.ulp(1.0f) * 64 * 3 * 64;
+
+  /** Whether {@code actual} is within {@link #FLOAT32_TOL} of {@code expected}. */
+  static boolean close(double expected, double actual) {
+    return Math.abs(expected - actual) <= FLOAT32_TOL * (1 + Math.abs(expected));
+  }
+
+  /** Result rows by {@code id path}; a key twice fails the test. */
+  private static Map<String, JsonNode> byKey(Iterable<? extends JsonNode> results) {
+    Map<String, JsonNode> byKey = new TreeMap<>();
     for (JsonNode r : results) {
       String key = String.format("%05d %s", r.get("id").asLong(), r.get("path").asText());
-      String line =
-          key
-              + " model="
-              + r.get("model").asText()
-              + " label="
-              + r.get("label")
-              + " score="
-              + String.format("%.5f", r.get("score").asDouble());
-      assertTrue("duplicate result " + key, byKey.put(key, line) == null);
+      assertTrue("duplicate result " + key, byKey.put(key, r) == null);
     }
-    return new ArrayList<>(byKey.values());
+    return byKey;
   }
 
   /**
-   * Asserts two sorted lists of {@link #resultLines} are equal, reporting the count and the first
+   * Asserts the same results by {@code id} and {@code path}: the same model, scores (and
+   * inference values, where both sides have them) within {@link #FLOAT32_TOL}, the same label
+   * unless the two labels' probabilities tie within it. Reports the count and the first
    * differences rather than both lists.
    */
-  static void assertSameLines(String what, List<String> expected, List<String> actual) {
-    if (expected.equals(actual)) {
-      return;
+  static void assertSameResults(
+      String what, Iterable<? extends JsonNode> expected, Iterable<? extends JsonNode> actual) {
+    Map<String, JsonNode> want = byKey(expected);
+    Map<String, JsonNode> got = byKey(actual);
+    List<String> missing = new ArrayList<>(want.keySet());
+    missing.removeAll(got.keySet());
+    List<String> extra = new ArrayList<>(got.keySet());
+    extra.removeAll(want.keySet());
+    if (!missing.isEmpty() || !extra.isEmpty()) {
+      fail(what + ": expected " + want.size() + " results, got " + got.size()
+          + "; missing (first 5): " + missing.subList(0, Math.min(5, missing.size()))
+          + "; unexpected (first 5): " + extra.subList(0, Math.min(5, extra.size())));
     }
-    List<String> missing = new ArrayList<>(expected);
-    missing.removeAll(actual);
-    List<String> extra = new ArrayList<>(actual);
-    extra.removeAll(expected);
-    fail(
-        what
-            + ": expected "
-            + expected.size()
-            + " rows, got "
-            + actual.size()
-            + "; missing (first 5): "
-            + missing.subList(0, Math.min(5, missing.size()))
-            + "; unexpected (first 5): "
-            + extra.subList(0, Math.min(5, extra.size())));
+    for (Map.Entry<String, JsonNode> e : want.entrySet()) {
+      String where = what + " " + e.getKey();
+      JsonNode w = e.getValue();
+      JsonNode g = got.get(e.getKey());
+      assertEquals(where + " model", w.get("model").asText(), g.get("model").asText());
+      assertTrue(where + " score " + g.get("score") + " vs " + w.get("score"),
+          close(w.get("score").asDouble(), g.get("score").asDouble()));
+      JsonNode probabilities = w.get("inference");
+      if (probabilities != null && g.has("inference")) {
+        assertEquals(where + " inference size", probabilities.size(), g.get("inference").size());
+        for (int i = 0; i < probabilities.size(); i++) {
+          assertTrue(where + " inference[" + i + "]",
+              close(probabilities.get(i).asDouble(), g.get("inference").get(i).asDouble()));
+        }
+      }
+      int label = g.get("label").asInt();
+      int expectedLabel = w.get("label").asInt();
+      if (label != expectedLabel) {
+        assertTrue(where + " label " + label + " vs " + expectedLabel + " (no near tie)",
+            probabilities != null
+                && Math.abs(probabilities.get(label).asDouble()
+                        - probabilities.get(expectedLabel).asDouble())
+                    <= 2 * FLOAT32_TOL);
+      }
+    }
   }
 
   // ------------------------------------------------------------- runners

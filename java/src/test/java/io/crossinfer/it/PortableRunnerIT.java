@@ -200,10 +200,9 @@ public class PortableRunnerIT {
     List<ObjectNode> javaResults = JsonLinesSink.read(out.resolve(name));
     List<ObjectNode> javaFailures = JsonLinesSink.read(out.resolve(name + "-failures"));
     assertEquals(name + " failures: " + javaFailures, 0, javaFailures.size());
-    List<String> pythonLines = E2e.resultLines(expected.get(name).get("results")::elements);
-    assertEquals(name + ": Python-direct rows", 150, pythonLines.size());
-    E2e.assertSameLines(name + " (Java vs Python-direct)", pythonLines,
-        E2e.resultLines(javaResults));
+    assertEquals(name + ": Python-direct rows", 150, expected.get(name).get("results").size());
+    E2e.assertSameResults(name + " (Java vs Python-direct)",
+        expected.get(name).get("results")::elements, javaResults);
   }
 
   @Test
@@ -276,11 +275,10 @@ public class PortableRunnerIT {
   @Test
   public void featuresAndKeyFieldsCanBeRenamedAndFloat() throws Exception {
     assertEquals("pipeline state", PipelineResult.State.DONE, state);
-    List<String> pythonLines = E2e.resultLines(expected.get("ab").get("results")::elements);
     List<ObjectNode> renamed = JsonLinesSink.read(out.resolve("renamed"));
     assertEquals(List.of(), JsonLinesSink.read(out.resolve("renamed-failures")));
-    E2e.assertSameLines("A/B on 'pixels' (FLOAT) keyed by 'user' vs Python-direct on 'features'",
-        pythonLines, E2e.resultLines(renamed));
+    E2e.assertSameResults("A/B on 'pixels' (FLOAT) keyed by 'user' vs Python-direct on 'features'",
+        expected.get("ab").get("results")::elements, renamed);
     assertTrue(renamed.get(0).has("pixels"));
     assertTrue(renamed.get(0).has("user"));
   }
@@ -288,9 +286,9 @@ public class PortableRunnerIT {
   @Test
   public void packedFeaturesGiveThePythonDirectResults() throws Exception {
     assertEquals("pipeline state", PipelineResult.State.DONE, state);
-    List<String> pythonLines = E2e.resultLines(expected.get("sequence").get("results")::elements);
-    E2e.assertSameLines("sequence on packed float32 features vs Python-direct on a DOUBLE array",
-        pythonLines, E2e.resultLines(JsonLinesSink.read(out.resolve("packed"))));
+    E2e.assertSameResults("sequence on packed float32 features vs Python-direct on a DOUBLE array",
+        expected.get("sequence").get("results")::elements,
+        JsonLinesSink.read(out.resolve("packed")));
     List<ObjectNode> failures = JsonLinesSink.read(out.resolve("packed-failures"));
     assertEquals(failures.toString(), 1, failures.size());
     assertEquals(9100, failures.get(0).get("element").get("id").asLong());
@@ -324,12 +322,15 @@ public class PortableRunnerIT {
         .toList();
   }
 
-  /** Equal JSON, numbers within 1e-6 relative (the two transports batch the model differently). */
+  /**
+   * Equal JSON, numbers within {@link E2e#FLOAT32_TOL} (the two transports batch the model
+   * differently, so float32 results differ in their last bits).
+   */
   private static void assertClose(String where, JsonNode expected, JsonNode actual) {
     if (expected.isNumber() && actual.isNumber()) {
       double e = expected.asDouble();
       double a = actual.asDouble();
-      assertTrue(where + ": " + e + " vs " + a, Math.abs(e - a) <= 1e-6 * Math.max(1, Math.abs(e)));
+      assertTrue(where + ": " + e + " vs " + a, E2e.close(e, a));
       return;
     }
     assertEquals(where + " kind", expected.getNodeType(), actual.getNodeType());

@@ -67,6 +67,8 @@ public class LaunchersTest {
                     .start());
     assertTrue(e.getMessage(), e.getMessage().contains("exited with code 3 before it was ready"));
     assertTrue(e.getMessage(), e.getMessage().contains("no module named crossinfer"));
+    assertTrue(e.getMessage(), e.getMessage().contains("cannot import crossinfer. Set"
+        + " $CROSSINFER_PYTHON to the interpreter of an environment with crossinfer installed"));
   }
 
   @Test
