@@ -13,7 +13,7 @@ import sys
 
 from bench import chart
 
-BENCHMARKS = ("single_model", "xlang", "patterns", "keyed", "ragged", "gpu")
+BENCHMARKS = ("single_model", "xlang", "patterns", "keyed", "ragged", "gpu", "flink")
 QUICK = {
     "single_model": ["--elements", "5000", "--batched-elements", "20000", "--repeats", "1",
                      "--batched-repeats", "1"],
@@ -22,6 +22,7 @@ QUICK = {
     "keyed": ["--elements", "5000", "--beam-elements", "600", "--repeats", "1"],
     "ragged": ["--elements", "5000", "--repeats", "1"],
     "gpu": ["--elements", "5000", "--big-elements", "2000", "--repeats", "1"],
+    "flink": ["--elements", "20000", "--repeats", "1"],
 }
 #: Arguments of the full run beyond each benchmark's defaults.
 FULL = {"ragged": ["--decompose"]}

@@ -60,6 +60,9 @@ public final class FlinkCluster implements AutoCloseable {
           "taskmanager.numberOfTaskSlots", "1",
           "taskmanager.cpu.cores", "1",
           "taskmanager.memory.framework.heap.size", "64m",
+          // Elements in flight between the TaskManager and the SDK workers live here and in
+          // task off-heap: enough for 200,000 rows of 32 floats in one bundle (bench.flink);
+          // 400,000 ran out of heap, and with 384m here out of direct memory.
           "taskmanager.memory.task.heap.size", "128m",
           "taskmanager.memory.framework.off-heap.size", "64m",
           // Beam's gRPC streams to the SDK workers use direct buffers.

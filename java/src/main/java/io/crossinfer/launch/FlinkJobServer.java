@@ -129,11 +129,6 @@ public final class FlinkJobServer extends LocalJobServer {
     return options;
   }
 
-  /** The job server's process id (to measure its memory). */
-  public long pid() {
-    return process().pid();
-  }
-
   /** Stops the job server and deletes its staging directory. */
   @Override
   public void close() {

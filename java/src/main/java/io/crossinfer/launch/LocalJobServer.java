@@ -44,9 +44,9 @@ public abstract class LocalJobServer implements AutoCloseable {
     return process.outputTail();
   }
 
-  /** The job server's process. */
-  ManagedProcess process() {
-    return process;
+  /** The job server's process id (to measure its memory, say). */
+  public long pid() {
+    return process.pid();
   }
 
   /** Stops the job server process. */

@@ -416,6 +416,11 @@ public class FlinkIT {
       SameRows.assertSameFailures("Python " + run + " on Flink", expected(run, "failures"),
           got.get(run).get("failures")::elements);
     }
+    // Each TaskManager got a Python worker process of its own from the pool (--processes).
+    Set<Long> pids = new TreeSet<>();
+    got.get("ab").get("results").forEach(r -> pids.add(r.get("pid").asLong()));
+    assertTrue("worker processes " + pids, pids.size() >= 2);
+    assertFalse("the pool's own process ran inference", pids.contains(got.get("pool_pid").asLong()));
     // A Python pipeline's Flink vertices are named after its top-level transforms.
     assertBothTaskManagersRan("Python A/B", records(PYTHON_JOB, "Infer ab"));
     assertBothTaskManagersRan("Python keyed", records(PYTHON_JOB, "Infer keyed"));

@@ -9,7 +9,9 @@ branch of one pipeline, and writes what came out:
 By default the pipeline runs on Beam's FnApiRunner, in this process. With
 ``--job-endpoint`` it goes to that portable job server (``PortableRunner``), its
 steps in a crossinfer worker pool this script starts (``python -m
-crossinfer.expansion.worker_pool``, the ``EXTERNAL`` environment a cluster uses).
+crossinfer.expansion.worker_pool --processes``, the ``EXTERNAL`` environment a
+cluster uses, each SDK worker a process of its own); each result then also
+says which process made it (``pid``), and OUT.json the pool's (``pool_pid``).
 
 JOB.json: {"runs": {"name": {"spec": <spec document>,
                              "rows": [{"id", "key", "digit", "features"}...]}, ...},
@@ -21,13 +23,16 @@ OUT.json: {"name": {"results": [{"id", "model", "path", "label", "score"}...],
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import crossinfer
-from crossinfer.expansion.local import start_worker_pool
+from crossinfer.expansion.local import WorkerPool, start_child
+from crossinfer.expansion.worker_pool import READY
 
 TRANSFORMS = {
     crossinfer.ABTestNode: crossinfer.ABTest,
@@ -43,7 +48,8 @@ def add_run(p, name, rows, spec, key_field, out_dir):
               | f"Infer {name}" >> transform(spec, key_field=key_field))
     (outs.results
      | f"Results {name}" >> beam.Map(lambda r: json.dumps({
-         "id": r.id, "model": r.model, "path": r.path, "label": r.label, "score": r.score}))
+         "id": r.id, "model": r.model, "path": r.path, "label": r.label, "score": r.score,
+         "pid": os.getpid()}))
      | f"Write results {name}" >> beam.io.WriteToText(
          os.path.join(out_dir, f"{name}.results"), shard_name_template=""))
     (outs.failures
@@ -69,7 +75,13 @@ def main():
         job = json.load(f)
     pool = None
     if args.job_endpoint:
-        pool = start_worker_pool()
+        # Worker processes run `python`: this interpreter's.
+        env = dict(os.environ, PATH=os.pathsep.join(
+            [os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+        process, line = start_child(
+            ["-m", "crossinfer.expansion.worker_pool", "--port", "0", "--exit-with-parent",
+             "--processes"], READY, name="the worker pool", stdin=subprocess.PIPE, env=env)
+        pool = WorkerPool(process, line[len(READY):].strip())
         options = PipelineOptions([
             "--runner=PortableRunner", f"--job_endpoint={args.job_endpoint}",
             "--environment_type=EXTERNAL", f"--environment_config={pool.address}",
@@ -89,6 +101,8 @@ def main():
     finally:
         if pool is not None:
             pool.stop()
+    if pool is not None:
+        out["pool_pid"] = pool.process.pid
     with open(args.out, "w") as f:
         json.dump(out, f)
 
