@@ -95,8 +95,7 @@ public final class FlinkBench {
         FlinkCluster cluster =
             FlinkCluster.builder().taskManagers(2).workDirectory(work.resolve("cluster")).start();
         FlinkJobServer flink =
-            FlinkJobServer.start(cluster.restAddress(), cluster.configDirectory(), null,
-                work.resolve("flink-job-server.log"), Duration.ofMinutes(2))) {
+            FlinkJobServer.start(cluster, work.resolve("flink-job-server.log"))) {
       out.println("ready " + flink.endpoint());
       out.flush();
       BufferedReader in =

@@ -26,7 +26,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <pre>{@code
  * try (FlinkCluster cluster = FlinkCluster.builder().taskManagers(2).start();
- *     FlinkJobServer jobServer = FlinkJobServer.start(cluster)) {
+ *     FlinkJobServer jobServer = FlinkJobServer.start(cluster, null)) {
  *   Pipeline p = Pipeline.create(jobServer.pipelineOptions()); // PortableRunner, LOOPBACK
  *   ...
  *   cluster.rest("/jobs/overview"); // Flink's REST API: jobs, vertices, TaskManagers
@@ -90,6 +90,7 @@ public final class FlinkCluster implements AutoCloseable {
 
   private static final ObjectMapper MAPPER = new ObjectMapper();
 
+  private final Path lib;
   private final Path workDirectory;
   private final boolean ownsWorkDirectory;
   private final int restPort;
@@ -100,12 +101,14 @@ public final class FlinkCluster implements AutoCloseable {
       HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
 
   private FlinkCluster(
+      Path lib,
       Path workDirectory,
       boolean ownsWorkDirectory,
       int restPort,
       int taskManagers,
       ManagedProcess jobManager,
       List<ManagedProcess> taskManagerProcesses) {
+    this.lib = lib;
     this.workDirectory = workDirectory;
     this.ownsWorkDirectory = ownsWorkDirectory;
     this.restPort = restPort;
@@ -131,6 +134,11 @@ public final class FlinkCluster implements AutoCloseable {
   /** {@code localhost:port} of the JobManager's REST endpoint, for {@code --flink-master}. */
   public String restAddress() {
     return "localhost:" + restPort;
+  }
+
+  /** The directory of the jars the cluster runs from. */
+  public Path lib() {
+    return lib;
   }
 
   /** The directory of the cluster's {@code config.yaml}, for {@code --flink-conf-dir}. */
@@ -421,7 +429,7 @@ public final class FlinkCluster implements AutoCloseable {
           started.add(tm);
           tms.add(tm);
         }
-        FlinkCluster cluster = new FlinkCluster(dir, owns, restPort, taskManagers, jm, tms);
+        FlinkCluster cluster = new FlinkCluster(jars, dir, owns, restPort, taskManagers, jm, tms);
         return jm.readyOrStopped(
             "the Flink cluster",
             () -> {

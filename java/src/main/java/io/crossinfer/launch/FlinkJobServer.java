@@ -24,7 +24,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  *
  * <pre>{@code
  * try (FlinkCluster cluster = FlinkCluster.builder().start();
- *     FlinkJobServer jobServer = FlinkJobServer.start(cluster)) {
+ *     FlinkJobServer jobServer = FlinkJobServer.start(cluster, null)) {
  *   Pipeline p = Pipeline.create(jobServer.pipelineOptions()); // PortableRunner, LOOPBACK
  *   ...
  * }
@@ -49,11 +49,12 @@ public final class FlinkJobServer extends LocalJobServer {
 
   /**
    * Starts a job server that submits to {@code cluster}, with the cluster's config (its default
-   * parallelism: every slot).
+   * parallelism: every slot) and jars, appending its output to {@code logFile} when given.
    */
-  public static FlinkJobServer start(FlinkCluster cluster) throws IOException {
-    return start(
-        cluster.restAddress(), cluster.configDirectory(), null, null, Duration.ofMinutes(2));
+  public static FlinkJobServer start(FlinkCluster cluster, @Nullable Path logFile)
+      throws IOException {
+    return start(cluster.restAddress(), cluster.configDirectory(), cluster.lib(), logFile,
+        Duration.ofMinutes(2));
   }
 
   /**

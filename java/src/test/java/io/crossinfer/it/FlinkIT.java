@@ -110,8 +110,7 @@ public class FlinkIT {
     try {
       cluster = FlinkCluster.builder().lib(lib).workDirectory(logs.resolve("cluster")).start();
       jobServer =
-          FlinkJobServer.start(cluster.restAddress(), cluster.configDirectory(), lib,
-              logs.resolve("job-server.log"), java.time.Duration.ofMinutes(2));
+          FlinkJobServer.start(cluster, logs.resolve("job-server.log"));
     } finally {
       service = starting.join();
     }

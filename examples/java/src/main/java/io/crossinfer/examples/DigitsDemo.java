@@ -156,8 +156,7 @@ public final class DigitsDemo {
         cluster = FlinkCluster.builder().workDirectory(outDir.resolve("flink")).start();
         started.add(cluster);
         FlinkJobServer jobServer =
-            FlinkJobServer.start(cluster.restAddress(), cluster.configDirectory(), null,
-                outDir.resolve("flink-job-server.log"), Duration.ofMinutes(2));
+            FlinkJobServer.start(cluster, outDir.resolve("flink-job-server.log"));
         started.add(jobServer);
         options = jobServer.pipelineOptions();
         runnerName = "Flink job server at " + jobServer.endpoint() + " -> Flink cluster at "
