@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 DEMO_DIR := .work/demo_models
 
-.PHONY: demo demo-python test venv lint test-python test-java prism go-e2e browser examples bench clean
+.PHONY: demo demo-python demo-flink test venv lint test-python test-java prism go-e2e flink browser examples bench clean
 
 ## venv: the project's virtual environment in .venv (uv from PyPI installs from its cache in seconds)
 venv: $(VENV)/.installed
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 ## expansion service on the embedded local runner (Beam's Python job server), printing results
 demo: venv
 	bash examples/java/run-demo.sh
+
+## demo-flink: the main job's pipeline on a local Flink cluster (1 JobManager + 2 TaskManagers,
+## Beam's Flink job server), printing the same report and which TaskManagers ran the inference
+demo-flink: venv flink
+	bash examples/java/run-demo.sh --runner=flink
 
 ## demo-python: the same A/B + sequence from a Python pipeline, no service
 demo-python: venv
@@ -53,8 +58,12 @@ prism:
 go-e2e:
 	bash tests/go/build.sh
 
+## flink: Beam's Flink job server and Flink 1.19 as jars from Maven, into .tools/flink/lib (cached in ~/.cache/crossinfer)
+flink:
+	bash java/scripts/build-flink.sh
+
 ## test-java: Surefire + Failsafe (no -q: CI reads the "Tests run" lines)
-test-java: venv prism
+test-java: venv prism flink
 	mvn -B -ntp -f java/pom.xml verify
 
 ## examples: run every Python example

@@ -13,7 +13,8 @@ import sys
 
 from bench import chart
 
-BENCHMARKS = ("single_model", "xlang", "patterns", "keyed", "ragged", "experiments", "gpu")
+BENCHMARKS = ("single_model", "xlang", "patterns", "keyed", "ragged", "experiments", "gpu",
+              "flink")
 QUICK = {
     "single_model": ["--elements", "5000", "--batched-elements", "20000", "--repeats", "1",
                      "--batched-repeats", "1"],
@@ -23,6 +24,7 @@ QUICK = {
     "ragged": ["--elements", "5000", "--repeats", "1"],
     "experiments": ["--elements", "5000", "--repeats", "1"],
     "gpu": ["--elements", "5000", "--big-elements", "2000", "--repeats", "1"],
+    "flink": ["--elements", "20000", "--repeats", "1"],
 }
 #: Arguments of the full run beyond each benchmark's defaults.
 FULL = {"ragged": ["--decompose"]}

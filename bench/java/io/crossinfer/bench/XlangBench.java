@@ -59,7 +59,7 @@ import org.apache.beam.sdk.values.Row;
  */
 public final class XlangBench {
   private static final int SHARDS = 8;
-  private static final Map<String, AtomicLong> COUNTS = new ConcurrentHashMap<>();
+  static final Map<String, AtomicLong> COUNTS = new ConcurrentHashMap<>();
   private static final Map<String, float[]> DATA = new ConcurrentHashMap<>();
 
   private XlangBench() {}
@@ -163,7 +163,7 @@ public final class XlangBench {
         seconds, count("results"), count("failures"), state);
   }
 
-  private static long count(String name) {
+  static long count(String name) {
     AtomicLong n = COUNTS.get(name);
     return n == null ? 0 : n.get();
   }
@@ -189,13 +189,20 @@ public final class XlangBench {
     private final int elements;
     private final boolean packed;
     private final Schema schema;
+    private final int shards;
 
     GenerateFn(String path, int dim, int elements, String encoding, Schema schema) {
+      this(path, dim, elements, encoding, schema, SHARDS);
+    }
+
+    /** Shard {@code s} of {@code shards} makes rows {@code [n*s/shards, n*(s+1)/shards)}. */
+    GenerateFn(String path, int dim, int elements, String encoding, Schema schema, int shards) {
       this.path = path;
       this.dim = dim;
       this.elements = elements;
       this.packed = encoding.equals("packed");
       this.schema = schema;
+      this.shards = shards;
     }
 
     @ProcessElement
@@ -205,8 +212,8 @@ public final class XlangBench {
         throw new IllegalArgumentException(
             "the data file has " + values.length / dim + " rows, " + elements + " asked for");
       }
-      long first = (long) elements * shard / SHARDS;
-      long end = (long) elements * (shard + 1) / SHARDS;
+      long first = (long) elements * shard / shards;
+      long end = (long) elements * (shard + 1) / shards;
       for (long id = first; id < end; id++) {
         int offset = (int) id * dim;
         Object features;

@@ -6,8 +6,8 @@ import org.apache.beam.sdk.options.PortablePipelineOptions;
  * A Beam job server running as a local child process, for running Java pipelines with crossinfer
  * transforms on the {@code PortableRunner}; {@link #close()} stops it.
  *
- * <p>The concrete servers are {@link PrismJobServer} and {@link PythonJobServer}; each is started
- * with its own {@code start(...)} factory.
+ * <p>The concrete servers are {@link PrismJobServer}, {@link PythonJobServer} and {@link
+ * FlinkJobServer}; each is started with its own {@code start(...)} factory.
  */
 public abstract class LocalJobServer implements AutoCloseable {
   private final ManagedProcess process;
@@ -42,6 +42,11 @@ public abstract class LocalJobServer implements AutoCloseable {
   /** The job server's last output lines, for diagnostics. */
   public String outputTail() {
     return process.outputTail();
+  }
+
+  /** The job server's process id (to measure its memory, say). */
+  public long pid() {
+    return process.pid();
   }
 
   /** Stops the job server process. */

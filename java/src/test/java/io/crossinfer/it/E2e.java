@@ -39,7 +39,7 @@ import org.apache.beam.sdk.values.Row;
 
 /** Shared set-up of the end-to-end tests: Python, demo models, digits rows, expected results. */
 final class E2e {
-  private static final ObjectMapper MAPPER = new ObjectMapper();
+  static final ObjectMapper MAPPER = new ObjectMapper();
 
   private static Path python;
   private static Path models;
@@ -174,13 +174,24 @@ final class E2e {
    */
   static JsonNode pythonDirect(Map<String, Run> runs)
       throws IOException, InterruptedException {
-    return pythonDirect(runs, List.of());
+    return python(runs, List.of(), "python-direct");
   }
 
   /** Like {@link #pythonDirect(Map)}, allowing these classes (import path globs) too. */
   static JsonNode pythonDirect(Map<String, Run> runs, List<String> allowedClasses)
       throws IOException, InterruptedException {
-    Path dir = freshDir("python-direct");
+    return python(runs, allowedClasses, "python-direct");
+  }
+
+  /**
+   * Runs {@code python_direct.py} over {@code runs} (allowing {@code allowedClasses}, import
+   * path globs, besides crossinfer's own) with {@code args} after its two file arguments (e.g.
+   * {@code --job-endpoint E}: on a job server instead of in process).
+   */
+  static JsonNode python(
+      Map<String, Run> runs, List<String> allowedClasses, String what, String... args)
+      throws IOException, InterruptedException {
+    Path dir = freshDir(what);
     Path script = dir.resolve("python_direct.py");
     try (InputStream in = E2e.class.getResourceAsStream("python_direct.py")) {
       Files.copy(in, script);
@@ -200,18 +211,22 @@ final class E2e {
     Path jobFile = dir.resolve("job.json");
     Path outFile = dir.resolve("expected.json");
     MAPPER.writeValue(jobFile.toFile(), job);
+    List<String> command =
+        new ArrayList<>(
+            List.of(python().toString(), script.toString(), jobFile.toString(),
+                outFile.toString()));
+    command.addAll(List.of(args));
     Process process =
-        new ProcessBuilder(
-                python().toString(), script.toString(), jobFile.toString(), outFile.toString())
+        new ProcessBuilder(command)
             .redirectErrorStream(true)
             .redirectOutput(dir.resolve("python.log").toFile())
             .start();
     if (!process.waitFor(5, TimeUnit.MINUTES)) {
       process.destroyForcibly();
-      fail("the Python-direct reference run timed out; see " + dir.resolve("python.log"));
+      fail("the " + what + " run timed out; see " + dir.resolve("python.log"));
     }
     assertEquals(
-        "the Python-direct reference run failed: "
+        "the " + what + " run failed: "
             + Files.readString(dir.resolve("python.log")),
         0,
         process.exitValue());
@@ -318,6 +333,32 @@ final class E2e {
             + workDir().resolve("build-prism.log"),
         done && build.exitValue() == 0 && binary != null && Files.isExecutable(binary));
     return binary;
+  }
+
+  /**
+   * The Flink job server's and cluster's jars ({@code .tools/flink/lib}), resolved from Maven with
+   * {@code java/scripts/build-flink.sh} when missing; the Flink tests are skipped, with the
+   * reason, only when they cannot be.
+   */
+  static synchronized Path flinkLib() throws IOException, InterruptedException {
+    Path script = Paths.get("scripts", "build-flink.sh").toAbsolutePath();
+    Path log = workDir().resolve("build-flink.log");
+    // The script is idempotent (a no-op when the jars of this java/flink are in place).
+    Process build =
+        new ProcessBuilder("bash", script.toString())
+            .redirectErrorStream(true)
+            .redirectOutput(log.toFile())
+            .start();
+    boolean done = build.waitFor(10, TimeUnit.MINUTES);
+    if (!done) {
+      build.destroyForcibly();
+    }
+    Path lib = io.crossinfer.launch.FlinkCluster.resolveLib();
+    assumeTrue(
+        "SKIPPED: no Flink jars and `bash java/scripts/build-flink.sh` could not resolve them"
+            + " (Maven Central unreachable?); see " + log,
+        done && build.exitValue() == 0 && lib != null && Files.isDirectory(lib));
+    return lib;
   }
 
   /** PortableRunner options for a job server, with the Java side in this JVM (LOOPBACK). */

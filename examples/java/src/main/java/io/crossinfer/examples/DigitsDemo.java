@@ -9,6 +9,8 @@ import io.crossinfer.Op;
 import io.crossinfer.Sequence;
 import io.crossinfer.SklearnMethod;
 import io.crossinfer.launch.ExpansionServiceLauncher;
+import io.crossinfer.launch.FlinkCluster;
+import io.crossinfer.launch.FlinkJobServer;
 import io.crossinfer.launch.Jobs;
 import io.crossinfer.launch.PrismJobServer;
 import io.crossinfer.launch.Python;
@@ -33,6 +35,7 @@ import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.options.PipelineOptionsFactory;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.transforms.Reshuffle;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
 
@@ -50,14 +53,16 @@ import org.apache.beam.sdk.values.Row;
  * <p>It trains the demo models if needed ({@code python -m crossinfer.demo}), starts an expansion
  * service (with a Python worker pool) and a job server, runs one pipeline with both transforms,
  * and prints per arm and per stage path the rows, share and accuracy against the true digits,
- * plus a few rows.
+ * plus a few rows. On Flink it also prints which TaskManagers ran the inference steps.
  *
  * <pre>
  * mvn -B -q -f java/pom.xml test-compile exec:java -Dexec.mainClass=io.crossinfer.examples.DigitsDemo
  *     [-Dexec.args="--runner=prism --limit=500"]
  * </pre>
  *
- * <p>Arguments: {@code --runner=portable} (Beam's Python job server, default) or {@code prism};
+ * <p>Arguments: {@code --runner=portable} (Beam's Python job server, default), {@code prism}, or
+ * {@code flink} (a local Flink cluster, 1 JobManager and 2 TaskManagers, and Beam's Flink job
+ * server: {@link FlinkCluster}, {@link FlinkJobServer});
  * {@code --limit=N} digits (default all 1,797); {@code --models=DIR} (default {@code
  * .work/demo_models} at the repository root); {@code --expansion-service=host:port} to use a
  * running service (its model roots must include DIR); {@code --job-endpoint=host:port} to use a
@@ -115,8 +120,8 @@ public final class DigitsDemo {
             .toAbsolutePath();
     int limit = Integer.parseInt(opts.getOrDefault("limit", "100000"));
     String runner = opts.getOrDefault("runner", "portable");
-    if (!runner.equals("portable") && !runner.equals("prism")) {
-      out.println("--runner must be 'portable' or 'prism', got '" + runner + "'");
+    if (!List.of("portable", "prism", "flink").contains(runner)) {
+      out.println("--runner must be 'portable', 'prism' or 'flink', got '" + runner + "'");
       return 2;
     }
 
@@ -149,7 +154,18 @@ public final class DigitsDemo {
       String endpoint = opts.get("job-endpoint");
       String runnerName;
       PortablePipelineOptions options;
-      if (endpoint == null && runner.equals("prism")) {
+      FlinkCluster cluster = null;
+      if (endpoint == null && runner.equals("flink")) {
+        cluster = FlinkCluster.builder().workDirectory(outDir.resolve("flink")).start();
+        started.add(cluster);
+        FlinkJobServer jobServer =
+            FlinkJobServer.start(cluster, outDir.resolve("flink-job-server.log"));
+        started.add(jobServer);
+        options = jobServer.pipelineOptions();
+        runnerName = "Flink job server at " + jobServer.endpoint() + " -> Flink cluster at "
+            + cluster.restAddress() + " (1 JobManager, " + cluster.parallelism()
+            + " TaskManagers)";
+      } else if (endpoint == null && runner.equals("prism")) {
         PrismJobServer prism = PrismJobServer.start();
         started.add(prism);
         options = prism.pipelineOptions();
@@ -166,24 +182,16 @@ public final class DigitsDemo {
         options.setRunner(PortableRunner.class);
         options.setJobEndpoint(endpoint);
         options.setDefaultEnvironmentType("LOOPBACK"); // the Java steps run in this JVM
+        // What a Flink job server needs (FlinkJobServer.pipelineOptions() explains); other job
+        // servers ignore it.
+        options.setEnvironmentCacheMillis(FlinkJobServer.ENVIRONMENT_CACHE_MILLIS);
         runnerName = "job server at " + endpoint;
       }
       options.setJobName("crossinfer-java-demo");
       out.println("expansion service: " + service + "; runner: PortableRunner -> " + runnerName);
       out.println("digits: " + rows.size() + " rows; outputs in " + outDir);
 
-      Pipeline p = Pipeline.create(options);
-      PCollection<Row> digits =
-          p.apply("Digits", Create.of(rows).withRowSchema(DigitsData.SCHEMA));
-      InferenceResult ab = digits.apply("A/B test", abTest(models).withExpansionService(service));
-      InferenceResult seq =
-          digits.apply("PCA then MLP", sequence(models).withExpansionService(service));
-      ab.output().apply("Write A/B", JsonLinesSink.to(outDir.resolve("ab")));
-      ab.failures().apply("Write A/B failures", JsonLinesSink.to(outDir.resolve("ab-failures")));
-      seq.output().apply("Write sequence", JsonLinesSink.to(outDir.resolve("sequence")));
-      seq.failures()
-          .apply("Write sequence failures", JsonLinesSink.to(outDir.resolve("sequence-failures")));
-
+      Pipeline p = pipeline(options, rows, models, service, outDir);
       long start = System.nanoTime();
       PipelineResult.State state =
           Jobs.waitUntilFinish(p.run(), Duration.ofMinutes(10));
@@ -201,12 +209,45 @@ public final class DigitsDemo {
               + " (PyTorch MLP)", "stage path",
           JsonLinesSink.read(outDir.resolve("sequence")),
           JsonLinesSink.read(outDir.resolve("sequence-failures")), rows.size());
+      if (cluster != null) {
+        String job = cluster.jobId(options.getJobName());
+        out.println();
+        out.println("== Flink: records the inference steps read, per TaskManager");
+        for (String step : List.of("RunInference[digits_ab", "RunInference[digits_seq")) {
+          out.printf("  %-42s %s%n", step + "...]", cluster.recordsReadByTaskManager(job, step));
+        }
+      }
       return 0;
     } finally {
       for (int i = started.size() - 1; i >= 0; i--) {
         started.get(i).close();
       }
     }
+  }
+
+  /**
+   * The demo's pipeline: the digits, spread over the workers, into the A/B test and the sequence
+   * (expanded by the service at {@code service}), every output written as JSON lines under {@code
+   * outDir} ({@code ab}, {@code ab-failures}, {@code sequence}, {@code sequence-failures}).
+   */
+  public static Pipeline pipeline(
+      PortablePipelineOptions options, List<Row> rows, Path models, String service, Path outDir)
+      throws IOException {
+    Pipeline p = Pipeline.create(options);
+    PCollection<Row> digits =
+        p.apply("Digits", Create.of(rows).withRowSchema(DigitsData.SCHEMA))
+            // Create emits every row from one worker; without this, a runner with many workers
+            // (Flink) runs the whole job on one of them.
+            .apply("Spread over workers", Reshuffle.viaRandomKey());
+    InferenceResult ab = digits.apply("A/B test", abTest(models).withExpansionService(service));
+    InferenceResult seq =
+        digits.apply("PCA then MLP", sequence(models).withExpansionService(service));
+    ab.output().apply("Write A/B", JsonLinesSink.to(outDir.resolve("ab")));
+    ab.failures().apply("Write A/B failures", JsonLinesSink.to(outDir.resolve("ab-failures")));
+    seq.output().apply("Write sequence", JsonLinesSink.to(outDir.resolve("sequence")));
+    seq.failures()
+        .apply("Write sequence failures", JsonLinesSink.to(outDir.resolve("sequence-failures")));
+    return p;
   }
 
   private static void report(
