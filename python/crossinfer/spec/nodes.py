@@ -142,8 +142,11 @@ class Arm:
 class ABTestNode:
     """Split elements between arms.
 
-    * ``random``: each element picks an arm by weight from a generator seeded
-      with ``seed``.
+    * ``random``: each element picks an arm by weight, independently of every
+      other; each split instance (worker, bundle) draws from its own generator,
+      seeded from ``seed`` and bits of its own, so instances never replay each
+      other's draws. The shares are reproducible, the assignment is not: use
+      ``hash`` for assignments that repeat.
     * ``hash``: sticky on the element's key: ``sha256(salt + key)`` picks the arm,
       so a key always lands in the same arm, in batch and in streaming. ``salt``
       defaults to the node name, so two experiments split independently.
