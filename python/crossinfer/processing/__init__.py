@@ -1,4 +1,4 @@
-"""Named pre/post-processing ops and ragged-input batching."""
+"""Named pre/post-processing ops (vectorised over a stack of rows) and their outputs."""
 
 from crossinfer.processing.ops import REGISTRY, BuiltOp, Outputs, build_op, build_ops
 
