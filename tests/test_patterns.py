@@ -18,7 +18,14 @@ import crossinfer as ci
 from crossinfer.demo import DemoModels
 from crossinfer.engine.block import Block
 from crossinfer.models import MLP
-from crossinfer.patterns.ab_test import _Split, arm_tag, hash_bucket, pick_arm
+from crossinfer.patterns.ab_test import (
+    _Split,
+    arm_tag,
+    element_points,
+    hash_bucket,
+    pick_arm,
+    split_key,
+)
 from support import DIGITS_TOL, assert_same_label, run
 
 SCALE = ci.Op("scale", {"factor": 1 / 16})
@@ -170,22 +177,35 @@ def binomial_bound(n: int, p: float, sigmas: float = 5.0) -> float:
 
 def test_seeded_random_split_instances_do_not_replay_each_others_draws(models) -> None:
     """A 50/50 seeded split over many short-lived split instances (as new
-    workers, bundles and streaming windows make them): each instance must draw
-    its own arms. Seeded from the spec's seed alone, every instance replayed the
-    same first draws and the shares drifted far from the weights (43/57)."""
+    workers, bundles and streaming windows make them), each given other rows:
+    the shares stay within a binomial bound. A generator seeded from the spec's
+    seed alone in each instance replayed the same first draws, and the shares
+    drifted far from the weights (43/57)."""
     node = ci.ABTestNode(name="ab", split="random", seed=0, arms=(
         ci.Arm("a", _cheap_ab(models, "random").arms[0].node, 1),
         ci.Arm("b", _cheap_ab(models, "random").arms[1].node, 1)))
     n, per_instance = 3000, 1
     arm_a = 0
-    for _ in range(n // per_instance):
+    for i in range(n // per_instance):
         split = _Split(node, "ab")
         split.setup()  # a new instance, seeded as every other one
-        block = Block([None] * per_instance, np.zeros((per_instance, 2), np.float32))
+        rows = np.arange(i * per_instance, (i + 1) * per_instance, dtype=np.float32)
+        block = Block([None] * per_instance, np.stack([rows, -rows], axis=1))
         for out in split.process(block):
             if out.tag == arm_tag(0):
                 arm_a += len(out.value)
     assert abs(arm_a - n / 2) <= binomial_bound(n, 0.5), arm_a
+
+    # Reproducible: the same seed, salt and rows give the same points; another seed others.
+    x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    same = element_points(x, None, split_key(0, "ab"))
+    assert (same == element_points(x.copy(), None, split_key(0, "ab"))).all()
+    assert (same != element_points(x, None, split_key(1, "ab"))).mean() > 0.99
+    assert ((0 <= same) & (same < 1)).all()
+    # Rows alike in features but not in key split independently.
+    alike = np.zeros((n, 4), np.float32)
+    keyed = element_points(alike, [f"u{i}" for i in range(n)], split_key(0, "ab"))
+    assert abs((keyed < 0.5).sum() - n / 2) <= binomial_bound(n, 0.5)
 
 
 def test_random_split_share_is_within_a_binomial_bound(models, digits_data) -> None:

@@ -1,16 +1,14 @@
 """An A/B node: split blocks' rows between arms (random, hash-sticky) or mirror them.
 
-* ``random``: each row lands in an arm with probability weight / total,
-  independently of every other row, however the runner bundles elements and
-  on however many workers. Each instance of the split step draws from its own
-  generator, seeded from the spec's ``seed`` *and* 128 random bits of its own
-  (:func:`instance_rng`): instances seeded from the seed alone all replayed the
-  same draws, so every new instance (new bundles, new workers, streaming) took
-  the same arms for its first elements, biasing the shares (a 50/50 split came
-  out 43/57 in every window of a streaming run). What remains reproducible is
-  the distribution, not the assignment: two runs assign the same elements
-  differently. For assignments that repeat - in tests, across runs, in batch
-  and streaming alike - use ``hash`` on a key.
+* ``random``: each row's arm is drawn from a uniform number fixed by the
+  spec's ``seed``, the split's salt, the row's features and its key when it
+  has one (:func:`element_points`: keyed BLAKE2b): distinct rows land in arms
+  independently with probability weight / total, however the runner bundles
+  them and on however many workers, and the same seed and data give the same
+  assignment on every run. Rows alike in features and key land in the same
+  arm. (A generator seeded from the seed alone, per split instance, replayed
+  the same draws in every instance - new bundles, workers, streaming windows -
+  so a 50/50 split came out 43/57.)
 * ``hash``: sticky on the row's key: ``sha256(salt + key)`` picks the arm, so a
   key always lands in the same arm. A row without a key fails, naming the split.
 * ``mirror``: every row reaches every arm (the same block: blocks are never
@@ -23,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,9 +34,6 @@ from crossinfer.patterns.context import Expand, ExpandContext, Flow, child_path
 from crossinfer.spec.nodes import ABTestNode
 from crossinfer.wire import FAILURES_TAG
 
-#: Bits of randomness of each split instance's own, mixed into its generator's seed.
-NONCE_BITS = 128
-
 
 def hash_bucket(salt: str, key: str) -> float:
     """A uniform number in [0, 1) fixed by (salt, key): the sticky split."""
@@ -52,15 +46,27 @@ def pick_arm(point: float, cumulative: Sequence[float]) -> int:
     return min(bisect.bisect_right(cumulative, point), len(cumulative) - 1)
 
 
-def instance_rng(seed: int, nonce: int | None = None) -> np.random.Generator:
-    """A generator for one split instance: seeded from the spec's ``seed`` and
-    ``nonce`` (default: :data:`NONCE_BITS` fresh random bits), so no two
-    instances draw alike."""
-    if nonce is None:
-        nonce = secrets.randbits(NONCE_BITS)
-    words = [(seed % 2**64) >> 32, seed % 2**32]
-    words += [(nonce >> (32 * i)) % 2**32 for i in range(NONCE_BITS // 32)]
-    return np.random.default_rng(np.random.SeedSequence(words))
+def split_key(seed: int, salt: str) -> bytes:
+    """The BLAKE2b key of a random split: its seed and salt."""
+    return hashlib.sha256(f"{seed}\x00{salt}".encode()).digest()
+
+
+def element_points(features: np.ndarray, keys: Sequence[str | None] | None,
+                   key: bytes) -> np.ndarray:
+    """A uniform number in [0, 1) per row of ``features`` (n, ...), fixed by
+    the row's feature bytes, its key in ``keys`` (None: no key) and ``key``
+    (:func:`split_key`)."""
+    n = len(features)
+    data = np.ascontiguousarray(features).tobytes()
+    width = len(data) // n if n else 0
+    blake, as_int = hashlib.blake2b, int.from_bytes
+    points = np.empty(n)
+    for i in range(n):
+        digest = blake(data[i * width:(i + 1) * width], digest_size=8, key=key)
+        if keys is not None and keys[i] is not None:
+            digest.update(b"\x00" + keys[i].encode())
+        points[i] = as_int(digest.digest(), "big") / 2.0**64
+    return points
 
 
 def arm_tag(index: int) -> str:
@@ -87,7 +93,7 @@ class _Split(beam.DoFn):
         self._path = path
 
     def setup(self) -> None:
-        self._rng = instance_rng(self._seed)
+        self._key = split_key(self._seed, self._salt)
         self._counters = [Metrics.counter(f"crossinfer/{self._path}/{arm}", "routed")
                           for arm in self._arms]
 
@@ -119,7 +125,7 @@ class _Split(beam.DoFn):
         its failure added to ``failures``)."""
         n = len(block)
         if self._split != "hash":
-            return self._rng.random(n), failures
+            return element_points(block.features, block.keys, self._key), failures
         keys = block.keys or [None] * n
         points = np.empty(n)
         for i, key in enumerate(keys):

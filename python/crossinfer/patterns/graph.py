@@ -47,6 +47,7 @@ def routing_node(node: Node) -> Node | None:
 
 
 def needs_keys(node: Node) -> bool:
-    """Whether any node of ``node`` splits or routes by the row's key."""
-    return any(isinstance(n, KeyedNode) or (isinstance(n, ABTestNode) and n.split == "hash")
+    """Whether any node of ``node`` splits or routes by the row's key (a
+    random split draws from it too, with the features)."""
+    return any(isinstance(n, KeyedNode) or (isinstance(n, ABTestNode) and n.split != "mirror")
                for _, n in walk(node))
