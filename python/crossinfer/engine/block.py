@@ -31,6 +31,12 @@ from apache_beam.coders import coder_impl
 import crossinfer.spec  # noqa: F401
 from crossinfer.processing.ops import Outputs
 
+#: One row's measured model calls so far, per model on its path in order:
+#: (ms per row of each call, rows in each call).
+Timing = tuple[tuple[float, ...], tuple[int, ...]]
+#: A row no model has run on yet.
+NO_TIMING: Timing = ((), ())
+
 #: The arrays of :class:`Outputs` besides ``inference``, one entry or row per row.
 EXTRA_OUTPUTS = ("label", "score", "labels", "scores")
 
@@ -75,11 +81,14 @@ class Block:
     * after a model: ``model``, ``path`` and ``outputs`` (the post-processed
       :class:`~crossinfer.processing.ops.Outputs`, one entry or row per row);
     * ``route``: the keyed route the block is for, once routed;
-    * ``failures``: rows that failed upstream and leave with this block.
+    * ``failures``: rows that failed upstream and leave with this block;
+    * ``timing``: None, or (when the transform measures it, ``timing=True``)
+      each row's :data:`Timing` so far: per model on its path, the model call's
+      wall time divided by its rows (ms), and those rows.
     """
 
     __slots__ = ("failures", "features", "index", "keys", "model", "originals", "outputs",
-                 "owner", "path", "route")
+                 "owner", "path", "route", "timing")
 
     def __init__(self, originals: list[Any], features: np.ndarray,
                  owner: np.ndarray | None = None, index: np.ndarray | None = None,
@@ -95,6 +104,7 @@ class Block:
         self.path: str | None = None
         self.outputs: Outputs | None = None
         self.route: str | None = None
+        self.timing: list[Timing] | None = None
 
     @classmethod
     def of_failures(cls, failures: list[Failure]) -> Block:
@@ -152,6 +162,8 @@ class Block:
             block.keys = [self.keys[i] for i in positions]
         if self.outputs is not None:
             block.outputs = self.outputs.take(rows)
+        if self.timing is not None:
+            block.timing = [self.timing[i] for i in positions]
         return block
 
     def finish(self, model: str, path: str, outputs: Outputs) -> Block:
@@ -159,6 +171,15 @@ class Block:
         block = self._copy()
         block.model, block.path, block.outputs = model, path, outputs
         block.features = outputs.inference
+        return block
+
+    def timed(self, ms: float, rows: int) -> Block:
+        """These rows with one more model call on their path, of ``rows`` rows
+        taking ``ms`` per row (no-op unless the block measures timing)."""
+        if self.timing is None:
+            return self
+        block = self._copy()
+        block.timing = [((*t[0], ms), (*t[1], rows)) for t in self.timing]
         return block
 
     def cut(self, size: int) -> list[Block]:
@@ -208,6 +229,8 @@ def concat(blocks: Sequence[Block]) -> Block:
         block = Block(originals, features, np.concatenate(owners), keys=keys, failures=failures)
     if all(b.index is not None for b in blocks):
         block.index = np.concatenate([b.index for b in blocks])  # type: ignore[misc]
+    if all(b.timing is not None for b in blocks):
+        block.timing = [t for b in blocks for t in b.timing]  # type: ignore[union-attr]
     block.route = blocks[0].route
     return block
 

@@ -7,8 +7,9 @@ outputs, one row per row) and written in the output format of that way in:
 * :class:`RowFormat`: one result row per input row - the input fields plus
   ``model``, ``path``, ``inference`` (a list of floats, flattened), ``label``,
   ``score``, ``labels``, ``scores`` (:data:`crossinfer.wire.OUTPUT_FIELDS`;
-  output fields win over input fields of the same name) - and one failure
-  row (``element``, ``node``, ``error``) per failure;
+  output fields win over input fields of the same name), plus ``model_ms``
+  and ``batch_size`` where the transform measures timing (``timing=True``) -
+  and one failure row (``element``, ``node``, ``error``) per failure;
 * :class:`BatchRowFormat` (batch-native input): one result row per input
   element and path, its outputs as arrays with a row per row, and ``index``
   (the element's rows they are for); failure rows carry ``index`` too;
@@ -100,6 +101,13 @@ class RowFormat:
         originals = block.originals if block.owner is None else [
             block.originals[o] for o in block.owner.tolist()]
         model, path, factory = block.model, block.path, self._factory
+        if block.timing is not None:  # the transform measures timing: two fields more
+            return [factory(**{**fields_view(original), "model": model, "path": path,
+                               "inference": inf, "label": lab, "score": sc, "labels": labs,
+                               "scores": scs, "model_ms": list(ms), "batch_size": list(sizes)})
+                    for original, inf, lab, sc, labs, scs, (ms, sizes) in zip(
+                        originals, inference, label, score, labels, scores, block.timing,
+                        strict=True)]
         rows = zip(originals, inference, label, score, labels, scores, strict=True)
         if factory is beam.Row:  # Row(**values) without unpacking the keywords
             out = []

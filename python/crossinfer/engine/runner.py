@@ -25,6 +25,7 @@ pass through untouched. ``model`` is anything with ``load_error()`` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -132,13 +133,14 @@ class BlockRunner:
             x = x.astype(self._dtype)
         pieces = isolate(lambda rows: self._predict(rows, model), x, block, failed, self.path)
         if len(pieces) == 1 and len(pieces[0][0]) == len(block):
-            piece, (outputs, bad) = pieces[0]
+            piece, (outputs, bad, ms) = pieces[0]
             if bad is None:  # the common case: every row has its result
-                return block.finish(self.node.name, self.path, outputs)
+                return block.finish(self.node.name, self.path, outputs).timed(ms, len(block))
         kept: list[Block] = []
         parts: list[Outputs] = []
         message = nonfinite_message(self.node)
-        for piece, (outputs, bad) in pieces:
+        for piece, (outputs, bad, ms) in pieces:
+            piece = piece.timed(ms, len(piece))
             if bad is not None:
                 failed.extend(piece.failure(int(i), self.path, message)
                               for i in np.flatnonzero(bad))
@@ -151,15 +153,19 @@ class BlockRunner:
             return None
         return concat(kept).finish(self.node.name, self.path, concat_outputs(parts))
 
-    def _predict(self, x: np.ndarray, model: Predictor) -> tuple[Outputs, np.ndarray | None]:
-        """The model and the post-processing on one stack of rows, and a mask
-        of the rows whose output is not finite (None: all are)."""
+    def _predict(self, x: np.ndarray,
+                 model: Predictor) -> tuple[Outputs, np.ndarray | None, float]:
+        """The model and the post-processing on one stack of rows, a mask of
+        the rows whose output is not finite (None: all are), and the model
+        call's wall time per row in milliseconds."""
+        start = time.perf_counter()
         raw = model.predict(x)
+        ms = (time.perf_counter() - start) * 1e3 / max(len(x), 1)
         outputs = Outputs(raw)
         for op in self._post:
             outputs = op.batch(outputs)
         return outputs, nonfinite_rows([raw, outputs.inference, outputs.score, outputs.scores],
-                                       len(raw))
+                                       len(raw)), ms
 
     def __repr__(self) -> str:
         return f"BlockRunner({self.path!r})"

@@ -211,9 +211,14 @@ class BatchTransportInference(Inference):
     and failure rows. Takes :class:`Inference`'s arguments plus ``input_schema``,
     the schema of the rows inside the batches.
 
+    Raises:
+      TypeError: ``timing=True`` (result batches have no timing columns).
+
     Raises (when applied):
       ValueError: the input is unbounded or not in the global window.
     """
+
+    timing_fields = False
 
     def __init__(self, spec: Any, *, input_schema: schema_pb2.Schema, **kwargs: Any) -> None:
         kwargs.pop("output_factory", None)

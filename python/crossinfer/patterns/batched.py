@@ -68,6 +68,7 @@ class BatchedInference(Inference):
     """
 
     multirow = True
+    timing_fields = False
 
     def __init__(self, spec: Any, *, features_field: str = "features",
                  shape_field: str = "shape", **kwargs: Any) -> None:

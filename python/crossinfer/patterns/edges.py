@@ -24,7 +24,7 @@ from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
 from crossinfer.engine.assemble import Assembler
-from crossinfer.engine.block import Block, Failure
+from crossinfer.engine.block import NO_TIMING, Block, Failure
 from crossinfer.engine.emit import Format
 from crossinfer.rows import FAST_DTYPES, IOConfig, features_of, fields_view, key_of
 from crossinfer.wire import FAILURES_TAG, INPUT_NODE
@@ -72,14 +72,16 @@ class RowReader:
 class ToBlocks(beam.DoFn):
     """Input elements -> blocks (see the module doc). With ``size`` (bounded
     input in the global window), blocks of up to ``size`` rows of one shape;
-    without, a block per element, for Beam's batching to join."""
+    without, a block per element, for Beam's batching to join. With
+    ``timing``, the blocks measure each model call on their rows' paths."""
 
     def __init__(self, reader: Reader, size: int | None, features_field: str,
-                 keyed: bool) -> None:
+                 keyed: bool, timing: bool = False) -> None:
         self._reader = reader
         self._size = size
         self._name = features_field
         self._keyed = keyed
+        self._timing = timing
 
     def setup(self) -> None:
         self._reader.setup()
@@ -90,11 +92,22 @@ class ToBlocks(beam.DoFn):
         self._assembler.start()
 
     def process(self, element: Any) -> tuple[Block, ...]:
-        return self._read(element, self._assembler)
+        blocks = self._read(element, self._assembler)
+        if self._timing:
+            _start_timing(blocks)
+        return blocks
 
     def finish_bundle(self) -> Iterator[Any]:
-        for block in self._assembler.finish():
+        blocks = self._assembler.finish()
+        if self._timing:
+            _start_timing(blocks)
+        for block in blocks:
             yield GlobalWindows.windowed_value_at_end_of_window(block)
+
+
+def _start_timing(blocks: Iterable[Block]) -> None:
+    for block in blocks:  # new blocks, not yet handed on: set in place
+        block.timing = [NO_TIMING] * len(block)
 
 
 class ToOutputs(beam.DoFn):

@@ -61,6 +61,12 @@ class Inference(beam.PTransform):
       policy: what the spec may load (defaults: any location, crossinfer's classes).
       output_factory / failure_factory: build output rows (default ``beam.Row``);
         the expansion service passes schema'd NamedTuple types here.
+      timing: measure each model call and add two fields to every result row
+        (the fields :class:`~crossinfer.experiments.ExperimentReport` reads for
+        latency percentiles): ``model_ms`` (list of float, one per model on
+        the row's path, in path order: the call's wall time divided by its
+        rows, in milliseconds) and ``batch_size`` (list of int: the rows of
+        that call). Off by default: result rows keep their fields.
 
     Keyword arguments of a model's call belong to its node
     (``ModelNode(inference_args=...)``): each model gets its own. The
@@ -70,13 +76,16 @@ class Inference(beam.PTransform):
     Raises:
       SpecError: the spec is invalid, or a model cannot take its inference args
         (where the framework tells before loading), with each field path.
-      TypeError: ``inference_args`` is given, or the spec's root is not the
-        node kind this transform takes.
+      TypeError: ``inference_args`` is given, the spec's root is not the
+        node kind this transform takes, or ``timing`` is asked of a transform
+        whose outputs have no place for it (batch-native, the batch transport).
     """
 
     expected_kind: type | None = None
     #: Whether an input element holds many rows (batch-native input).
     multirow = False
+    #: Whether the outputs can carry ``model_ms`` / ``batch_size`` (``timing=True``).
+    timing_fields = True
 
     def __init__(self, spec: InferenceSpec | Node | str | dict[str, Any], *,
                  features_field: str = DEFAULT_FEATURES_FIELD,
@@ -85,8 +94,13 @@ class Inference(beam.PTransform):
                  inference_args: dict[str, Any] | None = None,
                  output_factory: RowFactory | None = None,
                  failure_factory: RowFactory | None = None,
+                 timing: bool = False,
                  label: str | None = None) -> None:
         super().__init__(label)
+        if timing and not self.timing_fields:
+            raise TypeError(f"{type(self).__name__} does not take timing=True: its outputs "
+                            "have no model_ms / batch_size fields (use crossinfer.Inference)")
+        self.timing = timing
         if inference_args is not None:
             raise TypeError(
                 "inference_args is a setting of each model node: ModelNode(..., "
@@ -152,7 +166,8 @@ class Inference(beam.PTransform):
             else None
         node = self.spec.node
         blocks = pcoll | "ToBlocks" >> beam.ParDo(ToBlocks(
-            self._reader(), size, self.io.features_field, self.keyed)).with_output_types(Block)
+            self._reader(), size, self.io.features_field, self.keyed,
+            self.timing)).with_output_types(Block)
         finished = expand_node(Flow(blocks, size, self.multirow), node, "", self._ctx)
         out = finished.blocks | "ToOutputs" >> beam.ParDo(ToOutputs(self._format())).with_outputs(
             FAILURES_TAG, main=RESULTS_TAG)
