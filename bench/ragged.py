@@ -42,7 +42,6 @@ from bench.harness import Variant
 from bench.models import MEANPOOL_PARAMS, BenchModels, prepare
 from bench.pipelines import Synthetic, count, run, warm_data
 from bench.variants import Runner, crossinfer_pipeline
-from crossinfer.engine import assemble
 
 LOW, HIGH = 4, 64
 EQUAL = (LOW + HIGH) // 2
@@ -85,10 +84,23 @@ def beam_ragged(models: BenchModels, n: int) -> dict[str, Any]:
     return {"error": None}
 
 
+def _holding() -> Any:
+    """The module whose ``HELD_BATCHES`` the blocks' assembler reads
+    (``crossinfer.patterns.to_records`` in trees before the engine, for
+    ``bench.versions``)."""
+    try:
+        from crossinfer.engine import assemble
+    except ImportError:
+        from crossinfer.patterns import to_records  # type: ignore[import-not-found]
+
+        return to_records
+    return assemble
+
+
 def counting_collections(timed: Runner, held: int | None = None) -> Runner:
     """``timed`` with its full garbage collections counted over every round (the
     facts' ``full_collections``), and with ``held`` batches' worth of rows
-    held back at most instead of ``assemble.HELD_BATCHES`` (which
+    held back at most instead of ``HELD_BATCHES`` (:func:`_holding`; which
     each ``Assembler`` reads when its DoFn is set up, inside ``timed``)."""
     full = [0]
 
@@ -97,15 +109,16 @@ def counting_collections(timed: Runner, held: int | None = None) -> Runner:
             full[0] += 1
 
     def once() -> dict[str, Any]:
-        default = assemble.HELD_BATCHES
+        holding = _holding()
+        default = holding.HELD_BATCHES
         if held is not None:
-            assemble.HELD_BATCHES = held
+            holding.HELD_BATCHES = held
         gc.callbacks.append(on_collection)
         try:
             facts = timed() or {}
         finally:
             gc.callbacks.remove(on_collection)
-            assemble.HELD_BATCHES = default
+            holding.HELD_BATCHES = default
         return {**facts, "full_collections": full[0]}
 
     return once
