@@ -22,7 +22,8 @@ of the node fits the node's model cache (``max_models_per_worker`` unset or at
 least the number of models). Then a worker process loads each route's model at
 most once, however many shards it receives, so a node's loads stay at most
 *worker processes x routes*, and 16 shards spread a hot route over up to 16
-workers (on 2 workers, all 16 shards landing on one has a chance of 2^-15).
+workers (a route that fills its 16 shards lands on one of 2 workers with a
+chance of 2^-15, for uniformly hashed keys).
 When the cache holds fewer models than the node has, the default is 1 shard:
 a worker then sees one group per route, and each extra group of a route
 interleaved with other routes' could cost one more load.
