@@ -2,13 +2,14 @@
 
 Beam's remedy for thrashing is a GroupByKey the user writes before
 RunInference. Here it is built in: each block's rows are split by *route*
-(keys sharing a model share a route, so they share blocks), grouped, joined
-into blocks of each route's own ``max_batch_size`` and handed to
-RunInference as they are. A worker then sees all blocks of a route together
-and loads each model once per group instead of once per batch.
+(keys sharing a model share a route, so they share blocks) and a shard of it
+(:mod:`crossinfer.patterns.shards`: one route's work spreads over workers),
+grouped, joined into blocks of each route's own ``max_batch_size`` and handed
+to RunInference as they are. A worker then sees all blocks of a group
+together and loads each model once per group instead of once per batch.
 
-* Bounded input: ``GroupByKey`` on the route (per window).
-* Unbounded input: ``GroupIntoBatches`` on the route, flushing after the
+* Bounded input: ``GroupByKey`` on (route, shard) (per window).
+* Unbounded input: ``GroupIntoBatches`` on (route, shard), flushing after the
   smallest ``max_wait_secs`` of the routes (default 1 s), so streaming
   pipelines need no trigger of their own.
 """
@@ -28,6 +29,7 @@ from crossinfer.handlers.keyed import KeyedHandler
 from crossinfer.handlers.node_handler import batch_bounds
 from crossinfer.handlers.registry import model_handler
 from crossinfer.patterns.context import ExpandContext, Flow, child_path
+from crossinfer.patterns.shards import ShardRuns, shards_of
 from crossinfer.spec.nodes import KeyedNode, ModelNode
 from crossinfer.wire import FAILURES_TAG
 
@@ -50,13 +52,18 @@ def routes_of(node: KeyedNode) -> tuple[dict[str, str], dict[str, ModelNode], st
 
 
 class _Route(beam.DoFn):
-    """Each block's rows as (route, block of the route's rows); rows without
+    """Each block's rows as ((route, shard), block of those rows); rows without
     a route, and the block's failures, tagged FAILURES_TAG."""
 
-    def __init__(self, key_to_route: dict[str, str], default: str | None, path: str) -> None:
+    def __init__(self, key_to_route: dict[str, str], default: str | None, path: str,
+                 shards: ShardRuns) -> None:
         self._key_to_route = key_to_route
         self._default = default
         self._path = path
+        self._shards = shards
+
+    def start_bundle(self) -> None:
+        self._shards.reset()
 
     def process(self, block: Block) -> list[Any]:
         failures = list(block.failures)
@@ -71,23 +78,26 @@ class _Route(beam.DoFn):
                 by_route.setdefault(route, []).append(i)
         out: list[Any] = []
         for route, rows in by_route.items():
-            part = block.take(np.asarray(rows))
-            part.route = route
-            out.append((route, part))
+            positions, lo = np.asarray(rows), 0
+            for shard, count in self._shards.runs(route, block.features[rows[0]], len(rows)):
+                part = block.take(positions[lo:lo + count])
+                part.route = route
+                out.append(((route, shard), part))
+                lo += count
         if failures:
             out.append(pvalue.TaggedOutput(FAILURES_TAG, Block.of_failures(failures)))
         return out
 
 
 class _Join(beam.DoFn):
-    """(route, blocks) -> blocks of the route of at most its max_batch_size
+    """((route, shard), blocks) -> blocks of the route of at most its max_batch_size
     rows each, one feature shape each."""
 
     def __init__(self, sizes: dict[str, int]) -> None:
         self._sizes = sizes
 
-    def process(self, group: tuple[str, Iterable[Block]]) -> Iterator[Block]:
-        route, blocks = group
+    def process(self, group: tuple[tuple[str, int], Iterable[Block]]) -> Iterator[Block]:
+        (route, _), blocks = group
         size = self._sizes[route]
         held: dict[tuple[int, ...], list[Block]] = {}
         rows: dict[tuple[int, ...], int] = {}
@@ -114,9 +124,10 @@ def expand_keyed(flow: Flow, node: KeyedNode, parent: str, ctx: ExpandContext) -
     bound = node.max_models_per_worker or len(models)
 
     routed = flow.blocks | f"Route[{path}]" >> beam.ParDo(
-        _Route(key_to_route, default, path)).with_outputs(FAILURES_TAG, main="routed")
+        _Route(key_to_route, default, path, ShardRuns(shards_of(node, len(models)), sizes))
+    ).with_outputs(FAILURES_TAG, main="routed")
     by_route = routed.routed
-    by_route.element_type = beam.typehints.Tuple[str, Block]
+    by_route.element_type = beam.typehints.Tuple[beam.typehints.Tuple[str, int], Block]
     if by_route.is_bounded:
         groups = by_route | f"GroupByRoute[{path}]" >> beam.GroupByKey()
     else:
