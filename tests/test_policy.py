@@ -183,7 +183,7 @@ def test_a_star_stands_for_one_class_of_exactly_that_module() -> None:
 
 @pytest.mark.parametrize(("params", "path", "fragment"), [
     ({"sizes": [64, 10**12, 10]}, "node.model_params",
-     "make a model of 75,000,000,000,010 parameters; at most 268,435,456"),
+     "describe a model of 75,000,000,000,010 parameters; at most 268,435,456"),
     ({"sizes": [64, 10**30, 10]}, "node.model_params.sizes[1]", "must be a number from -2^53"),
     ({"sizes": [64, -1, 10]}, "node.model_params", "cannot be built with these params"),
     ({"sizes": [64, 1e308, 10]}, "node.model_params.sizes[1]", "must be a number from"),
@@ -205,7 +205,7 @@ def test_the_parameter_count_bound_is_a_limit() -> None:
                 "model_params": {"sizes": [64, 64, 10]}})
     policy = LoadPolicy(check_files=True, model_roots=None)
     errors = errors_of(doc, policy, SpecLimits(max_model_parameters=1000))
-    assert "make a model of 4,810 parameters; at most 1,000" in errors["node.model_params"]
+    assert "describe a model of 4,810 parameters; at most 1,000" in errors["node.model_params"]
 
 
 # ------------------------------------------------------------------ every bound, enforced
@@ -469,8 +469,8 @@ def test_skops_loads_the_estimator_and_refuses_untrusted_types(
     marker = tmp_path / "ran"
     evil = WRITERS["skops"](tmp_path / "evil.skops", marker)
     node = ci.ModelNode(name="evil", framework="sklearn", format="skops", uri=str(evil))
-    with pytest.raises(ModelLoadError, match=r"outside skops' trusted defaults "
-                                             r"\(attack_payloads\.RunsCommand\)"):
+    with pytest.raises(ModelLoadError, match=r"outside skops' trusted defaults and the policy's "
+                                             r"trusted types \(attack_payloads\.RunsCommand\)"):
         adapter_for(node, LoadPolicy()).load()
     assert not marker.exists()
     good = ci.ModelNode(name="lr", framework="sklearn", format="skops",

@@ -91,16 +91,21 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def bind_error(address: str) -> OSError:
+    """The error for an address gRPC could not bind."""
+    return OSError(f"cannot listen on {address}: the port is in use or the address is not "
+                   "local")
+
+
 def listen(server: grpc.Server, bind: str, port: int) -> int:
     """Bind ``server``; the port it got, or OSError with a readable message."""
     address = grpc_address(bind, port)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
-        raise OSError(f"cannot listen on {address}: the port is in use or the address is "
-                      "not local") from exc
+        raise bind_error(address) from exc
     if not bound:
-        raise OSError(f"cannot listen on {address}")
+        raise bind_error(address)
     return bound
 
 
