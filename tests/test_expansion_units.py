@@ -491,3 +491,35 @@ def test_client_spec_forms(models: Any) -> None:
     assert json.loads(client.spec_json(json.loads(as_text))) == json.loads(as_text)
     with pytest.raises(ValueError):
         client.spec_json({"version": 1, "x": float("nan")})
+
+
+# ------------------------------------------------------------------ docs agree with the code
+
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def test_the_request_limits_table_is_in_the_docs() -> None:
+    """docs/security.md carries ``python -m crossinfer.expansion.limits``'s output verbatim."""
+    from crossinfer.expansion.limits import markdown_table
+
+    assert markdown_table() in (DOCS / "security.md").read_text()
+
+
+def test_the_wire_contract_states_the_services_sizes() -> None:
+    """The message sizes and spec limits docs/wire-contract.md states are the service's."""
+    from crossinfer.expansion.limits import RequestLimits, fixed
+    from crossinfer.spec.limits import SpecLimits
+
+    text = " ".join((DOCS / "wire-contract.md").read_text().split())
+    limits = SpecLimits()
+    for figure in (f"{service.max_request_bytes(limits):,} bytes",
+                   f"{service.MAX_SEND_BYTES >> 20} MiB",
+                   f"default {limits.max_spec_bytes:,} bytes",
+                   f"levels (default {limits.max_spec_depth})",
+                   f"at most {fixed('input schema (bytes)'):,} bytes",
+                   f"default {RequestLimits().max_input_fields:,}",
+                   f"default {RequestLimits().max_input_row_nesting})",
+                   f"at most {payload.MAX_INTEGER_DIGITS} digits"):
+        assert figure in text, figure
+    assert "16 MiB" not in text and "1 MiB of UTF-8" not in text
