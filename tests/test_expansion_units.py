@@ -523,3 +523,16 @@ def test_the_wire_contract_states_the_services_sizes() -> None:
                    f"at most {payload.MAX_INTEGER_DIGITS} digits"):
         assert figure in text, figure
     assert "16 MiB" not in text and "1 MiB of UTF-8" not in text
+
+
+def test_help_shows_bounds_and_no_import_noise() -> None:
+    """--help states each limit flag's range, and Beam's apitools warning is gone."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "crossinfer.expansion", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "apitools" not in done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    assert "1..1,073,741,824" in text and "at most 100,000" in text and "0..1024" in text
