@@ -593,3 +593,67 @@ def test_spec_json_round_trip_keeps_the_new_format(models: DemoModels) -> None:
     text = json.dumps(spec(lr(models)))
     assert load_spec(text).node.format == "skops"
     assert os.path.isfile(load_spec(text).node.uri)
+
+
+# ------------------------------------------------------------------ Python pipelines
+
+
+def test_skops_trust_lets_a_listed_type_load_in_a_pipeline(tmp_path: Path,
+                                                           digits_data: Any) -> None:
+    """skops' defaults do not trust sklearn's Tree (every decision tree and forest
+    holds one): refused unless the policy lists it; listed, a real pipeline gives
+    the tree's own predictions."""
+    import skops.io
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = digits_data
+    tree = DecisionTreeClassifier(max_depth=6, random_state=0).fit(x / 16.0, y)
+    skops.io.dump(tree, tmp_path / "tree.skops")
+    node = {"kind": "model", "name": "tree", "framework": "sklearn", "format": "skops",
+            "uri": str(tmp_path / "tree.skops"), "method": "predict_proba"}
+    with pytest.raises(SpecError, match=r"sklearn\.tree\._tree\.Tree.*--skops-trust"):
+        ci.Inference(spec(node))  # checked at construction, as the service does
+    trusted = LoadPolicy(skops_trusted=("sklearn.tree._tree.Tree",))
+    results, failures = run_after(lambda: None, ci.Inference(spec(node), policy=trusted))
+    assert failures == [] and len(results) == ROWS
+    for row in results:
+        want = tree.predict_proba(np.full((1, 64), float(row.id), np.float32))[0]
+        np.testing.assert_allclose(row.inference, want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="is not a type name"):
+        LoadPolicy(skops_trusted=("Tree",))
+
+
+def test_python_pipelines_check_pins_at_construction(models: DemoModels) -> None:
+    """A wrong pin fails crossinfer.Inference's construction, naming the field, as the
+    service's expansion does (not only the worker's load)."""
+    node = {"kind": "model", "name": "lr", "framework": "sklearn", "format": "skops",
+            "uri": models.path("digits_lr.skops"), "sha256": "0" * 64}
+    with pytest.raises(SpecError, match=r"node\.sha256: the file .* has SHA-256"):
+        ci.Inference(spec(node))
+    with pytest.raises(SpecError, match=r"require_sha256=True"):
+        ci.Inference(spec({**node, "sha256": None}), policy=LoadPolicy(require_sha256=True))
+
+
+def test_python_transforms_take_spec_limits(models: DemoModels) -> None:
+    """A Python user can raise --max-arms' counterpart (default 16 arms)."""
+    arm = {"kind": "model", "name": "m", "framework": "sklearn", "format": "skops",
+           "uri": models.path("digits_lr.skops")}
+    ab = spec({"kind": "ab_test", "name": "ab", "arms": [
+        {"name": f"a{i}", "weight": 1, "node": {**arm, "name": f"m{i}"}} for i in range(20)]})
+    with pytest.raises(SpecError, match="arms; at most 16"):
+        ci.Inference(ab)
+    assert len(ci.Inference(ab, limits=SpecLimits(max_arms=20, max_nodes=64))
+               .spec.node.arms) == 20
+
+
+def test_a_relative_location_refusal_shows_where_it_resolved(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    policy = LoadPolicy(model_roots=(str(tmp_path / "models"),))
+    with pytest.raises(LocationRefused) as info:
+        policy.resolve_location("digits_lr.skops")
+    message = str(info.value)
+    assert f"it resolves to '{tmp_path / 'digits_lr.skops'}'" in message
+    assert "not against a model root: give the full path" in message
