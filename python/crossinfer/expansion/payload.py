@@ -43,8 +43,9 @@ BATCHES_TRANSPORT = "batches"
 TRANSPORTS = (ROWS_TRANSPORT, BATCHES_TRANSPORT)
 #: Largest ``input_schema`` accepted, in bytes of serialized Schema.
 MAX_INPUT_SCHEMA_BYTES = fixed("input schema (bytes)")
-#: Digits of the longest integer a spec may hold (every bound is far below).
-MAX_INTEGER_DIGITS = 400
+#: Digits of the longest integer a spec may hold (every bound is far below; Python
+#: refuses to convert more than 4,300).
+MAX_INTEGER_DIGITS = 4000
 
 DEFAULT_FEATURES_FIELD = "features"
 DEFAULT_KEY_FIELD = "key"

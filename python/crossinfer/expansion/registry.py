@@ -148,6 +148,6 @@ def _rewrite(schema: schema_pb2.Schema) -> None:
                 stack.extend((t.map_type.key_type, t.map_type.value_type))
             elif kind == "logical_type":
                 stack.append(t.logical_type.representation)
-                if t.logical_type.HasField("argument_type"):
+                if t.logical_type.argument_type.WhichOneof("type_info"):
                     stack.append(t.logical_type.argument_type)
     schema.id = content_id(CLIENT_NAMESPACE, schema)

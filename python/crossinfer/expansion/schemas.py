@@ -143,6 +143,9 @@ def schema_problem(schema: schema_pb2.Schema, limits: RequestLimits) -> str | No
     if size > fixed("input schema (bytes)"):
         return (f"the input schema is {size:,} bytes; at most "
                 f"{fixed('input schema (bytes)'):,} are allowed")
+    problem = code_bearing_field(schema)  # first: its message says what to do instead
+    if problem:
+        return problem
     count = 0
     stack: list[tuple[str, schema_pb2.Schema, int]] = [("", schema, 0)]
     while stack:
@@ -164,7 +167,7 @@ def schema_problem(schema: schema_pb2.Schema, limits: RequestLimits) -> str | No
             if problem:
                 return f"input schema field {path!r}: {problem}"
             stack.extend((f"{path}.", row, rows + 1) for row in nested)
-    return code_bearing_field(schema)
+    return None
 
 
 def _name_problem(name: str) -> str | None:
@@ -208,7 +211,7 @@ def _type_problem(field_type: schema_pb2.FieldType, limits: RequestLimits,
             stack.extend(((t.map_type.key_type, depth + 1), (t.map_type.value_type, depth + 1)))
         elif kind == "logical_type":
             stack.append((t.logical_type.representation, depth + 1))
-            if t.logical_type.HasField("argument_type"):
+            if t.logical_type.argument_type.WhichOneof("type_info"):  # an argument given
                 stack.append((t.logical_type.argument_type, depth + 1))
     return nested, None
 
