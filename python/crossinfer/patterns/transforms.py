@@ -117,7 +117,6 @@ class Inference(beam.PTransform):
         self._check_handlers()
 
     def _check_handlers(self) -> None:
-        from crossinfer.handlers.files import file_problems
         from crossinfer.handlers.registry import adapter_for
         from crossinfer.handlers.signatures import construction_problems
         from crossinfer.spec.nodes import walk
@@ -127,8 +126,7 @@ class Inference(beam.PTransform):
             if isinstance(node, ModelNode):
                 adapter_for(node, self.policy)
                 problems.extend((f"{path}.{field}", message) for field, message in
-                                file_problems(node, self.policy)
-                                + construction_problems(node, self.policy))
+                                construction_problems(node, self.policy))
         if problems:
             raise SpecError(problems)
 
