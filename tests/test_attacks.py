@@ -210,7 +210,7 @@ def every_number(files: Files) -> dict:
                              {"op": "normalize", "mean": 0.0, "std": [16.0]}],
                  postprocess=[{"op": "top_k", "k": 3}, {"op": "threshold", "index": 0,
                                                         "threshold": 0.5}])
-    keyed = {"kind": "keyed", "name": "k", "max_models_per_worker": 2, "routes": [
+    keyed = {"kind": "keyed", "name": "k", "max_models_per_worker": 2, "shards": 4, "routes": [
         {"keys": ["a", "b"], "node": mlp(files)}]}
     return {"kind": "ab_test", "name": "ab", "split": "hash", "seed": 7, "salt": "s",
             "arms": [{"name": "a", "weight": 90, "node": lr_node},
@@ -437,6 +437,7 @@ BOUNDED = {"min_batch_size": "model.batching.min_batch_size",
            "max_wait_secs": "model.batching.max_wait_secs",
            "model_copies": "model.memory.model_copies", "weight": "ab_test.arms[].weight",
            "seed": "ab_test.seed", "max_models_per_worker": "keyed.max_models_per_worker",
+           "shards": "keyed.shards",
            "length": "op.pad_truncate.length", "k": "op.top_k.k",
            "index": "op.threshold.index"}
 

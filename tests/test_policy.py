@@ -246,6 +246,9 @@ def _field(key: str, value: Any) -> tuple[dict, str]:
         return spec({"kind": "keyed", "name": "k", "max_models_per_worker": value,
                      "routes": [{"keys": ["a"], "node": model}]}), \
             "node.max_models_per_worker"
+    if key == "keyed.shards":
+        return spec({"kind": "keyed", "name": "k", "shards": value,
+                     "routes": [{"keys": ["a"], "node": model}]}), "node.shards"
     if key.startswith("op."):
         op = key.split(".")[1]
         ops = {"pad_truncate": {"op": "pad_truncate", "length": value},

@@ -316,6 +316,7 @@ def _keyed(obj: dict[str, Any], path: str, errors: ErrorCollector) -> KeyedNode 
         routes=tuple(routes),
         default=default,
         max_models_per_worker=r.integer("max_models_per_worker"),
+        shards=r.integer("shards"),
     )
     return node if name is not None else None
 

@@ -182,7 +182,12 @@ class Route:
 class KeyedNode:
     """Route elements by key to models, keeping at most ``max_models_per_worker``
     models resident per worker process. Elements of one model are grouped
-    before inference, so a bound below the number of models does not thrash."""
+    before inference, so a bound below the number of models does not thrash.
+
+    ``shards``: groups per route (1 to 1024), so one route's work spreads over
+    up to that many workers. None: 16 when every model of the node fits the
+    bound (``max_models_per_worker`` unset or at least the number of models),
+    else 1 (see :mod:`crossinfer.patterns.shards`)."""
 
     kind: ClassVar[str] = "keyed"
 
@@ -190,6 +195,7 @@ class KeyedNode:
     routes: tuple[Route, ...]
     default: ModelNode | None = None
     max_models_per_worker: int | None = None
+    shards: int | None = None
 
 
 Node = ModelNode | ABTestNode | SequenceNode | KeyedNode

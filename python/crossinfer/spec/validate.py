@@ -391,6 +391,8 @@ def _check_keyed(node: KeyedNode, at: str, errors: ErrorCollector) -> None:
     if node.max_models_per_worker is not None:
         check_number(node.max_models_per_worker, "keyed.max_models_per_worker",
                      f"{at}.max_models_per_worker", errors)
+    if node.shards is not None:
+        check_number(node.shards, "keyed.shards", f"{at}.shards", errors)
 
 
 def _short(value: Any) -> str:
