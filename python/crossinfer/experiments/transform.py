@@ -225,7 +225,7 @@ class _Accumulate(beam.DoFn):
     so the report costs one step per element.
 
     For a mirror each result's side ``(arm, label, score, value, truth)`` is
-    held by (window, id), in columns, until the element's other arms arrive in the same
+    held by (window, id) until the element's other arms arrive in the same
     bundle (a mirror's arms usually run in one fused stage): the pair is
     accumulated here (one accumulator per (window, arm pair) and bundle).
     Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
@@ -251,22 +251,9 @@ class _Accumulate(beam.DoFn):
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
         self._pairs: dict[tuple[Any, str], PairAcc] = {}
+        # (window, id), or the id alone in the global window
+        self._held: dict[Any, dict[str, tuple[Any, ...]]] = {}
         self._paired = self._joined = 0
-        self._clear_held()
-
-    def _clear_held(self) -> None:
-        # Sides waiting for their element's other arms, by (window, id), or the id
-        # alone in the global window: the index of the side in the columns below
-        # ({arm: index} once a mirror of more than two arms has several). Columns
-        # of plain values, so that holding a side allocates no tuple or dict: tens
-        # of thousands of held containers made Python's cyclic garbage collector
-        # cost more than the rest of a mirror's report (bench/experiments.py).
-        self._held: dict[Any, Any] = {}
-        self._side_arm: list[str] = []
-        self._side_label: list[Any] = []
-        self._side_score: list[Any] = []
-        self._side_value: list[Any] = []
-        self._side_truth: list[Any] = []
 
     def process(self, element: Any) -> Any:
         # The global window (batch): no WindowParam, which would make Beam call
@@ -289,47 +276,21 @@ class _Accumulate(beam.DoFn):
         self._fn.add_input(acc, row)
         if not self._join or row.failed or row.id is None or arm == _UNROUTED:
             return ()
+        side = (arm, row.label, row.score, row.value, row.truth)
         key = row.id if window is None else (window, row.id)
-        held = self._held.get(key)
-        if held is None:
-            self._held[key] = self._hold(arm, row)
+        sides = self._held.get(key)
+        if sides is None:
+            self._held[key] = {arm: side}
             return self._unhold() if len(self._held) > _MAX_HELD else ()
-        if type(held) is int:
-            if self._side_arm[held] == arm:  # not unique in this bundle: let the join decide
-                return self._to_join(row.id, arm, row, window)
-            if self._n_arms == 2:  # a mirror's usual case: the pair is complete
-                del self._held[key]
-                self._paired += 1
-                self._pair(window, {arm: (arm, row.label, row.score, row.value, row.truth),
-                                    self._side_arm[held]: self._side(held)})
-                return ()
-            held = self._held[key] = {self._side_arm[held]: held}
-        if arm in held:
-            return self._to_join(row.id, arm, row, window)
-        held[arm] = self._hold(arm, row)
-        if len(held) == self._n_arms:
+        if arm in sides:  # not unique in this bundle: let the join decide
+            self._joined += 1
+            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((row.id, side), window)),)
+        sides[arm] = side
+        if len(sides) == self._n_arms:
             del self._held[key]
             self._paired += 1
-            self._pair(window, {a: self._side(i) for a, i in held.items()})
+            self._pair(window, sides)
         return ()
-
-    def _hold(self, arm: str, row: ReportInput) -> int:
-        self._side_arm.append(arm)
-        self._side_label.append(row.label)
-        self._side_score.append(row.score)
-        self._side_value.append(row.value)
-        self._side_truth.append(row.truth)
-        return len(self._side_arm) - 1
-
-    def _side(self, i: int) -> tuple[Any, ...]:
-        """A held side as ``(arm, label, score, value, truth)``."""
-        return (self._side_arm[i], self._side_label[i], self._side_score[i],
-                self._side_value[i], self._side_truth[i])
-
-    def _to_join(self, id_: Any, arm: str, row: ReportInput, window: Any) -> tuple[Any, ...]:
-        self._joined += 1
-        side = (arm, row.label, row.score, row.value, row.truth)
-        return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window)),)
 
     def _pair(self, window: Any, sides: dict[str, tuple[Any, ...]]) -> None:
         control = sides[self._control]
@@ -340,13 +301,12 @@ class _Accumulate(beam.DoFn):
             self._pair_fn.add_input(acc, (control, sides[other]))
 
     def _unhold(self) -> Iterator[Any]:
-        for key, held in self._held.items():
+        for key, sides in self._held.items():
             window, id_ = (None, key) if type(key) is str else key
-            indices = (held,) if type(held) is int else held.values()
-            self._joined += len(indices)
-            for i in indices:
-                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, self._side(i)), window))
-        self._clear_held()
+            self._joined += len(sides)
+            for side in sides.values():
+                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window))
+        self._held = {}
 
     def finish_bundle(self) -> Iterator[Any]:
         name = self._s.name
