@@ -156,8 +156,9 @@ def _check_model(node: ModelNode, at: str, policy: LoadPolicy, limits: SpecLimit
                                         and _SHA256.fullmatch(node.sha256)):
         errors.add(f"{at}.sha256", "expected 64 lowercase hex digits (the file's SHA-256)")
     if node.sha256 is None and policy.require_sha256 and node.uri:
-        errors.add(f"{at}.sha256", "is required: this service only loads models with a pinned "
-                                   "SHA-256 checksum")
+        errors.add(f"{at}.sha256", "is required: the load policy requires a pinned SHA-256 "
+                                   "checksum for every model file (service: --require-sha256; "
+                                   "Python: LoadPolicy(require_sha256=True))")
     for name in ("model_params", "handler_params", "inference_args"):
         _check_params(getattr(node, name), f"{at}.{name}", errors)
     _check_framework_fields(node, at, policy, limits, errors)
@@ -276,6 +277,10 @@ def _check_framework_fields(node: ModelNode, at: str, policy: LoadPolicy, limits
     if node.framework == "custom":
         _check_class(node.handler_class, f"{at}.handler_class", "ModelHandler class",
                      model_handler_base, policy, errors)
+        if "model_uri" in node.handler_params:  # it would bypass the checks of uri
+            errors.add(f"{at}.handler_params.model_uri", "is set from the node's uri (checked "
+                                                         "against the model roots); remove it "
+                                                         "and set uri")
     elif node.handler_class is not None or node.handler_params:
         errors.add(f"{at}.handler_class", "is only used by framework 'custom'")
     if node.method is not None:
@@ -302,7 +307,7 @@ def _check_parameter_count(cls: type, node: ModelNode, at: str, limits: SpecLimi
                                          f"params: {type(exc).__name__}: {_clip(str(exc), 200)}")
         return
     if count > limits.max_model_parameters:
-        errors.add(f"{at}.model_params", f"make a model of {count:,} parameters; at most "
+        errors.add(f"{at}.model_params", f"describe a model of {count:,} parameters; at most "
                                          f"{limits.max_model_parameters:,} are allowed "
                                          "(--max-model-parameters)")
 
@@ -347,7 +352,8 @@ def _check_uri(node: ModelNode, at: str, policy: LoadPolicy, errors: ErrorCollec
         return
     if policy.check_files and is_local(location) and node.framework != "custom" \
             and not os.path.isfile(location):
-        errors.add(f"{at}.uri", f"no such file {node.uri!r}")
+        errors.add(f"{at}.uri", f"no such file {node.uri!r}" if not os.path.lexists(location)
+                   else f"{node.uri!r} is not a regular file")
 
 
 def _check_ab_test(node: ABTestNode, at: str, errors: ErrorCollector) -> None:
