@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from crossinfer.errors import CrossinferError
+
 #: Classes shipped with crossinfer that any spec may name.
 BUILTIN_CLASSES = ("crossinfer.models:*",)
 
@@ -42,11 +44,11 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-class ClassRefused(ValueError):
+class ClassRefused(CrossinferError, ValueError):
     """A named class is not allowed, cannot be imported, or is not what it must be."""
 
 
-class LocationRefused(ValueError):
+class LocationRefused(CrossinferError, ValueError):
     """A model URI is malformed or outside the allowed roots."""
 
 
@@ -200,17 +202,13 @@ def normalize_uri(uri: str) -> str:
     """A local path for local URIs (``file:///x`` -> ``/x``), the URI for remote ones.
 
     Raises LocationRefused for control characters (a NUL would truncate the
-    path in C), over-long URIs, ``file://`` URIs naming another host, and
-    ``.``/``..`` segments in remote URIs (object stores take them literally,
-    other file systems do not).
+    path in C), ``file://`` URIs naming another host, and ``.``/``..``
+    segments in remote URIs (object stores take them literally, other file
+    systems do not). A spec's URIs are bounded in length by their declaration
+    (:mod:`crossinfer.spec.nodes`) before they get here.
     """
-    from crossinfer.spec.limits import DERIVED_BOUNDS  # the spec package imports this module
-
-    longest = DERIVED_BOUNDS["model.uri (length)"].maximum
     if not uri:
         raise LocationRefused("an empty URI")
-    if len(uri) > longest:
-        raise LocationRefused(f"longer than {longest} characters")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
         raise LocationRefused(f"{uri!r} contains a control character")
     if uri[:5].lower() == "file:":

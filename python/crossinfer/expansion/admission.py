@@ -26,17 +26,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from crossinfer.errors import CrossinferError
+
 #: Specs with at most this many nodes use the small lane.
 SMALL_SPEC_NODES = 8
 #: Small expansions running at once (each takes well under a second).
 SMALL_SLOTS = 4
 
 
-class Busy(Exception):
+class Busy(CrossinferError):
     """Every slot and queue place of the request's lane is taken."""
 
 
-class TimedOut(Exception):
+class TimedOut(CrossinferError):
     """The request's deadline passed."""
 
 

@@ -16,6 +16,7 @@ from apache_beam.portability.api import schema_pb2
 from apache_beam.typehints.schema_registry import SCHEMA_REGISTRY
 from apache_beam.typehints.schemas import named_tuple_from_schema
 
+from crossinfer.errors import CrossinferError
 from crossinfer.rows import FAILURE_FIELDS, OUTPUT_FIELDS
 
 _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
@@ -32,7 +33,7 @@ _CODE_LOGICAL_TYPES = {
 }
 
 
-class InputSchemaError(ValueError):
+class InputSchemaError(CrossinferError, ValueError):
     """The input PCollection's schema cannot feed the transform."""
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from crossinfer.errors import CrossinferError
 from crossinfer.policy import LoadPolicy, LocationRefused, is_local
 from crossinfer.spec.nodes import ModelNode
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CrossinferError, RuntimeError):
     """A model could not be loaded; the message names the model and the cause."""
 
 
