@@ -154,7 +154,7 @@ class LoadPolicy:
 
     def format_problem(self, fmt: str | None) -> str | None:
         """Why files of ``fmt`` may not be loaded, or None when they may."""
-        if fmt in CODE_FORMATS and fmt not in self.code_formats:
+        if fmt is not None and fmt in CODE_FORMATS and fmt not in self.code_formats:
             return (f"format {fmt!r} can run code when loaded ({CODE_FORMATS[fmt]}); it is "
                     "refused unless allowed explicitly (service: --allow-code-format "
                     f"{fmt}; Python: LoadPolicy(code_formats=({fmt!r},))), which lets every "

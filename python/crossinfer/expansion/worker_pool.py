@@ -101,7 +101,7 @@ def listen(server: grpc.Server, bind: str, port: int) -> int:
                       "not local") from exc
     if not bound:
         raise OSError(f"cannot listen on {address}")
-    return bound
+    return int(bound)
 
 
 def serve(bind: str, port: int, processes: bool = False) -> tuple[grpc.Server, int]:

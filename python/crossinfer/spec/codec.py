@@ -28,10 +28,14 @@ from crossinfer.spec.errors import SpecError
 from crossinfer.spec.nodes import (
     NODE_TYPES,
     SPEC_VERSION,
+    ABTestNode,
     AnyNode,
     InferenceSpec,
+    KeyedNode,
+    ModelNode,
     Node,
     Op,
+    SequenceNode,
 )
 from crossinfer.spec.relations import relation_problems
 
@@ -224,7 +228,7 @@ def _encode(value: Any, path: str) -> Any:
         return {"op": value.name, **value.params}
     if is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {"kind": value.kind} if isinstance(
-            value, tuple(NODE_TYPES.values())) else {}
+            value, (ModelNode, ABTestNode, SequenceNode, KeyedNode)) else {}
         declared = {f.name: f for f in fields(value)}
         for name in getattr(value, "json_order", declared):
             f = declared[name]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BeforeValidator,
@@ -60,7 +60,7 @@ from crossinfer.spec.constraints import (
     refuse,
     type_name,
 )
-from crossinfer.spec.ops import OPS, op_params
+from crossinfer.spec.ops import OPS, OpParams, op_params
 
 SPEC_VERSION = 1
 
@@ -118,7 +118,7 @@ class Op:
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: CoreSchema,
                                      handler: GetJsonSchemaHandler) -> dict[str, Any]:
-        each = handler(TypeAdapter(Union[tuple(OPS.values())]).core_schema)  # noqa: UP007
+        each = handler(TypeAdapter(OpParams).core_schema)
         return {"type": "object", "required": ["op"], "properties": {"op": {"enum": list(OPS)}},
                 "oneOf": each["anyOf"]}
 
@@ -139,6 +139,7 @@ Step = Annotated[Op | Callable[..., Any], _AsStep()]
 def _step(value: Any) -> Any:
     """A step, checked: an :class:`Op` (its params validated), an op's JSON object
     (decoded to an Op, its params as given), or a Python function."""
+    name: Any
     if isinstance(value, Op):
         name, params = value.name, value.params
     elif isinstance(value, dict):
