@@ -23,7 +23,7 @@ from crossinfer.patterns.to_records import ToRecords
 from crossinfer.policy import LoadPolicy
 from crossinfer.records import Failure, Item, ItemBatch, RecordBase
 from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_output_row
-from crossinfer.spec import load_spec
+from crossinfer.spec import SpecError, load_spec
 from crossinfer.spec.nodes import (
     ABTestNode,
     InferenceSpec,
@@ -113,15 +113,18 @@ class Inference(beam.PTransform):
         self._check_handlers()
 
     def _check_handlers(self) -> None:
-        """Build each model's adapter: a framework that is not installed, or a
-        handler the policy refuses, fails here. (The inference args each model's
-        call takes were checked by :func:`load_spec`.)"""
         from crossinfer.handlers.registry import adapter_for
+        from crossinfer.handlers.signatures import construction_problems
         from crossinfer.spec.nodes import walk
 
-        for _, node in walk(self.spec.node):
+        problems: list[tuple[str, str]] = []
+        for path, node in walk(self.spec.node):
             if isinstance(node, ModelNode):
                 adapter_for(node, self.policy)
+                problems.extend((f"{path}.{field}", message) for field, message in
+                                construction_problems(node, self.policy))
+        if problems:
+            raise SpecError(problems)
 
     def _records_mode(self, pcoll: beam.PCollection) -> tuple[str, int, type]:
         """How ToRecords hands records on (see :mod:`crossinfer.patterns.to_records`):

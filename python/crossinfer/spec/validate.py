@@ -13,9 +13,11 @@ path:
    may use, ``min_batch_size <= max_batch_size``) and those of the load policy
    (:mod:`crossinfer.policy`: classes that resolve to allow-listed class
    objects, formats that run no code unless allowed, pins, model files that
-   exist under the allowed roots, a model class's parameter count);
-4. the inference args each model's call takes, where that can be told
-   without loading it (:mod:`crossinfer.spec.signatures`).
+   exist under the allowed roots, a model class's parameter count).
+
+What the model files and classes tell (the inference args a model's call
+takes) is checked when a transform is built
+(:mod:`crossinfer.handlers.signatures`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from crossinfer.spec.nodes import (
 )
 from crossinfer.spec.ops import stage_problem
 from crossinfer.spec.relations import relation_problems
-from crossinfer.spec.signatures import construction_problems
 
 
 def validate_spec(spec: InferenceSpec, policy: LoadPolicy | None = None,
@@ -65,12 +66,6 @@ def validate_spec(spec: InferenceSpec, policy: LoadPolicy | None = None,
     check_size(spec.node, "node", limits, errors)
     errors.raise_if_any()
     check_rules(spec.node, "node", policy, limits, errors)
-    errors.raise_if_any()
-    if policy.check_files:
-        for at, node in walk(spec.node):
-            if isinstance(node, ModelNode):
-                for field, message in construction_problems(node, policy):
-                    errors.add(f"{at}.{field}", message)
     errors.raise_if_any()
     return spec
 
