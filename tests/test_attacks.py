@@ -210,7 +210,7 @@ def every_number(files: Files) -> dict:
                              {"op": "normalize", "mean": 0.0, "std": [16.0]}],
                  postprocess=[{"op": "top_k", "k": 3}, {"op": "threshold", "index": 0,
                                                         "threshold": 0.5}])
-    keyed = {"kind": "keyed", "name": "k", "max_models_per_worker": 2, "routes": [
+    keyed = {"kind": "keyed", "name": "k", "max_models_per_worker": 2, "shards": 4, "routes": [
         {"keys": ["a", "b"], "node": mlp(files)}]}
     return {"kind": "ab_test", "name": "ab", "split": "hash", "seed": 7, "salt": "s",
             "arms": [{"name": "a", "weight": 90, "node": lr_node},
@@ -318,8 +318,8 @@ def test_code_capable_formats_are_refused_pinned_or_not(
             if pin or name != "sha256":
                 assert "node.sha256" not in error, error
     refused(setup, files, request_for(lr(files, uri=files.path("evil.skops"))),
-            "node.uri: the skops file", "names types outside skops' trusted defaults "
-            "(attack_payloads.RunsCommand)")
+            "node.uri: the skops file", "names types outside skops' trusted defaults and the "
+            "policy's trusted types (attack_payloads.RunsCommand)")
     answers_next(setup, files)
 
 
@@ -351,7 +351,7 @@ def test_numbers_out_of_bounds_are_refused_naming_the_field(
         (node.setdefault(parent, {}) if parent else node)[key] = value
         refused(setup, files, request_for(node), fragment)
     big_mlp = mlp(files, model_params={"sizes": [64, 10**12, 10]})
-    refused(setup, files, request_for(big_mlp), "node.model_params: make a model of "
+    refused(setup, files, request_for(big_mlp), "node.model_params: describe a model of "
                                                 "75,000,000,000,010 parameters")
     ab = every_number(files)
     for path, value in ((("arms", 0, "weight"), 1e308), (("seed",), 2**64),
@@ -437,6 +437,7 @@ BOUNDED = {"min_batch_size": "model.batching.min_batch_size",
            "max_wait_secs": "model.batching.max_wait_secs",
            "model_copies": "model.memory.model_copies", "weight": "ab_test.arms[].weight",
            "seed": "ab_test.seed", "max_models_per_worker": "keyed.max_models_per_worker",
+           "shards": "keyed.shards",
            "length": "op.pad_truncate.length", "k": "op.top_k.k",
            "index": "op.threshold.index"}
 

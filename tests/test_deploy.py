@@ -51,6 +51,30 @@ def test_service_image_runs_as_non_root_with_one_port_and_a_health_check() -> No
     assert "HEALTHCHECK" in text and "healthcheck.py" in text
 
 
+@pytest.mark.parametrize(("flags", "address"), [
+    ([], "127.0.0.1:8097"),
+    (["--port", "9000", "--bind", "0.0.0.0", "--model-root", "/models"], "127.0.0.1:9000"),
+    (["--bind=10.1.2.3", "--port=8100"], "10.1.2.3:8100"),
+    (["--bind", "::", "--port", "8097"], "[::1]:8097"),
+])
+def test_the_health_check_follows_the_flags_the_image_was_given(
+        flags: list[str], address: str, tmp_path: Path) -> None:
+    """The HEALTHCHECK names no address: it reads the service's --port and --bind from
+    the container's main process, so other flags keep the container healthy."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck", IMAGE_DIR / "healthcheck.py")
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"\0".join(a.encode() for a in [
+        "/opt/venv/bin/python", "/opt/venv/bin/crossinfer-expansion-service", *flags]) + b"\0")
+    assert healthcheck.address_from_flags(healthcheck.main_process_flags(str(cmdline))) \
+        == address
+    with pytest.raises(ValueError, match="--port 0"):
+        healthcheck.address_from_flags(["--port", "0"])
+
+
 def test_the_service_image_default_command_passes_the_service_flag_checks(
         tmp_path: Path) -> None:
     """The image's CMD binds every interface, which the loopback environment refuses;

@@ -179,12 +179,20 @@ def test_input_schema_with_pickled_any_field_is_refused() -> None:
         schemas.check_input_schema(schema, "features", "key", key_required=False)
 
 
-def test_reused_schema_id_with_other_fields_is_refused() -> None:
+def test_client_schema_ids_are_replaced_by_content_ids() -> None:
+    """Beam reuses a registered id whatever its fields: no id a client chose is kept
+    (nested ones included), and the same fields always get the same id."""
+    from crossinfer.expansion.registry import with_content_ids
+
     schema = named_tuple_to_schema(Plain)
-    impostor = schema_pb2.Schema(id=schema.id, fields=list(schema.fields)[:1])
-    schemas.check_schema_id(schema)
-    with pytest.raises(schemas.InputSchemaError, match="already in use"):
-        schemas.check_schema_id(impostor)
+    nested = schema_pb2.Schema(id=schema.id, fields=list(schema.fields)[:1])
+    schema.fields.add(name="inner", type=schema_pb2.FieldType(
+        nullable=True, row_type=schema_pb2.RowType(schema=nested)))
+    once, twice = with_content_ids(schema), with_content_ids(schema)
+    inner = once.fields[-1].type.row_type.schema
+    assert once == twice and once.id != schema.id and inner.id not in (schema.id, once.id)
+    assert [f.name for f in inner.fields] == [schema.fields[0].name]
+    assert str(uuid.UUID(once.id)) == once.id
 
 
 # ------------------------------------------------------------------ security
@@ -378,14 +386,19 @@ def test_allow_class_wildcards_over_modules_are_refused(pattern: str) -> None:
     (["--port", "70000"], "argument --port: expected 0..65535, got 70000"),
     (["--port", "-1"], "expected 0..65535, got -1"),
     (["--model-root", "/no/such/dir"], "'/no/such/dir' is not an existing directory"),
-    (["--model-root", "gs:///"], "name a bucket"),
+    (["--model-root", "gs:///"], "(a bucket, then a path"),
+    (["--model-root", "gs:///models"], "(a bucket, then a path"),
     (["--model-root", "gs://b/../x"], "without '.' or '..' segments"),
     (["--max-nodes", "0"], "argument --max-nodes: expected above 0"),
     (["--max-spec-bytes", "lots"], "argument --max-spec-bytes: expected an integer"),
     (["--max-queued-expansions", "-1"], "expected 0..1024"),
-    (["--expansion-timeout-secs", "nan"], "expected above 0 and at most 3600"),
+    (["--expansion-timeout-secs", "nan"], "expected above 0 and at most 3,600"),
     (["--allow-code-format", "skops"], "invalid choice: 'skops'"),
-    (["--bind", "0.0.0.0"], "--bind 0.0.0.0 with the loopback environment"),
+    (["--bind", "0.0.0.0"], "--bind 0.0.0.0 with --environment loopback"),
+    (["--bind", "0.0.0.0", "--start-worker-pool"], "--bind 0.0.0.0 with --start-worker-pool"),
+    (["--max-spec-bytes", "0"], "expected above 0 and at most 1,073,741,824, got 0"),
+    (["--max-input-fields", "100001"], "at most 100,000"),
+    (["--receive-timeout-secs", "0"], "--receive-timeout-secs: expected above 0"),
 ])
 def test_bad_flags_exit_with_status_2(flags: list[str], message: str,
                                       capsys: pytest.CaptureFixture[str],
@@ -478,3 +491,48 @@ def test_client_spec_forms(models: Any) -> None:
     assert json.loads(client.spec_json(json.loads(as_text))) == json.loads(as_text)
     with pytest.raises(ValueError):
         client.spec_json({"version": 1, "x": float("nan")})
+
+
+# ------------------------------------------------------------------ docs agree with the code
+
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def test_the_request_limits_table_is_in_the_docs() -> None:
+    """docs/security.md carries ``python -m crossinfer.expansion.limits``'s output verbatim."""
+    from crossinfer.expansion.limits import markdown_table
+
+    assert markdown_table() in (DOCS / "security.md").read_text()
+
+
+def test_the_wire_contract_states_the_services_sizes() -> None:
+    """The message sizes and spec limits docs/wire-contract.md states are the service's."""
+    from crossinfer.expansion.limits import RequestLimits, fixed
+    from crossinfer.spec.limits import SpecLimits
+
+    text = " ".join((DOCS / "wire-contract.md").read_text().split())
+    limits = SpecLimits()
+    for figure in (f"{service.max_request_bytes(limits):,} bytes",
+                   f"{service.MAX_SEND_BYTES >> 20} MiB",
+                   f"default {limits.max_spec_bytes:,} bytes",
+                   f"levels (default {limits.max_spec_depth})",
+                   f"at most {fixed('input schema (bytes)'):,} bytes",
+                   f"default {RequestLimits().max_input_fields:,}",
+                   f"default {RequestLimits().max_input_row_nesting})",
+                   f"at most {payload.MAX_INTEGER_DIGITS} digits"):
+        assert figure in text, figure
+    assert "16 MiB" not in text and "1 MiB of UTF-8" not in text
+
+
+def test_help_shows_bounds_and_no_import_noise() -> None:
+    """--help states each limit flag's range, and Beam's apitools warning is gone."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "crossinfer.expansion", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "apitools" not in done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    assert "1..1,073,741,824" in text and "at most 100,000" in text and "0..1024" in text

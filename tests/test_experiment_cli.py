@@ -223,3 +223,39 @@ def test_the_html_report_shows_every_plot_in_a_browser(
     for f in figures:
         assert f["complete"] and min(f["natural"]) > 100 and min(f["shown"]) > 100, f
     assert shot.stat().st_size > 20_000  # a page of plots, not a blank one
+
+
+def test_the_html_report_of_perfect_arms_without_timing_or_windows(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The A/B's report rows with every label made right and no timing fields: a
+    100% accuracy (Wilson's upper bound is then a rounding error below the value,
+    which matplotlib refused as a negative error bar), and a page that says why
+    the latency and share-over-time plots are missing, with no mirror columns."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((written["dir"] / "ab").glob("report-*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row["failed"]:
+                continue
+            row["label"] = int(row["truth"])
+            row["model_ms"] = row["batch_size"] = None
+            by_path.setdefault(row["path"], []).append(row)
+    perfect = tmp_path / "perfect.jsonl"
+    with perfect.open("w") as f:
+        for rows in by_path.values():
+            # as many rows as give an upper bound below 1.0 (143 of 143 does, and so
+            # does about a third of counts)
+            n = max(n for n in range(1, len(rows) + 1)
+                    if proportion_confint(n, n, 1 - 0.95, method="wilson")[1] < 1.0)
+            f.writelines(json.dumps(row) + "\n" for row in rows[:n])
+    page = tmp_path / "perfect.html"
+    assert main(["report", str(perfect), "--spec", str(written["dir"] / "ab.json"),
+                 "--html", str(page)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    text = page.read_text()
+    assert 'id="plot-metric"' in text and 'id="plot-latency"' not in text
+    assert "No latency plot: the result rows carry no timing" in text
+    assert "No share vs weights over time plot" in text
+    assert "<th>agreement</th>" not in text and "<th>p value</th>" in text

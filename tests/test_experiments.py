@@ -432,3 +432,33 @@ def test_mirror_pairs_are_joined_however_the_rows_arrive(monkeypatch: pytest.Mon
                                 pair.flip_count, strict=True))) == flips
         assert pair.difference == pytest.approx(np.mean(other == truth) - np.mean(control == truth),
                                                 rel=RTOL)
+
+
+@pytest.mark.parametrize("max_held", [50_000, 2])
+def test_a_mirror_of_three_arms_pairs_each_with_the_control(
+        monkeypatch: pytest.MonkeyPatch, max_held: int) -> None:
+    """Three arms' rows of 200 elements in one source, arms interleaved: every
+    element paired, each other arm with the control, agreement as numpy counts
+    it - held in the bundle until complete, or (at most 2 held) mostly through
+    the join."""
+    from crossinfer.experiments import ReportFromInputs, transform
+
+    rng = np.random.default_rng(1)
+    n = 200
+    labels = {arm: rng.integers(0, 3, n) for arm in ("control", "t1", "t2")}
+    model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
+    node = ci.ABTestNode(name="m3", split="mirror", arms=tuple(
+        ci.Arm(arm, model, 1) for arm in labels))
+    rows = [ReportInput(f"m3/{arm}/x", False, int(labels[arm][i]), 0.5, None, None, str(i),
+                        None, None)
+            for i in range(n) for arm in (("t2", "control", "t1") if i % 2 else labels)]
+    monkeypatch.setattr(transform, "_MAX_HELD", max_held)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        report = (p | beam.Create(rows).with_output_types(ReportInput)
+                  | ReportFromInputs(ReportSettings(node)))
+        _ = report.pairs | beam.Map(Collect("three"))
+    pairs = {pair.treatment: pair for pair in STORE.pop("three")}
+    assert set(pairs) == {"t1", "t2"}
+    for other, pair in pairs.items():
+        assert pair.control == "control" and pair.pairs == n
+        assert pair.agreement == np.mean(labels[other] == labels["control"])

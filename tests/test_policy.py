@@ -183,7 +183,7 @@ def test_a_star_stands_for_one_class_of_exactly_that_module() -> None:
 
 @pytest.mark.parametrize(("params", "path", "fragment"), [
     ({"sizes": [64, 10**12, 10]}, "node.model_params",
-     "make a model of 75,000,000,000,010 parameters; at most 268,435,456"),
+     "describe a model of 75,000,000,000,010 parameters; at most 268,435,456"),
     ({"sizes": [64, 10**30, 10]}, "node.model_params.sizes[1]", "must be a number from -2^53"),
     ({"sizes": [64, -1, 10]}, "node.model_params", "cannot be built with these params"),
     ({"sizes": [64, 1e308, 10]}, "node.model_params.sizes[1]", "must be a number from"),
@@ -205,7 +205,7 @@ def test_the_parameter_count_bound_is_a_limit() -> None:
                 "model_params": {"sizes": [64, 64, 10]}})
     policy = LoadPolicy(check_files=True, model_roots=None)
     errors = errors_of(doc, policy, SpecLimits(max_model_parameters=1000))
-    assert "make a model of 4,810 parameters; at most 1,000" in errors["node.model_params"]
+    assert "describe a model of 4,810 parameters; at most 1,000" in errors["node.model_params"]
 
 
 # ------------------------------------------------------------------ every bound, enforced
@@ -246,6 +246,9 @@ def _field(key: str, value: Any) -> tuple[dict, str]:
         return spec({"kind": "keyed", "name": "k", "max_models_per_worker": value,
                      "routes": [{"keys": ["a"], "node": model}]}), \
             "node.max_models_per_worker"
+    if key == "keyed.shards":
+        return spec({"kind": "keyed", "name": "k", "shards": value,
+                     "routes": [{"keys": ["a"], "node": model}]}), "node.shards"
     if key.startswith("op."):
         op = key.split(".")[1]
         ops = {"pad_truncate": {"op": "pad_truncate", "length": value},
@@ -469,8 +472,8 @@ def test_skops_loads_the_estimator_and_refuses_untrusted_types(
     marker = tmp_path / "ran"
     evil = WRITERS["skops"](tmp_path / "evil.skops", marker)
     node = ci.ModelNode(name="evil", framework="sklearn", format="skops", uri=str(evil))
-    with pytest.raises(ModelLoadError, match=r"outside skops' trusted defaults "
-                                             r"\(attack_payloads\.RunsCommand\)"):
+    with pytest.raises(ModelLoadError, match=r"outside skops' trusted defaults and the policy's "
+                                             r"trusted types \(attack_payloads\.RunsCommand\)"):
         adapter_for(node, LoadPolicy()).load()
     assert not marker.exists()
     good = ci.ModelNode(name="lr", framework="sklearn", format="skops",
@@ -593,3 +596,65 @@ def test_spec_json_round_trip_keeps_the_new_format(models: DemoModels) -> None:
     text = json.dumps(spec(lr(models)))
     assert load_spec(text).node.format == "skops"
     assert os.path.isfile(load_spec(text).node.uri)
+
+
+# ------------------------------------------------------------------ Python pipelines
+
+
+def test_skops_trust_lets_a_listed_type_load_in_a_pipeline(tmp_path: Path,
+                                                           digits_data: Any) -> None:
+    """skops' defaults do not trust sklearn's Tree (every decision tree and forest
+    holds one): refused unless the policy lists it; listed, a real pipeline gives
+    the tree's own predictions."""
+    import skops.io
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = digits_data
+    tree = DecisionTreeClassifier(max_depth=6, random_state=0).fit(x / 16.0, y)
+    skops.io.dump(tree, tmp_path / "tree.skops")
+    node = {"kind": "model", "name": "tree", "framework": "sklearn", "format": "skops",
+            "uri": str(tmp_path / "tree.skops"), "method": "predict_proba"}
+    _, refused = run_after(lambda: None, ci.Inference(spec(node)))
+    assert len(refused) == ROWS and all(
+        "sklearn.tree._tree.Tree" in f.error and "--skops-trust" in f.error for f in refused)
+    trusted = LoadPolicy(skops_trusted=("sklearn.tree._tree.Tree",))
+    results, failures = run_after(lambda: None, ci.Inference(spec(node), policy=trusted))
+    assert failures == [] and len(results) == ROWS
+    for row in results:
+        want = tree.predict_proba(np.full((1, 64), float(row.id), np.float32))[0]
+        np.testing.assert_allclose(row.inference, want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="is not a type name"):
+        LoadPolicy(skops_trusted=("Tree",))
+
+
+def test_the_require_sha256_refusal_names_the_policy(models: DemoModels) -> None:
+    """Plain Python has no service: the refusal names the policy's setting."""
+    node = {"kind": "model", "name": "lr", "framework": "sklearn", "format": "skops",
+            "uri": models.path("digits_lr.skops")}
+    with pytest.raises(SpecError, match=r"require_sha256=True"):
+        ci.Inference(spec({**node, "sha256": None}), policy=LoadPolicy(require_sha256=True))
+
+
+def test_python_transforms_take_spec_limits(models: DemoModels) -> None:
+    """A Python user can raise --max-arms' counterpart (default 16 arms)."""
+    arm = {"kind": "model", "name": "m", "framework": "sklearn", "format": "skops",
+           "uri": models.path("digits_lr.skops")}
+    ab = spec({"kind": "ab_test", "name": "ab", "arms": [
+        {"name": f"a{i}", "weight": 1, "node": {**arm, "name": f"m{i}"}} for i in range(20)]})
+    with pytest.raises(SpecError, match="arms; at most 16"):
+        ci.Inference(ab)
+    assert len(ci.Inference(ab, limits=SpecLimits(max_arms=20, max_nodes=64))
+               .spec.node.arms) == 20
+
+
+def test_a_relative_location_refusal_shows_where_it_resolved(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    policy = LoadPolicy(model_roots=(str(tmp_path / "models"),))
+    with pytest.raises(LocationRefused) as info:
+        policy.resolve_location("digits_lr.skops")
+    message = str(info.value)
+    assert f"it resolves to '{tmp_path / 'digits_lr.skops'}'" in message
+    assert "not against a model root: give the full path" in message

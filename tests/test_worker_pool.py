@@ -4,6 +4,7 @@ JVM), and one stopping its worker must not stop another's."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +94,20 @@ def test_beams_own_servicer_stops_the_wrong_worker(started: list[FakeProcess]) -
     start(pool, tm2, "1-2")
     stop(pool, tm1, "1-2")
     assert [p.terminated for p in started] == [False, True]  # tm2's, not tm1's
+
+
+def test_the_worker_pool_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """``python -m crossinfer.expansion.worker_pool`` exits 0 on SIGTERM, as the
+    service does (docker stop, systemd, kill)."""
+    import signal
+
+    from crossinfer.expansion.worker_pool import READY
+    from xlang_fixtures import start_process
+
+    proc = start_process("pool", ["-m", "crossinfer.expansion.worker_pool", "--port", "0"],
+                         tmp_path, ready_prefix=READY)
+    try:
+        proc.process.send_signal(signal.SIGTERM)
+        assert proc.process.wait(timeout=30) == 0
+    finally:
+        proc.stop()

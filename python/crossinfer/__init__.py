@@ -1,5 +1,6 @@
 """crossinfer: multi-model inference (A/B, sequence, keyed) on Apache Beam's RunInference."""
 
+import crossinfer._quiet  # noqa: F401  (first: before anything imports Beam)
 from crossinfer.patterns import ABTest, Inference, InferenceOutputs, Keyed, Model, Sequence
 from crossinfer.policy import LoadPolicy
 from crossinfer.spec import (

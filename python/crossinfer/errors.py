@@ -8,7 +8,8 @@ code written against those bases still works:
 
 * :class:`crossinfer.spec.SpecError` - an invalid spec, one line per field path;
 * :class:`crossinfer.policy.ClassRefused`, :class:`crossinfer.policy.LocationRefused`;
-* :class:`crossinfer.handlers.ModelLoadError`;
+* :class:`crossinfer.handlers.ModelLoadError`,
+  :class:`crossinfer.handlers.files.FileRefused` (an ``OSError``);
 * the expansion service's ``PayloadError``, ``RequestRefused``,
   ``InputSchemaError``, ``EnvironmentConfigError``, ``Busy``, ``TimedOut``;
 * :class:`crossinfer.experiments.ReportSettingsError`.

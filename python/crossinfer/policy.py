@@ -66,6 +66,14 @@ def parse_class_pattern(pattern: str) -> tuple[str, str]:
     return module, name
 
 
+def parse_type_name(name: str) -> str:
+    """A type name as skops spells it (``package.module.Name``); ValueError otherwise."""
+    if not isinstance(name, str) or "." not in name or not _MODULE.match(name):
+        raise ValueError(f"skops_trusted: {name!r} is not a type name like "
+                         "'sklearn.tree._tree.Tree' (the module's dotted path, then the name)")
+    return name
+
+
 def parse_import_path(import_path: str) -> tuple[str, str]:
     """``'pkg.mod:Name'`` -> (module, name); ClassRefused unless exactly that form."""
     module, sep, name = import_path.partition(":")
@@ -85,10 +93,15 @@ class LoadPolicy:
     ``None`` allows any location (Python pipelines), ``()`` allows none.
     ``code_formats``: formats of :data:`CODE_FORMATS` allowed anyway.
     ``require_sha256``: refuse models without a pinned checksum.
-    ``check_files``: check at validation time that local model files exist
-    and that named classes import (off only for spec-only tooling).
+    ``check_files``: check where the pipeline is constructed that local model
+    files exist, match their pins and (skops) name only trusted types, and that
+    named classes import (off only for spec-only tooling).
+    ``skops_trusted``: types a skops file may name besides skops' defaults, as
+    skops spells them (``sklearn.tree._tree.Tree``); skops constructs them when
+    it loads, so each is trusted like an allow-listed class.
 
-    Raises ValueError for a malformed pattern or an unknown format name.
+    Raises ValueError for a malformed pattern, an unknown format name or a
+    malformed type name.
     """
 
     allowed_classes: tuple[str, ...] = BUILTIN_CLASSES
@@ -96,6 +109,7 @@ class LoadPolicy:
     require_sha256: bool = False
     check_files: bool = True
     code_formats: tuple[str, ...] = ()
+    skops_trusted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for pattern in self.allowed_classes:
@@ -104,6 +118,8 @@ class LoadPolicy:
         if unknown:
             raise ValueError(f"code_formats: {unknown[0]!r} is not a code-capable format "
                              f"(those are {', '.join(CODE_FORMATS)})")
+        for name in self.skops_trusted:
+            parse_type_name(name)
 
     # ---------------------------------------------------------------- classes
 
@@ -187,7 +203,14 @@ class LoadPolicy:
                     path.startswith(root.rstrip("/") + "/"):
                 return path
         roots = ", ".join(self.model_roots) or "none configured"
-        raise LocationRefused(f"{uri!r} is outside the allowed model roots ({roots})")
+        where = "" if path == uri else f" (it resolves to {path!r})"
+        hint = ""
+        if is_local(path) and is_local(uri) and not uri.startswith(("/", "file:")):
+            hint = ("; a relative path resolves against the working directory of the process "
+                    f"that constructs the pipeline ({os.getcwd()}), not against a model root: "
+                    "give the full path")
+        raise LocationRefused(f"{uri!r} is outside the allowed model roots ({roots}){where}"
+                              f"{hint}")
 
     def location_problem(self, uri: str) -> str | None:
         """Why ``uri`` may not be loaded, or None when it may."""
@@ -202,15 +225,22 @@ def normalize_uri(uri: str) -> str:
     """A local path for local URIs (``file:///x`` -> ``/x``), the URI for remote ones.
 
     Raises LocationRefused for control characters (a NUL would truncate the
-    path in C), ``file://`` URIs naming another host, and ``.``/``..``
-    segments in remote URIs (object stores take them literally, other file
-    systems do not). A spec's URIs are bounded in length by their declaration
-    (:mod:`crossinfer.spec.nodes`) before they get here.
+    path in C) and lone surrogates, over-long URIs, ``file://`` URIs naming
+    another host, and remote URIs without a bucket or with ``.``/``..``
+    segments (object stores take them literally, other file systems do not).
     """
+    from crossinfer.spec.limits import DERIVED_BOUNDS  # the spec package imports this module
+
+    longest = DERIVED_BOUNDS["model.uri (length)"].maximum
     if not uri:
         raise LocationRefused("an empty URI")
+    if len(uri) > longest:  # a spec's URI is bounded by its declaration too; other URIs are not
+        raise LocationRefused(f"longer than {longest} characters")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
         raise LocationRefused(f"{uri!r} contains a control character")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in uri):
+        raise LocationRefused(f"{uri!a} contains a lone surrogate, which no file system "
+                              "path can hold")
     if uri[:5].lower() == "file:":
         try:
             parsed = urlparse(uri)
@@ -225,9 +255,10 @@ def normalize_uri(uri: str) -> str:
     if is_local(uri):
         return uri
     rest = uri.partition("://")[2]
-    if not rest or any(seg in (".", "..") for seg in rest.split("/")[1:]):
-        raise LocationRefused(f"{uri!r} is not a URI like 'scheme://bucket/path' without "
-                              "'.' or '..' segments")
+    if not rest or not rest.split("/")[0] or any(seg in (".", "..")
+                                                 for seg in rest.split("/")[1:]):
+        raise LocationRefused(f"{uri!r} is not a URI like 'scheme://bucket/path' (a bucket, "
+                              "then a path without '.' or '..' segments)")
     return uri
 
 
@@ -262,4 +293,5 @@ def describe_policy(policy: LoadPolicy) -> dict[str, Any]:
     return {"model roots": ", ".join(policy.model_roots or ()) or "any",
             "allowed classes": ", ".join(policy.allowed_classes) or "none",
             "code formats": ", ".join(policy.code_formats) or "none",
+            "extra skops types": ", ".join(policy.skops_trusted) or "none",
             "require sha256": policy.require_sha256}

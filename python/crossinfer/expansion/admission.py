@@ -4,10 +4,12 @@ Expanding is CPU-bound Python (Beam builds and serialises the pipeline, about
 50 ms per model node), so expansions running side by side share one GIL and
 do not finish sooner together; they only slow each other down. Hence:
 
-* **two lanes**: small specs (at most :data:`SMALL_SPEC_NODES` nodes, e.g. one
-  model or a two-arm A/B test) run in their own lane, so they never queue
-  behind large ones; large specs run in the other lane, one at a time by
-  default (``--max-concurrent-expansions``);
+* **two lanes**: small requests (specs of at most :data:`SMALL_SPEC_NODES`
+  nodes, e.g. one model or a two-arm A/B test, over input schemas of at most
+  :data:`SMALL_INPUT_FIELDS` fields - the cost of an expansion grows with
+  both) run in their own lane, so they never queue behind large ones; large
+  ones run in the other lane, one at a time by default
+  (``--max-concurrent-expansions``);
 * **bounded queues**: a request that finds its lane's slots taken waits in a
   queue of at most ``--max-queued-expansions``; beyond that it is refused at
   once (:class:`Busy`, gRPC ``RESOURCE_EXHAUSTED``: retry later);
@@ -28,8 +30,10 @@ from typing import Any
 
 from crossinfer.errors import CrossinferError
 
-#: Specs with at most this many nodes use the small lane.
+#: Specs with at most this many nodes use the small lane ...
 SMALL_SPEC_NODES = 8
+#: ... when their input schema has at most this many fields (nested ones counted).
+SMALL_INPUT_FIELDS = 128
 #: Small expansions running at once (each takes well under a second).
 SMALL_SLOTS = 4
 
@@ -109,9 +113,12 @@ class Admission:
             limit = min(limit, remaining)
         return time.monotonic() + limit
 
-    def slot(self, nodes: int, deadline: float) -> contextlib.AbstractContextManager[None]:
-        """Hold a slot of the lane for a spec of ``nodes`` nodes; Busy or TimedOut."""
-        return (self._small if nodes <= SMALL_SPEC_NODES else self._large).slot(deadline)
+    def slot(self, nodes: int, deadline: float,
+             fields: int = 0) -> contextlib.AbstractContextManager[None]:
+        """Hold a slot of the lane for a spec of ``nodes`` nodes over an input schema
+        of ``fields`` fields; Busy or TimedOut."""
+        small = nodes <= SMALL_SPEC_NODES and fields <= SMALL_INPUT_FIELDS
+        return (self._small if small else self._large).slot(deadline)
 
 
 def count_nodes(doc: Any) -> int:

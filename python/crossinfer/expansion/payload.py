@@ -26,6 +26,8 @@ from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 from google.protobuf.message import DecodeError
 
 from crossinfer.errors import CrossinferError
+from crossinfer.expansion.limits import fixed
+from crossinfer.expansion.registry import content_id
 from crossinfer.spec.limits import SpecLimits
 
 SPEC_FIELD = "spec"
@@ -41,7 +43,10 @@ ROWS_TRANSPORT = "rows"
 BATCHES_TRANSPORT = "batches"
 TRANSPORTS = (ROWS_TRANSPORT, BATCHES_TRANSPORT)
 #: Largest ``input_schema`` accepted, in bytes of serialized Schema.
-MAX_INPUT_SCHEMA_BYTES = 1 << 20
+MAX_INPUT_SCHEMA_BYTES = fixed("input schema (bytes)")
+#: Digits of the longest integer a spec may hold (every bound is far below; Python
+#: refuses to convert more than 4,300).
+MAX_INTEGER_DIGITS = 4000
 
 DEFAULT_FEATURES_FIELD = "features"
 DEFAULT_KEY_FIELD = "key"
@@ -183,8 +188,7 @@ def _checked_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
     if clean.encoding_positions_set and sorted(
             f.encoding_position for f in clean.fields) != list(range(len(clean.fields))):
         raise PayloadError("payload: encoding positions must number the fields 0..n-1")
-    clean.id = str(uuid.uuid5(_PAYLOAD_ID_NAMESPACE, clean.SerializeToString(
-        deterministic=True).hex()))
+    clean.id = content_id(_PAYLOAD_ID_NAMESPACE, clean)
     return clean
 
 
@@ -208,7 +212,7 @@ def parse_spec_json(text: str | None, limits: SpecLimits | None = None) -> dict[
         raise PayloadError(f"payload.spec: {size} bytes; at most {limits.max_spec_bytes} are "
                            "allowed (--max-spec-bytes)")
     try:
-        doc = json.loads(text, parse_constant=_refuse_constant,
+        doc = json.loads(text, parse_constant=_refuse_constant, parse_int=_integer,
                          object_pairs_hook=_refuse_duplicates)
     except RecursionError as exc:
         raise PayloadError("payload.spec: JSON nested too deeply") from exc
@@ -220,7 +224,50 @@ def parse_spec_json(text: str | None, limits: SpecLimits | None = None) -> dict[
     if _depth(doc) > limits.max_spec_depth:
         raise PayloadError(f"payload.spec: JSON nested deeper than {limits.max_spec_depth} "
                            "levels (--max-spec-depth)")
+    problem = _text_problem(doc)
+    if problem:
+        raise PayloadError(problem)
     return doc
+
+
+class _LongInteger(str):
+    """An integer literal too long to convert (Python refuses past 4,300 digits)."""
+
+
+def _integer(text: str) -> int | _LongInteger:
+    return _LongInteger(text) if len(text.lstrip("-")) > MAX_INTEGER_DIGITS else int(text)
+
+
+def _text_problem(doc: dict[str, Any]) -> str | None:
+    """``field.path: why`` for the first over-long integer or lone surrogate (which no
+    file system, encoder or Java string round-trips) in the spec; None when none."""
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _LongInteger):
+            return (f"{path}: an integer of {len(value.lstrip('-')):,} digits; numbers in a "
+                    f"spec have at most {MAX_INTEGER_DIGITS}")
+        if isinstance(value, str) and _surrogate(value):
+            return f"{path}: contains a lone surrogate ({_clip(value)}), which is not text"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                at = f"{path}.{key}" if path else key
+                if _surrogate(key):
+                    return (f"{path or 'payload.spec'}: a key contains a lone surrogate "
+                            f"({_clip(key)}), which is not text")
+                stack.append((item, at))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+def _surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _clip(value: str) -> str:
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _refuse_constant(name: str) -> Any:

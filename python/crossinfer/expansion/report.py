@@ -33,7 +33,8 @@ from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 from google.protobuf.message import DecodeError
 
 from crossinfer.expansion.payload import PayloadError, parse_spec_json
-from crossinfer.expansion.security import RequestRefused, sanitize
+from crossinfer.expansion.registry import content_id
+from crossinfer.expansion.security import CleanRequest, RequestRefused, check_with_beam, sanitize
 from crossinfer.expansion.urns import REPORT_URN
 from crossinfer.experiments import (
     ArmReport,
@@ -125,7 +126,7 @@ def _checked_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
     if clean.encoding_positions_set and sorted(
             f.encoding_position for f in clean.fields) != list(range(len(clean.fields))):
         raise PayloadError("payload: encoding positions must number the fields 0..n-1")
-    clean.id = str(uuid.uuid5(_ID_NAMESPACE, clean.SerializeToString(deterministic=True).hex()))
+    clean.id = content_id(_ID_NAMESPACE, clean)
     return clean
 
 
@@ -175,8 +176,7 @@ class ExpandedReport(beam.PTransform):
 
 
 def plan_report(request: beam_expansion_api_pb2.ExpansionRequest,
-                limits: SpecLimits | None = None
-                ) -> tuple[beam_expansion_api_pb2.ExpansionRequest, beam.PTransform]:
+                limits: SpecLimits | None = None) -> tuple[CleanRequest, beam.PTransform]:
     """Check a report request; the sanitised request and the transform, or raise.
 
     ``limits`` bounds the spec text's bytes and nesting as for inference payloads."""
@@ -193,7 +193,8 @@ def plan_report(request: beam_expansion_api_pb2.ExpansionRequest,
         raise PayloadError(f"payload.spec: {exc}") from exc
     clean = sanitize(request)
     check_report_input(clean.input_schema)
-    return clean.request, ExpandedReport(settings)
+    check_with_beam(clean)
+    return clean, ExpandedReport(settings)
 
 
 assert set(SCHEMA_IDS) == {ReportInput, ArmReport, PairReport}

@@ -10,13 +10,15 @@ from the input schema proto and turned into NamedTuple types with Beam's own
 from __future__ import annotations
 
 import keyword
+import unicodedata
 import uuid
 
 from apache_beam.portability.api import schema_pb2
-from apache_beam.typehints.schema_registry import SCHEMA_REGISTRY
-from apache_beam.typehints.schemas import named_tuple_from_schema
+from apache_beam.typehints.schemas import named_tuple_from_schema, typing_from_runner_api
 
 from crossinfer.errors import CrossinferError
+from crossinfer.expansion.limits import RequestLimits, fixed
+from crossinfer.expansion.registry import content_id
 from crossinfer.rows import FAILURE_FIELDS, OUTPUT_FIELDS
 
 _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
@@ -28,8 +30,11 @@ _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schem
 _CODE_LOGICAL_TYPES = {
     "beam:logical_type:python_callable:v1": "Python source, evaluated when decoded",
     "beam:logical:pythonsdk_any:v1": (
-        "a pickled Python value; give the field a concrete type (Python NamedTuples: "
-        "no 'from __future__ import annotations', which hides field types from Beam)"),
+        "Beam could not infer the field's type, so its values would be pickled Python "
+        "objects: an empty or None list in some row, mixed types, or a NamedTuple in a "
+        "module with 'from __future__ import annotations' (which hides field types); "
+        "declare the schema: a NamedTuple with concrete types, e.g. Optional[List[float]], "
+        "registered with beam.coders.RowCoder, and .with_output_types(ThatType)"),
 }
 
 
@@ -125,6 +130,105 @@ def code_bearing_field(schema: schema_pb2.Schema) -> str | None:
     return None
 
 
+def schema_problem(schema: schema_pb2.Schema, limits: RequestLimits) -> str | None:
+    """Why ``schema`` cannot be an input schema, naming the field; or None.
+
+    Checked before any of Beam's schema code sees it (that code's cost grows
+    about 4x per level of nested rows and cannot be interrupted): its size,
+    field count and nesting within ``limits`` and :data:`FIXED_BOUNDS`; every
+    field typed; names that Python workers can use as NamedTuple fields (which
+    Python normalises to NFKC, so a name must already be in that form) and
+    unique in each row; no code-bearing logical type.
+    """
+    size = schema.ByteSize()
+    if size > fixed("input schema (bytes)"):
+        return (f"the input schema is {size:,} bytes; at most "
+                f"{fixed('input schema (bytes)'):,} are allowed")
+    problem = code_bearing_field(schema)  # first: its message says what to do instead
+    if problem:
+        return problem
+    count = 0
+    stack: list[tuple[str, schema_pb2.Schema, int]] = [("", schema, 0)]
+    while stack:
+        prefix, current, rows = stack.pop()
+        count += len(current.fields)
+        if count > limits.max_input_fields:
+            return (f"the input schema has more than {limits.max_input_fields} fields (nested "
+                    "rows' fields counted; --max-input-fields)")
+        seen: dict[str, str] = {}
+        for f in current.fields:
+            path = prefix + f.name
+            problem = _name_problem(f.name)
+            if problem:
+                return f"input schema field {path!r}: {problem}"
+            if f.name in seen:
+                return (f"input schema field {path!r}: the name is used twice in one row")
+            seen[f.name] = path
+            nested, problem = _type_problem(f.type, limits, rows)
+            if problem:
+                return f"input schema field {path!r}: {problem}"
+            stack.extend((f"{path}.", row, rows + 1) for row in nested)
+    return None
+
+
+def _name_problem(name: str) -> str | None:
+    if len(name) > fixed("input schema field names (length)"):
+        return (f"the name is longer than {fixed('input schema field names (length)')} "
+                "characters")
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        return ("Python workers need field names that are identifiers (letters, digits and "
+                "'_', not starting with '_' or a digit, not a Python keyword); rename it before "
+                "the transform")
+    if unicodedata.normalize("NFKC", name) != name:
+        return (f"Python reads this name as {unicodedata.normalize('NFKC', name)!r} (its "
+                "identifiers are NFKC-normalised), so it could collide with another field; "
+                "rename it before the transform")
+    return None
+
+
+def _type_problem(field_type: schema_pb2.FieldType, limits: RequestLimits,
+                  rows: int) -> tuple[list[schema_pb2.Schema], str | None]:
+    """(row schemas nested in the type, why the type is refused or None)."""
+    nested: list[schema_pb2.Schema] = []
+    deepest = fixed("input schema (type nesting)")
+    stack = [(field_type, 1)]
+    while stack:
+        t, depth = stack.pop()
+        if depth > deepest:
+            return nested, f"its type nests deeper than {deepest} levels"
+        kind = t.WhichOneof("type_info")
+        if kind is None:
+            return nested, "has no type"
+        if kind == "row_type":
+            if rows + 1 > limits.max_input_row_nesting:
+                return nested, (f"rows nest deeper than {limits.max_input_row_nesting} levels "
+                                "(--max-input-row-nesting)")
+            nested.append(t.row_type.schema)
+        elif kind == "array_type":
+            stack.append((t.array_type.element_type, depth + 1))
+        elif kind == "iterable_type":
+            stack.append((t.iterable_type.element_type, depth + 1))
+        elif kind == "map_type":
+            stack.extend(((t.map_type.key_type, depth + 1), (t.map_type.value_type, depth + 1)))
+        elif kind == "logical_type":
+            stack.append((t.logical_type.representation, depth + 1))
+            if t.logical_type.argument_type.WhichOneof("type_info"):  # an argument given
+                stack.append((t.logical_type.argument_type, depth + 1))
+    return nested, None
+
+
+def field_count(schema: schema_pb2.Schema) -> int:
+    """Fields of ``schema``, nested rows' fields counted (after :func:`schema_problem`)."""
+    count, stack = 0, [schema]
+    while stack:
+        current = stack.pop()
+        count += len(current.fields)
+        for f in current.fields:
+            stack.extend(t.row_type.schema for t in _types_in(f.type)
+                         if t.WhichOneof("type_info") == "row_type")
+    return count
+
+
 def unusable_field_name(schema: schema_pb2.Schema) -> str | None:
     """Why a field name (nested rows included) cannot become a Python NamedTuple
     field - which Beam's Python RowCoder needs on the workers - or None."""
@@ -132,13 +236,10 @@ def unusable_field_name(schema: schema_pb2.Schema) -> str | None:
     while stack:
         prefix, current = stack.pop()
         for f in current.fields:
-            name = f.name
-            if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
-                return (f"input schema field {prefix + name!r}: Python workers need field "
-                        "names that are identifiers (letters, digits and '_', not starting "
-                        "with '_' or a digit, not a Python keyword); rename it before the "
-                        "transform")
-            stack.extend((f"{prefix}{name}.", t.row_type.schema) for t in _types_in(f.type)
+            problem = _name_problem(f.name)
+            if problem:
+                return f"input schema field {prefix + f.name!r}: {problem}"
+            stack.extend((f"{prefix}{f.name}.", t.row_type.schema) for t in _types_in(f.type)
                          if t.WhichOneof("type_info") == "row_type")
     return None
 
@@ -172,16 +273,6 @@ def _code_logical_type(field_type: schema_pb2.FieldType) -> str | None:
     return None
 
 
-def check_schema_id(schema: schema_pb2.Schema) -> None:
-    """Refuse a schema whose id is already registered in this process with other
-    fields: Beam resolves row types by id, so a reused id would decode rows with
-    the wrong layout."""
-    known = SCHEMA_REGISTRY.get_schema_by_id(schema.id)
-    if known is not None and list(known.fields) != list(schema.fields):
-        raise InputSchemaError(f"input: the schema id {schema.id!r} is already in use with "
-                               "different fields; give each schema its own id")
-
-
 #: Namespace of crossinfer's name-based schema ids.
 _ID_NAMESPACE = uuid.UUID("6f1c2a4e-8a3b-5d7e-9c1f-2b3a4c5d6e7f")
 
@@ -189,9 +280,8 @@ _ID_NAMESPACE = uuid.UUID("6f1c2a4e-8a3b-5d7e-9c1f-2b3a4c5d6e7f")
 def _derived_id(kind: str, schema: schema_pb2.Schema) -> str:
     """A UUID derived from the content, so expanding the same input twice reuses
     one type instead of growing Beam's process-wide schema registry with each
-    request. A UUID because Beam Java parses every schema id as one."""
-    return str(uuid.uuid5(_ID_NAMESPACE, kind + "\0" + schema.SerializeToString(
-        deterministic=True).hex()))
+    request (:mod:`.registry` bounds what stays)."""
+    return content_id(uuid.uuid5(_ID_NAMESPACE, kind), schema)
 
 
 def results_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
@@ -219,9 +309,40 @@ def failures_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
 
 
 def output_types(input_schema: schema_pb2.Schema) -> tuple[type, type]:
-    """(results row type, failures row type) for an input schema."""
+    """(results row type, failures row type) for an input schema; InputSchemaError
+    naming the field when Beam cannot make a Python type of it."""
     # Register the input type first so the failures type nests that same class
     # (the one Beam's RowCoder hands the transform for this schema id).
-    named_tuple_from_schema(input_schema)
+    python_type(input_schema)
     return (named_tuple_from_schema(results_schema(input_schema)),
             named_tuple_from_schema(failures_schema(input_schema)))
+
+
+def python_type(schema: schema_pb2.Schema, what: str = "input") -> type:
+    """Beam's NamedTuple type for ``schema``; InputSchemaError naming the first field
+    Beam's schema code fails on (a logical type without its argument, ...)."""
+    try:
+        return named_tuple_from_schema(schema)
+    except Exception as exc:  # whatever Beam's schema code raises: the client's schema
+        raise InputSchemaError(f"{what}: {failing_field(schema, exc)}") from exc
+
+
+def failing_field(schema: schema_pb2.Schema, exc: Exception, prefix: str = "") -> str:
+    """Which field of ``schema`` Beam cannot read, and Beam's reason."""
+    for f in schema.fields:
+        try:
+            typing_from_runner_api(f.type)
+        except Exception as inner:
+            if f.type.WhichOneof("type_info") == "row_type":
+                return failing_field(f.type.row_type.schema, inner, f"{prefix}{f.name}.")
+            return (f"input schema field {prefix + f.name!r} cannot be read by Beam: "
+                    f"{_reason(inner)}")
+    return f"the input schema cannot be read by Beam: {_reason(exc)}"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a Beam error, on one bounded line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -14,19 +14,26 @@ rebuilt from validated pieces only:
 * no output coder requests (our outputs are typed by the service) and no client
   pipeline options except ``streaming`` (the service owns the worker
   environment; a client's ``LOOPBACK`` or ``environment_config`` would otherwise
-  leak into the expansion and break it).
+  leak into the expansion and break it);
+* every name and id bounded in length (the transform's name is copied into every
+  sub-transform's name, so an unbounded one multiplied the response);
+* every row schema within the input-schema bounds and given ids derived from its
+  content (:mod:`.registry`), before Beam's code sees it; the client's own protos
+  are put back in the response (:func:`restore_client_components`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_expansion_api_pb2, beam_runner_api_pb2, schema_pb2
 from google.protobuf import struct_pb2
 
 from crossinfer.errors import CrossinferError
-from crossinfer.expansion.schemas import code_bearing_field
+from crossinfer.expansion.limits import RequestLimits, fixed
+from crossinfer.expansion.registry import with_content_ids
+from crossinfer.expansion.schemas import InputSchemaError, failing_field, schema_problem
 
 #: Coders that describe data only (no pickled Python, no opaque foreign coders).
 SAFE_CODER_URNS = frozenset(c.urn for c in (
@@ -59,11 +66,20 @@ class RequestRefused(CrossinferError, ValueError):
 @dataclass(frozen=True)
 class CleanRequest:
     request: beam_expansion_api_pb2.ExpansionRequest
+    #: The input PCollection's row schema, with content-derived ids.
     input_schema: schema_pb2.Schema
+    #: The client's components, as sent (see :func:`restore_client_components`).
+    client: beam_runner_api_pb2.Components = field(
+        default_factory=beam_runner_api_pb2.Components)
 
 
-def sanitize(request: beam_expansion_api_pb2.ExpansionRequest) -> CleanRequest:
-    """A rebuilt request holding only what expanding a crossinfer transform needs."""
+def sanitize(request: beam_expansion_api_pb2.ExpansionRequest,
+             limits: RequestLimits | None = None) -> CleanRequest:
+    """A rebuilt request holding only what expanding a crossinfer transform needs;
+    RequestRefused (or InputSchemaError) naming what is wrong. Cheap: nothing here
+    runs Beam's schema or windowing code (see :func:`check_with_beam`)."""
+    limits = limits or RequestLimits()
+    check_names(request)
     given = request.transform
     if len(given.inputs) != 1:
         raise RequestRefused(f"input: a crossinfer transform takes exactly one input "
@@ -75,7 +91,11 @@ def sanitize(request: beam_expansion_api_pb2.ExpansionRequest) -> CleanRequest:
                              "components")
     pcoll = source.pcollections[pcoll_id]
     clean = beam_runner_api_pb2.Components()
-    clean.pcollections[pcoll_id].CopyFrom(pcoll)
+    # Only what Beam needs of the input (its display data and the like stay out).
+    clean.pcollections[pcoll_id].CopyFrom(beam_runner_api_pb2.PCollection(
+        unique_name=_bounded_id(pcoll.unique_name, "the input PCollection"),
+        coder_id=pcoll.coder_id, is_bounded=pcoll.is_bounded,
+        windowing_strategy_id=pcoll.windowing_strategy_id))
     input_coder = source.coders.get(pcoll.coder_id)
     if input_coder is None or input_coder.spec.urn != ROW_CODER_URN:
         found = input_coder.spec.urn if input_coder is not None else "none"
@@ -84,8 +104,8 @@ def sanitize(request: beam_expansion_api_pb2.ExpansionRequest) -> CleanRequest:
             f"{found!r}; send Beam Rows (Java: a PCollection<Row> with setRowSchema; "
             "Python: beam.Row elements, or a NamedTuple type registered with "
             "beam.coders.registry.register_coder(T, beam.coders.RowCoder))")
-    _copy_coder(source, clean, pcoll.coder_id, "input coder")
-    _copy_windowing(source, clean, pcoll.windowing_strategy_id)
+    _copy_coder(source, clean, pcoll.coder_id, "input coder", limits)
+    _copy_windowing(source, clean, pcoll.windowing_strategy_id, limits)
     # Beam's servicer needs a producer per input PCollection; a payload-free
     # Impulse stub under the client's id and name is enough and runs nothing.
     stub_id, stub_name, out_tag = f"crossinfer_input_{tag}", f"crossinfer_input_{tag}", "out"
@@ -93,6 +113,8 @@ def sanitize(request: beam_expansion_api_pb2.ExpansionRequest) -> CleanRequest:
         produced = [k for k, v in t.outputs.items() if v == pcoll_id]
         if produced:
             stub_id, stub_name, out_tag = tid, t.unique_name, produced[0]
+            for value in (stub_id, stub_name, out_tag):
+                _bounded_id(value, "the input's producer")
             break
     clean.transforms[stub_id].CopyFrom(beam_runner_api_pb2.PTransform(
         unique_name=stub_name, spec=beam_runner_api_pb2.FunctionSpec(urn=IMPULSE_URN),
@@ -105,16 +127,47 @@ def sanitize(request: beam_expansion_api_pb2.ExpansionRequest) -> CleanRequest:
     for key, value in request.pipeline_options.fields.items():
         if key in _KEPT_OPTIONS:
             options.fields[key].CopyFrom(value)
-    schema = schema_pb2.Schema.FromString(input_coder.spec.payload)
+    schema = schema_pb2.Schema.FromString(clean.coders[pcoll.coder_id].spec.payload)
     clean_request = beam_expansion_api_pb2.ExpansionRequest(
         components=clean, transform=transform, namespace=request.namespace,
         pipeline_options=options, requirements=list(request.requirements))
-    return CleanRequest(clean_request, schema)
+    return CleanRequest(clean_request, schema, source)
+
+
+#: The request's strings that the service copies into its response, by field path.
+def _names(request: beam_expansion_api_pb2.ExpansionRequest) -> list[tuple[str, str]]:
+    given = request.transform
+    found = [("transform.unique_name", given.unique_name), ("namespace", request.namespace)]
+    found += [("transform.inputs", k) for k in given.inputs]
+    found += [("transform.inputs", v) for v in given.inputs.values()]
+    found += [("requirements", r) for r in request.requirements]
+    return found
+
+
+def check_names(request: beam_expansion_api_pb2.ExpansionRequest) -> None:
+    """RequestRefused unless every name and id the service copies is bounded."""
+    longest = fixed("transform.unique_name, namespace, ids and tags (length)")
+    if len(request.requirements) > 64:
+        raise RequestRefused(f"requirements: {len(request.requirements)} entries; at most 64")
+    for path, text in _names(request):
+        if len(text) > longest:
+            raise RequestRefused(f"{path}: a name or id of {len(text):,} characters; at most "
+                                 f"{longest} are allowed")
+
+
+def _bounded_id(value: str, what: str) -> str:
+    longest = fixed("transform.unique_name, namespace, ids and tags (length)")
+    if len(value) > longest:
+        raise RequestRefused(f"input: {what} has an id or name of {len(value):,} characters; "
+                             f"at most {longest} are allowed")
+    return value
 
 
 def _copy_coder(source: beam_runner_api_pb2.Components, clean: beam_runner_api_pb2.Components,
-                coder_id: str, what: str) -> None:
-    """Copy a coder and its component coders, refusing any that is not data-only."""
+                coder_id: str, what: str, limits: RequestLimits) -> None:
+    """Copy a coder and its component coders, refusing any that is not data-only;
+    row schemas are checked and get content-derived ids (the client's are put back
+    in the response)."""
     stack = [(coder_id, what)]
     while stack:
         cid, role = stack.pop()
@@ -122,29 +175,85 @@ def _copy_coder(source: beam_runner_api_pb2.Components, clean: beam_runner_api_p
             continue
         if cid not in source.coders:
             raise RequestRefused(f"input: {role} {cid!r} is not in the request's components")
+        if len(clean.coders) >= 16:
+            raise RequestRefused(f"input: {role}: more than 16 coders reached from the input")
+        _bounded_id(cid, role)
         coder = source.coders[cid]
         if coder.spec.urn not in SAFE_CODER_URNS:
             raise RequestRefused(f"input: {role} has coder {coder.spec.urn!r}, which is not a "
                                  "standard data coder; pickled or language-specific coders "
                                  "are refused")
-        if coder.spec.urn == ROW_CODER_URN:
-            _check_row_payload(coder.spec.payload, role)
         clean.coders[cid].CopyFrom(coder)
+        if coder.spec.urn == ROW_CODER_URN:
+            schema = checked_schema(coder.spec.payload, limits, f"{role} {cid!r}")
+            clean.coders[cid].spec.payload = schema.SerializeToString()
         stack.extend((c, f"component of {role}") for c in coder.component_coder_ids)
 
 
-def _check_row_payload(payload: bytes, role: str) -> None:
+def checked_schema(payload: bytes, limits: RequestLimits, role: str,
+                   path: str = "input") -> schema_pb2.Schema:
+    """The row schema in ``payload`` (of the ``role``), within the input-schema
+    bounds, with ids derived from its content; RequestRefused / InputSchemaError
+    naming ``path`` and what is wrong."""
+    largest = fixed("input schema (bytes)")
+    if len(payload) > largest:
+        raise InputSchemaError(f"{path}: the schema of the {role} is {len(payload):,} bytes; "
+                               f"at most {largest:,} are allowed")
     try:
         schema = schema_pb2.Schema.FromString(payload)
-    except Exception as exc:  # protobuf raises DecodeError and others
-        raise RequestRefused(f"input: {role} carries a malformed schema ({exc})") from exc
-    problem = code_bearing_field(schema)
+    except Exception as exc:  # protobuf raises DecodeError (and RecursionError) and others
+        raise RequestRefused(f"{path}: the {role} carries a malformed schema "
+                             f"({type(exc).__name__})") from exc
+    problem = schema_problem(schema, limits)
     if problem:
-        raise RequestRefused(f"input: {problem}")
+        raise InputSchemaError(f"{path}: {problem}")
+    return with_content_ids(schema)
+
+
+def restore_client_components(response: beam_expansion_api_pb2.ExpansionResponse,
+                              clean: CleanRequest) -> None:
+    """Put the client's own protos back under the ids the client sent (the service
+    replaced schema ids and dropped what it does not need): merged into the
+    client's pipeline, the response describes the client's PCollections as the
+    client does."""
+    kept = clean.request.components
+    for kind in ("coders", "pcollections", "windowing_strategies"):
+        given, ours, out = (getattr(c, kind) for c in (clean.client, kept, response.components))
+        for cid in ours:
+            if cid in given and cid in out:
+                out[cid].CopyFrom(given[cid])
+
+
+def check_with_beam(clean: CleanRequest) -> None:
+    """Decode the input coder and windowing strategy with Beam's own code, as its
+    expansion will; whatever it raises is the client's and is refused as ``input:``
+    (bad window payloads raised ZeroDivisionError deep inside Beam's expansion)."""
+    from apache_beam.runners import pipeline_context
+
+    request = clean.request
+    (pcoll_id,) = request.transform.inputs.values()
+    pcoll = request.components.pcollections[pcoll_id]
+    context = pipeline_context.PipelineContext(request.components)
+    try:
+        context.windowing_strategies.get_by_id(pcoll.windowing_strategy_id)
+    except Exception as exc:  # Beam's windowing code on the client's payload
+        raise RequestRefused(f"input: the windowing strategy {pcoll.windowing_strategy_id!r} "
+                             f"cannot be read: {_reason(exc)}") from exc
+    try:
+        context.coders.get_by_id(pcoll.coder_id)
+    except Exception as exc:  # Beam's coder code on the client's coders
+        raise RequestRefused(f"input: {failing_field(clean.input_schema, exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _copy_windowing(source: beam_runner_api_pb2.Components,
-                    clean: beam_runner_api_pb2.Components, ws_id: str) -> None:
+                    clean: beam_runner_api_pb2.Components, ws_id: str,
+                    limits: RequestLimits) -> None:
+    _bounded_id(ws_id, "windowing strategy")
     if ws_id not in source.windowing_strategies:
         raise RequestRefused(f"input: windowing strategy {ws_id!r} is not in the request's "
                              "components")
@@ -153,7 +262,6 @@ def _copy_windowing(source: beam_runner_api_pb2.Components,
         raise RequestRefused(f"input: window function {strategy.window_fn.urn!r} is refused; "
                              "use global, fixed, sliding or session windows")
     clean.windowing_strategies[ws_id].CopyFrom(strategy)
-    _copy_coder(source, clean, strategy.window_coder_id, "window coder")
-    env_id = strategy.environment_id
-    if env_id and env_id in source.environments:
-        clean.environments[env_id].CopyFrom(source.environments[env_id])
+    # Standard window functions need no environment: the client's stays out.
+    clean.windowing_strategies[ws_id].environment_id = ""
+    _copy_coder(source, clean, strategy.window_coder_id, "window coder", limits)

@@ -21,20 +21,26 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass, fields
 
 import grpc
 
-from crossinfer.expansion.admission import SMALL_SLOTS, SMALL_SPEC_NODES, Admission
+from crossinfer.expansion.admission import (
+    SMALL_INPUT_FIELDS,
+    SMALL_SLOTS,
+    SMALL_SPEC_NODES,
+    Admission,
+)
 from crossinfer.expansion.environments import (
     KINDS,
     EnvironmentConfigError,
     build_environment,
     describe,
 )
+from crossinfer.expansion.limits import RequestLimits
 from crossinfer.expansion.local import WorkerPool, start_worker_pool
-from crossinfer.expansion.worker_pool import grpc_address, listen, port_number, serve
+from crossinfer.expansion.server import ExpansionServer
+from crossinfer.expansion.worker_pool import grpc_address, port_number, serve
 from crossinfer.policy import (
     BUILTIN_CLASSES,
     CODE_FORMATS,
@@ -44,17 +50,25 @@ from crossinfer.policy import (
     is_local,
     normalize_uri,
     parse_class_pattern,
+    parse_type_name,
 )
 from crossinfer.spec.limits import SpecLimits
 
 READY = "crossinfer expansion service listening on"
+#: Upper bound of every --max-* spec limit flag.
+MAX_LIMIT = 1 << 30
 _LOG = logging.getLogger("crossinfer.expansion")
 
 #: Largest response (an expanded pipeline; ~50 KB per model node).
-_MAX_SEND_BYTES = 64 << 20
-#: Room in a request besides the spec: components, coders, the batch
-#: transport's input schema (at most 1 MiB, base64).
-_REQUEST_OVERHEAD_BYTES = 4 << 20
+MAX_SEND_BYTES = 64 << 20
+#: Room in a request besides the spec: components, the input coder's schema and
+#: the batch transport's input schema (each at most 256 KiB; base64 in the payload).
+REQUEST_OVERHEAD_BYTES = 1 << 20
+
+
+def max_request_bytes(limits: SpecLimits) -> int:
+    """The largest request message the service receives (docs/wire-contract.md)."""
+    return REQUEST_OVERHEAD_BYTES + 2 * limits.max_spec_bytes
 #: How long a stopping service waits for in-flight RPCs before it exits anyway.
 _STOP_GRACE_SECS = 2.0
 
@@ -93,10 +107,11 @@ model formats: skops, state_dict and onnx files are data. {', '.join(CODE_FORMAT
 files can run code when loaded and are refused unless --allow-code-format names
 them: then every writer of the model roots can run code in the workers.
 
-load: small specs (at most {SMALL_SPEC_NODES} nodes) expand in a lane of their own
-({SMALL_SLOTS} at once), so they never wait behind large ones; a request that finds
-its lane full is refused with RESOURCE_EXHAUSTED, one past its deadline with
-DEADLINE_EXCEEDED.
+load: small requests (specs of at most {SMALL_SPEC_NODES} nodes, input schemas of at
+most {SMALL_INPUT_FIELDS} fields) expand in a lane of their own ({SMALL_SLOTS} at once), so
+they never wait behind large ones; a request that finds its lane full is refused
+with RESOURCE_EXHAUSTED, one past its deadline with DEADLINE_EXCEEDED. A call waits
+for its request without holding a thread, at most --receive-timeout-secs.
 
 examples:
   crossinfer-expansion-service --port 8097 --model-root /srv/models
@@ -118,10 +133,15 @@ def _positive(kind: Callable[[str], float], maximum: float) -> Callable[[str], f
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
                 from None
         if not 0 < value <= maximum:
-            raise argparse.ArgumentTypeError(f"expected above 0 and at most {maximum:g}, got "
-                                             f"{text}")
+            raise argparse.ArgumentTypeError(f"expected above 0 and at most {_plain(maximum)}, "
+                                             f"got {text}")
         return value
     return parse
+
+
+def _plain(value: float) -> str:
+    """A bound as people write it: 1,073,741,824, 3,600, 0.5."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def _count(text: str) -> int:
@@ -147,6 +167,13 @@ def _model_root(text: str) -> str:
     if root.partition("://")[2].strip("/") == "":
         raise argparse.ArgumentTypeError(f"{text!r}: name a bucket, as in gs://bucket/models")
     return root
+
+
+def _type_name(text: str) -> str:
+    try:
+        return parse_type_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("skops_trusted: ")) from None
 
 
 def _class_pattern(text: str) -> str:
@@ -192,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "port) as a child process and use it as the external environment; "
                           "it is stopped when the service exits")
     env.add_argument("--allow-loopback-with-bind", action="store_true",
-                     help="accept --environment loopback with a non-loopback --bind (its "
-                          "worker pool still listens on 127.0.0.1 only, and only runners on "
-                          "this host can use it)")
+                     help="accept a non-loopback --bind with a worker pool on this host "
+                          "(--environment loopback, or --start-worker-pool): the pool still "
+                          "listens on 127.0.0.1 only, so only runners on this host can use it")
     pol = parser.add_argument_group("what specs may load")
     pol.add_argument("--model-root", action="append", default=[], metavar="DIR",
                      type=_model_root,
@@ -213,20 +240,37 @@ def build_parser() -> argparse.ArgumentParser:
                           "then run code in the workers")
     pol.add_argument("--require-sha256", action="store_true",
                      help="refuse specs whose models have no sha256 pin")
+    pol.add_argument("--skops-trust", action="append", default=[], metavar="TYPE",
+                     type=_type_name,
+                     help="also let skops files name this type, as skops spells it (e.g. "
+                          "sklearn.tree._tree.Tree, which decision trees and forests need; "
+                          "repeatable): skops constructs it when it loads, so it is trusted "
+                          "like an allow-listed class")
     lim = parser.add_argument_group("request limits (docs/security.md)")
     defaults = SpecLimits()
     for f in fields(SpecLimits):
         lim.add_argument(f.metadata["flag"], dest=f.name, metavar="N",
-                         type=_positive(int, 1 << 30), default=getattr(defaults, f.name),
-                         help=f"most {f.metadata['why']} (default: %(default)s)")
+                         type=_positive(int, MAX_LIMIT), default=getattr(defaults, f.name),
+                         help=f"most {f.metadata['why']}, 1..{_plain(MAX_LIMIT)} (default: "
+                              "%(default)s)")
+    request_defaults = RequestLimits()
+    for f in fields(RequestLimits):
+        kind = int if f.type == "int" else float
+        lim.add_argument(f.metadata["flag"], dest=f.name, metavar="N" if kind is int else "SECS",
+                         type=_positive(kind, f.metadata["maximum"]),
+                         default=getattr(request_defaults, f.name),
+                         help=f"most {f.metadata['why']}, above 0 and at most "
+                              f"{_plain(f.metadata['maximum'])} (default: %(default)s)")
     lim.add_argument("--max-concurrent-expansions", type=_positive(int, 64), default=1,
-                     metavar="N", help="large specs expanded at once (default: %(default)s; "
-                                       "expanding is CPU-bound, more rarely help)")
+                     metavar="N", help="large specs expanded at once, 1..64 (default: "
+                                       "%(default)s; expanding is CPU-bound, more rarely help)")
     lim.add_argument("--max-queued-expansions", type=_count, default=16, metavar="N",
                      help="requests waiting per lane before more are refused with "
-                          "RESOURCE_EXHAUSTED, 0..1024 (default: %(default)s)")
+                          "RESOURCE_EXHAUSTED, 0..1024; 0 refuses whenever the lane's slots "
+                          "are taken (default: %(default)s)")
     lim.add_argument("--expansion-timeout-secs", type=_positive(float, 3600), default=60.0,
-                     metavar="SECS", help="the longest a request may wait and expand "
+                     metavar="SECS", help="the longest a request may take from opening its "
+                                          "call to its answer, above 0 and at most 3600 "
                                           "(default: %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -235,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_policy(model_roots: Sequence[str], allow_classes: Sequence[str],
-                 require_sha256: bool, code_formats: Sequence[str] = ()) -> LoadPolicy:
+                 require_sha256: bool, code_formats: Sequence[str] = (),
+                 skops_trusted: Sequence[str] = ()) -> LoadPolicy:
     """The service's strict policy; ValueError naming a bad pattern."""
     for pattern in allow_classes:
         parse_class_pattern(pattern)
@@ -243,18 +288,23 @@ def build_policy(model_roots: Sequence[str], allow_classes: Sequence[str],
     roots = tuple(os.path.abspath(r) if is_local(r) else r for r in roots)
     return LoadPolicy(allowed_classes=BUILTIN_CLASSES + tuple(allow_classes),
                       model_roots=roots, require_sha256=require_sha256, check_files=True,
-                      code_formats=tuple(dict.fromkeys(code_formats)))
+                      code_formats=tuple(dict.fromkeys(code_formats)),
+                      skops_trusted=tuple(dict.fromkeys(skops_trusted)))
 
 
 def build_limits(args: argparse.Namespace) -> SpecLimits:
     return SpecLimits(**{f.name: getattr(args, f.name) for f in fields(SpecLimits)})
 
 
+def build_request_limits(args: argparse.Namespace) -> RequestLimits:
+    return RequestLimits(**{f.name: getattr(args, f.name) for f in fields(RequestLimits)})
+
+
 @dataclass
 class RunningService:
     """A started service: its server, address, and worker pool (child or in-process)."""
 
-    server: grpc.Server
+    server: ExpansionServer
     address: str
     admission: Admission
     worker_pool: WorkerPool | None = None
@@ -262,7 +312,7 @@ class RunningService:
     loopback_address: str | None = None
 
     def stop(self, grace: float | None = _STOP_GRACE_SECS) -> None:
-        self.server.stop(grace).wait()
+        self.server.stop(grace)
         if self.loopback_pool is not None:
             self.loopback_pool.stop(0)
         if self.worker_pool is not None:
@@ -271,13 +321,12 @@ class RunningService:
 
 def start(args: argparse.Namespace) -> RunningService:
     """Start serving per the parsed flags (tests call this in-process)."""
-    from apache_beam.portability.api import beam_expansion_api_pb2_grpc
-
     from crossinfer.expansion.servicer import CrossinferExpansionServicer
 
     policy = build_policy(args.model_root, args.allow_class, args.require_sha256,
-                          getattr(args, "allow_code_format", ()))
+                          args.allow_code_format, args.skops_trust)
     limits = build_limits(args)
+    request_limits = build_request_limits(args)
     admission = Admission(args.max_concurrent_expansions, args.max_queued_expansions,
                           args.expansion_timeout_secs)
     kind = args.environment or ("external" if args.start_worker_pool else "loopback")
@@ -289,27 +338,28 @@ def start(args: argparse.Namespace) -> RunningService:
         raise EnvironmentConfigError("--environment-config is not used with "
                                      + ("--start-worker-pool" if args.start_worker_pool
                                         else "--environment loopback"))
-    if kind == "loopback" and not is_loopback(args.bind) and not args.allow_loopback_with_bind:
+    local_pool = "--environment loopback" if kind == "loopback" else (
+        "--start-worker-pool" if args.start_worker_pool else None)
+    if local_pool and not is_loopback(args.bind) and not args.allow_loopback_with_bind:
         raise EnvironmentConfigError(
-            f"--bind {args.bind} with the loopback environment: loopback workers run in this "
-            "process through a worker pool on 127.0.0.1, usable only by runners on this host; "
-            "for other hosts choose --environment external, process or docker (or pass "
-            "--allow-loopback-with-bind to keep loopback workers)")
-    # One thread per request the admission can hold, plus a few for the rest;
-    # gRPC refuses further RPCs itself (RESOURCE_EXHAUSTED).
-    threads = admission.capacity + 4
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="expand"),
-        maximum_concurrent_rpcs=threads,
-        options=[("grpc.max_receive_message_length",
-                  _REQUEST_OVERHEAD_BYTES + 2 * limits.max_spec_bytes),
-                 ("grpc.max_send_message_length", _MAX_SEND_BYTES),
-                 # gRPC sets SO_REUSEPORT by default: a second service on a busy
-                 # port would start and silently share it with the first.
-                 ("grpc.so_reuseport", 0)])
-    port = listen(server, args.bind, args.port)
-    address = grpc_address(args.bind, port)
-    running = RunningService(server, address, admission)
+            f"--bind {args.bind} with {local_pool}: its worker pool listens on 127.0.0.1 of "
+            "this host only, so runners on other hosts could not reach it; for other hosts "
+            "choose --environment external (a pool they can reach), process or docker (or "
+            "pass --allow-loopback-with-bind when the runners run on this host)")
+    # One thread per request the admission can hold, plus a few for refusals; a
+    # call waiting for its request holds none (crossinfer.expansion.server).
+    server = ExpansionServer(
+        address=grpc_address(args.bind, args.port), threads=admission.capacity + 4,
+        timeout_secs=args.expansion_timeout_secs,
+        receive_timeout_secs=request_limits.receive_timeout_secs,
+        max_receive_bytes=max_request_bytes(limits), max_send_bytes=MAX_SEND_BYTES,
+        error_prefix="crossinfer: ")
+    running = RunningService(server, "", admission)
+    try:
+        running.address = grpc_address(args.bind, server.bind())
+    except BaseException:
+        running.stop(0)
+        raise
     try:
         config = args.environment_config
         if args.start_worker_pool:
@@ -320,16 +370,17 @@ def start(args: argparse.Namespace) -> RunningService:
             running.loopback_pool, pool_port = serve("127.0.0.1", 0)
             running.loopback_address = grpc_address("127.0.0.1", pool_port)
         environment = build_environment(kind, config, loopback_address=running.loopback_address)
-        beam_expansion_api_pb2_grpc.add_ExpansionServiceServicer_to_server(
-            CrossinferExpansionServicer(policy, environment, limits, admission), server)
-        server.start()
+        servicer = CrossinferExpansionServicer(policy, environment, limits, admission,
+                                               request_limits)
+        server.start(servicer.answer)
     except BaseException:
         running.stop(0)
         raise
     workers = (f"loopback worker pool in this process at {running.loopback_address}"
                if running.loopback_address else describe(environment))
-    _LOG.info("workers: %s; %s; %s", workers,
-              "; ".join(f"{k}: {v}" for k, v in describe_policy(policy).items()), limits)
+    _LOG.info("workers: %s; %s; %s; %s", workers,
+              "; ".join(f"{k}: {v}" for k, v in describe_policy(policy).items()), limits,
+              request_limits)
     return running
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 from concurrent import futures
@@ -91,16 +92,21 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def bind_error(address: str) -> OSError:
+    """The error for an address gRPC could not bind."""
+    return OSError(f"cannot listen on {address}: the port is in use or the address is not "
+                   "local")
+
+
 def listen(server: grpc.Server, bind: str, port: int) -> int:
     """Bind ``server``; the port it got, or OSError with a readable message."""
     address = grpc_address(bind, port)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
-        raise OSError(f"cannot listen on {address}: the port is in use or the address is "
-                      "not local") from exc
+        raise bind_error(address) from exc
     if not bound:
-        raise OSError(f"cannot listen on {address}")
+        raise bind_error(address)
     return int(bound)
 
 
@@ -119,29 +125,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossinfer.expansion.worker_pool",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=port_number, default=0,
-                        help="port, 0..65535 (0: pick a free one)")
-    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+                        help="port, 0..65535 (0: pick a free one; default: %(default)s)")
+    parser.add_argument("--bind", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s; the pool runs any "
+                             "pipeline sent to it, so keep it private)")
     parser.add_argument("--exit-with-parent", action="store_true",
-                        help="exit when stdin reaches end of file")
+                        help="exit when stdin reaches end of file (default: off)")
     parser.add_argument("--processes", action="store_true",
                         help="start each SDK worker as a process (python on the PATH) instead "
-                             "of a thread of this one")
+                             "of a thread of this one (default: threads)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    done = threading.Event()
+    # SIGTERM (docker stop, kill, systemd) stops it like Ctrl-C: exit status 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     try:
         server, port = serve(args.bind, args.port, args.processes)
     except OSError as exc:
         print(f"worker pool: error: {exc}", file=sys.stderr)
         return 2
     print(f"{READY} {grpc_address(args.bind, port)}", flush=True)
-    done = threading.Event()
     if args.exit_with_parent:
         def watch() -> None:
             sys.stdin.read()
             done.set()
         threading.Thread(target=watch, daemon=True).start()
     try:
-        done.wait()
+        while not done.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     server.stop(grace=1)

@@ -24,6 +24,7 @@ th { background: #eee; } td.name { text-align: left; }
 figure { display: inline-block; margin: 1em 1em 1em 0; vertical-align: top; }
 figure img { border: 1px solid #ddd; }
 figcaption { font-size: 13px; color: #555; max-width: 520px; }
+p.note { font-size: 13px; color: #555; margin: 0.3em 0; }
 """
 
 
@@ -59,10 +60,13 @@ def metric_plot(arms: Sequence[ArmReport]) -> str | None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = range(len(shown))
     values = [a.metric_value for a in shown]
-    low = [a.metric_value - (a.metric_ci_low if a.metric_ci_low is not None else a.metric_value)
-           for a in shown]
-    high = [(a.metric_ci_high if a.metric_ci_high is not None else a.metric_value)
-            - a.metric_value for a in shown]
+    # Clipped at 0: an interval computed apart from the value can end a rounding error
+    # inside it (Wilson's upper bound of 143 / 143 is 0.999...), and matplotlib refuses
+    # negative error bars.
+    low = [max(0.0, a.metric_value - (a.metric_ci_low if a.metric_ci_low is not None
+                                      else a.metric_value)) for a in shown]
+    high = [max(0.0, (a.metric_ci_high if a.metric_ci_high is not None else a.metric_value)
+                - a.metric_value) for a in shown]
     ax.errorbar(xs, values, yerr=[low, high], fmt="o", capsize=8, markersize=8)
     ax.set_xticks(list(xs), [a.arm for a in shown])
     ax.set_xlim(-0.5, len(shown) - 0.5)
@@ -213,7 +217,9 @@ def share_plot(windowed: Sequence[ArmReport]) -> str | None:
 
 
 def _table(rows: Sequence[Any], fields: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in fields)
+    # Headers with spaces, not underscores, so a wide table wraps them instead of
+    # pushing its last columns out of view.
+    head = "".join(f"<th>{html.escape(f.replace('_', ' '))}</th>" for f in fields)
     body = []
     for r in rows:
         cells = []
@@ -230,8 +236,28 @@ _ARM_FIELDS = ("arm", "count", "failures", "failure_rate", "share", "expected_sh
                "srm_p_value", "score_mean", "metric_value", "metric_ci_low", "metric_ci_high",
                "latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
 _PAIR_FIELDS = ("treatment", "control", "metric", "difference", "difference_ci_low",
-                "difference_ci_high", "p_value", "test", "pairs", "agreement",
-                "mean_abs_score_diff")
+                "difference_ci_high", "p_value", "test")
+#: Only a mirror pairs elements: a split's comparison has no pairs to show.
+_MIRROR_FIELDS = ("pairs", "agreement", "mean_abs_score_diff")
+
+
+def _missing(arms: Sequence[ArmReport], pairs: Sequence[PairReport],
+             windowed: Sequence[ArmReport], windowed_pairs: Sequence[PairReport]) -> list[str]:
+    """Why a plot a reader may look for is not there (the rows lack its input)."""
+    notes = []
+    if arms and not any(a.metric_value is not None for a in arms):
+        notes.append("No metric plot: no ground truth (--ground-truth names the field with "
+                     "the true label or value).")
+    if arms and not any(a.latency_p50_ms is not None for a in arms):
+        notes.append("No latency plot: the result rows carry no timing (model_ms, "
+                     "batch_size).")
+    mirror = any(p.paired for p in pairs)
+    over_time = windowed_pairs if mirror else windowed
+    if arms and not any(r.window_start_ms is not None for r in over_time):
+        what = "agreement" if mirror else "share vs weights"
+        notes.append(f"No {what} over time plot: no per-window rows (--window SECONDS, over "
+                     "the event time in --time-field).")
+    return notes
 
 
 def render(arms: Sequence[ArmReport], pairs: Sequence[PairReport],
@@ -245,11 +271,14 @@ def render(arms: Sequence[ArmReport], pairs: Sequence[PairReport],
     plots = [p for p in (metric_plot(arms), latency_plot(arms), labels_plot(arms),
                          flips_plot(pairs), share_plot(windowed),
                          agreement_plot(windowed_pairs)) if p]
+    pair_fields = _PAIR_FIELDS + (_MIRROR_FIELDS if any(p.paired for p in pairs) else ())
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
             f"<pre class=\"summary\">{html.escape(summary)}</pre>"
             "<h2>Plots</h2>" + "".join(plots)
+            + "".join(f'<p class="note">{html.escape(n)}</p>'
+                      for n in _missing(arms, pairs, windowed, windowed_pairs))
             + "<h2>Arms</h2>" + _table(arms, _ARM_FIELDS)
-            + "<h2>Comparisons</h2>" + _table(pairs, _PAIR_FIELDS)
+            + "<h2>Comparisons</h2>" + _table(pairs, pair_fields)
             + "</body></html>\n")

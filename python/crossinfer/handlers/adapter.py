@@ -10,15 +10,13 @@ small models.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Any
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from crossinfer.errors import CrossinferError
-from crossinfer.policy import LoadPolicy, LocationRefused, is_local
+from crossinfer.handlers.files import read_model
+from crossinfer.policy import LoadPolicy, LocationRefused
 from crossinfer.spec.nodes import ModelNode
 
 
@@ -54,9 +52,10 @@ class FrameworkAdapter:
                 raise ModelLoadError(f"model {node.name!r}: {exc}") from exc
 
     def load(self) -> Any:
-        """Check the policy again, read the file once, verify the pin on those
-        bytes, then load the model from the same bytes (nothing is re-read
-        between the check and the load). Raises ModelLoadError."""
+        """Check the policy again, read the file once (safely: see
+        :mod:`crossinfer.handlers.files`), verify the pin on those bytes, then load
+        the model from the same bytes (nothing is re-read between the check and
+        the load). Raises ModelLoadError."""
         self.check_policy()
         data = None
         if self.location is not None:
@@ -115,25 +114,13 @@ class FrameworkAdapter:
 
 def read_verified(location: str, expected: str | None, name: str) -> bytes:
     """The bytes of the model file at ``location`` (local path or FileSystems URI),
-    refused with ModelLoadError when a pinned SHA-256 differs. Local files are
-    opened without following a final symlink (the location was resolved)."""
+    refused with ModelLoadError when it cannot be read safely (a symlink, a FIFO,
+    a swapped directory: :func:`crossinfer.handlers.files.open_file`) or a pinned
+    SHA-256 differs."""
     try:
-        if is_local(location):
-            fd = os.open(location, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            with os.fdopen(fd, "rb") as f:
-                data = f.read()
-        else:
-            with FileSystems.open(location) as f:
-                data = f.read()
-    except OSError as exc:
-        raise ModelLoadError(f"model {name!r}: cannot read {location!r}: {exc}") from exc
-    if expected:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise ModelLoadError(
-                f"model {name!r}: the SHA-256 of {location!r} is {actual}, but the spec pins "
-                f"{expected}; refusing to load it (the file changed or the pin is wrong)")
-    return data
+        return read_model(location, expected)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model {name!r}: {exc}") from exc
 
 
 def select_output(value: Any, output: str | int | None, name: str) -> Any:

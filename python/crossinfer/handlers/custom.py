@@ -3,10 +3,14 @@
 The class must be defined in an allow-listed module and subclass Beam's
 ``ModelHandler`` (see :meth:`crossinfer.policy.LoadPolicy.resolve_class`). It is
 resolved at construction and again on the worker, constructed with
-``handler_params`` (and ``model_uri``, the checked location, when the spec sets
-``uri``), and its ``load_model`` and
-``run_inference`` are used as they are. Results may be PredictionResults or
-plain arrays.
+``handler_params`` plus ``model_uri`` - always the checked location of the
+spec's ``uri``, never a value from ``handler_params`` (refused there: it would
+skip the model-root check) - and its ``load_model`` and ``run_inference`` are
+used as they are. Results may be PredictionResults or plain arrays.
+
+The handler opens its model itself, the way its code says: allow-listing a
+class trusts it with what it opens (Beam's ``SklearnModelHandlerNumpy``
+unpickles its file, so it can run the code of any writer of the model roots).
 """
 
 from __future__ import annotations
@@ -48,8 +52,11 @@ class CustomAdapter(FrameworkAdapter):
     def handler(self) -> ModelHandler:
         cls = self._handler_class()
         params = dict(self.node.handler_params)
+        if "model_uri" in params:  # refused by spec validation; never trusted here
+            raise ModelLoadError(f"model {self.node.name!r}: handler_params.model_uri is set "
+                                 "from the node's uri; remove it")
         if self.location is not None:
-            params.setdefault("model_uri", self.location)
+            params["model_uri"] = self.location
         return cls(**params)
 
     def _load(self, data: bytes | None) -> Any:

@@ -3,9 +3,10 @@
 * At construction (:func:`construction_problems`), nothing is loaded: a PyTorch
   state dict's ``model_class`` is resolved by the load policy (allow-listed,
   a ``torch.nn.Module``) and its ``forward`` signature read; for a scikit-learn
-  file the class it builds is read without loading it - from a skops file's
-  ``schema.json``, or from a pickle or joblib file's first pickle opcodes
-  (nothing is unpickled and nothing runs) - and, when it is a scikit-learn
+  file the class it builds is read without loading it
+  (:func:`crossinfer.handlers.files.inspect_file`: from a skops file's
+  ``schema.json``, or from a pickle or joblib file's first pickle opcodes;
+  nothing is unpickled and nothing runs) - and, when it is a scikit-learn
   class, the method's signature read. ONNX and TensorRT take no args at all (spec validation).
 * At load, on the worker (:func:`loaded_args_problem`): the loaded estimator's
   method, the state dict model's ``forward``, a TorchScript model's compiled
@@ -19,13 +20,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
-import os
-import pickletools
-import zipfile
 from collections.abc import Iterable
 from typing import Any
 
+from crossinfer.handlers.files import inspect_file
 from crossinfer.policy import (
     ClassRefused,
     LoadPolicy,
@@ -34,9 +32,6 @@ from crossinfer.policy import (
     torch_module_base,
 )
 from crossinfer.spec.nodes import ModelNode
-
-#: Pickle opcodes read at most to find the class a file builds.
-_PEEK_OPCODES = 64
 
 
 def construction_problems(node: ModelNode, policy: LoadPolicy) -> list[tuple[str, str]]:
@@ -58,8 +53,10 @@ def construction_problems(node: ModelNode, policy: LoadPolicy) -> list[tuple[str
             path = policy.resolve_location(node.uri)
         except LocationRefused:
             return []  # reported by spec validation, naming the field
-        found = (skops_class(path) if node.resolved_format == "skops"
-                 else pickled_class(path))
+        try:  # read safely, once per file (crossinfer.handlers.files)
+            found = inspect_file(path, node.resolved_format).built_class
+        except OSError:
+            return []  # reported by the file checks, naming the field
         if found is None or not (found[0] == "sklearn" or found[0].startswith("sklearn.")):
             return []  # only scikit-learn's own classes are imported to look
         try:
@@ -117,40 +114,3 @@ def _unknown(node: ModelNode, names: Iterable[str], what: str) -> list[tuple[str
 
 def _name(cls: Any) -> str:
     return getattr(cls, "__name__", str(cls))
-
-
-def skops_class(path: str) -> tuple[str, str] | None:
-    """(module, name) of the object a skops file holds, from its ``schema.json``
-    (nothing is loaded); None when the file does not say."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            schema = json.loads(archive.read("schema.json"))
-        module, name = schema["__module__"], schema["__class__"]
-    except Exception:  # not a skops file, or another layout: cannot tell
-        return None
-    return (module, name) if isinstance(module, str) and isinstance(name, str) else None
-
-
-def pickled_class(path: str) -> tuple[str, str] | None:
-    """(module, name) of the class a pickle (or uncompressed joblib) file builds
-    first, read from its opcodes without unpickling it; None when the first
-    opcodes do not say (not a pickle, compressed, or another layout)."""
-    if not os.path.isfile(path):
-        return None
-    strings: list[str] = []
-    try:
-        with open(path, "rb") as f:
-            for count, (op, arg, _) in enumerate(pickletools.genops(f)):
-                if count >= _PEEK_OPCODES:
-                    return None
-                if op.name == "GLOBAL" and isinstance(arg, str):
-                    module, _, name = arg.partition(" ")
-                    return module, name
-                if op.name == "STACK_GLOBAL":
-                    return (strings[-2], strings[-1]) if len(strings) >= 2 else None
-                if isinstance(arg, str) and "UNICODE" in op.name:
-                    strings.append(arg)
-    except Exception:  # not a pickle stream: cannot tell
-        return None
-    return None
-

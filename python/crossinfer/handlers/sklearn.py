@@ -2,7 +2,9 @@
 
 ``skops`` files are read with skops' safe loader: every type the file names
 must be one skops trusts by default (scikit-learn estimators, numpy and scipy
-types), else the model is refused before anything is constructed. Pickle and
+types) or one the load policy lists in ``skops_trusted`` (e.g.
+``sklearn.tree._tree.Tree``, which trees and forests need), else the model is
+refused before anything is constructed. Pickle and
 joblib files run whatever functions they name when loaded; the load policy
 allows them only when it lists them in ``code_formats``.
 """
@@ -15,22 +17,21 @@ from typing import Any
 import numpy as np
 
 from crossinfer.handlers.adapter import FrameworkAdapter, ModelLoadError
+from crossinfer.handlers.files import skops_untrusted, untrusted_text
 
 
-def load_skops(data: bytes, name: str) -> Any:
-    """An estimator from skops bytes; ModelLoadError naming any untrusted type."""
+def load_skops(data: bytes, name: str, trusted: tuple[str, ...] = ()) -> Any:
+    """An estimator from skops bytes; ModelLoadError naming any type that neither
+    skops' defaults nor ``trusted`` (the policy's ``skops_trusted``) trust."""
     import skops.io
 
     try:
-        untrusted = skops.io.get_untrusted_types(data=data)
-    except Exception as exc:  # not a skops file (zip), or a malformed schema
-        raise ModelLoadError(f"model {name!r}: not a readable skops file: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        untrusted = skops_untrusted(data, trusted)
+    except ValueError as exc:  # not a skops file (zip), or a malformed schema
+        raise ModelLoadError(f"model {name!r}: {exc}") from exc
     if untrusted:
-        shown = ", ".join(untrusted[:5]) + (" ..." if len(untrusted) > 5 else "")
-        raise ModelLoadError(f"model {name!r}: the skops file names types outside skops' "
-                             f"trusted defaults ({shown}); refusing to load it")
-    return skops.io.loads(data)
+        raise ModelLoadError(f"model {name!r}: the skops file {untrusted_text(untrusted)}")
+    return skops.io.loads(data, trusted=list(trusted) or None)
 
 
 class SklearnAdapter(FrameworkAdapter):
@@ -40,7 +41,7 @@ class SklearnAdapter(FrameworkAdapter):
         assert data is not None
         fmt = self.node.resolved_format
         if fmt == "skops":
-            return load_skops(data, self.node.name)
+            return load_skops(data, self.node.name, self.policy.skops_trusted)
         # Code-capable formats: load() has checked the policy allows them.
         if fmt == "joblib":
             import joblib

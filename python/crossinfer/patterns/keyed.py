@@ -2,13 +2,14 @@
 
 Beam's remedy for thrashing is a GroupByKey the user writes before
 RunInference. Here it is built in: elements are keyed by *route* (keys sharing
-a model share a route, so they share batches), grouped, cut into chunks of
-each route's own ``max_batch_size`` and handed to RunInference as pre-made
-batches. A worker then sees all chunks of a route together and loads each
-model once per group instead of once per batch.
+a model share a route, so they share batches) and a shard of it
+(:mod:`crossinfer.patterns.shards`: one route's work spreads over workers),
+grouped, cut into chunks of each route's own ``max_batch_size`` and handed to
+RunInference as pre-made batches. A worker then sees all chunks of a group
+together and loads each model once per group instead of once per batch.
 
-* Bounded input: ``GroupByKey`` on the route (per window).
-* Unbounded input: ``GroupIntoBatches`` on the route, flushing after the
+* Bounded input: ``GroupByKey`` on (route, shard) (per window).
+* Unbounded input: ``GroupIntoBatches`` on (route, shard), flushing after the
   smallest ``max_wait_secs`` of the routes (default 1 s), so streaming
   pipelines need no trigger of their own.
 """
@@ -26,6 +27,7 @@ from crossinfer.handlers.keyed import Chunk, KeyedChunkHandler
 from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH, ModelNodeHandler
 from crossinfer.handlers.registry import model_handler
 from crossinfer.patterns.context import ExpandContext, child_path
+from crossinfer.patterns.shards import ShardRuns, shards_of
 from crossinfer.records import Failure
 from crossinfer.spec.nodes import KeyedNode, ModelNode
 
@@ -49,10 +51,17 @@ def routes_of(node: KeyedNode) -> tuple[dict[str, str], dict[str, ModelNode], st
 
 
 class _RouteDoFn(beam.DoFn):
-    def __init__(self, key_to_route: dict[str, str], default: str | None, path: str) -> None:
+    """record -> ((route, shard), record), or a failure."""
+
+    def __init__(self, key_to_route: dict[str, str], default: str | None, path: str,
+                 shards: ShardRuns) -> None:
         self._key_to_route = key_to_route
         self._default = default
         self._path = path
+        self._shards = shards
+
+    def start_bundle(self) -> None:
+        self._shards.reset()
 
     def process(self, record: Any) -> Iterator[Any]:
         if isinstance(record, Failure):
@@ -66,17 +75,17 @@ class _RouteDoFn(beam.DoFn):
             yield pvalue.TaggedOutput(_FAILED, Failure(
                 record.original, self._path, f"{why} and the keyed node has no default route"))
             return
-        yield route, record
+        yield (route, self._shards.shard(route, record)), record
 
 
 class _ChunkDoFn(beam.DoFn):
-    """(route, records) -> chunks of at most the route's own max_batch_size."""
+    """((route, shard), records) -> chunks of at most the route's own max_batch_size."""
 
     def __init__(self, sizes: dict[str, int]) -> None:
         self._sizes = sizes
 
-    def process(self, group: tuple[str, Iterable[Any]]) -> Iterator[Chunk]:
-        route, records = group
+    def process(self, group: tuple[tuple[str, int], Iterable[Any]]) -> Iterator[Chunk]:
+        (route, _), records = group
         size = self._sizes[route]
         chunk: list[Any] = []
         for record in records:
@@ -100,7 +109,8 @@ def expand_keyed(records: beam.PCollection, node: KeyedNode, parent: str,
     bound = node.max_models_per_worker or len(models)
 
     routed = records | f"Route[{path}]" >> beam.ParDo(
-        _RouteDoFn(key_to_route, default, path)).with_outputs(_FAILED, main="routed")
+        _RouteDoFn(key_to_route, default, path, ShardRuns(shards_of(node, len(models)), sizes))
+    ).with_outputs(_FAILED, main="routed")
     if routed.routed.is_bounded:
         groups = routed.routed | f"GroupByRoute[{path}]" >> beam.GroupByKey()
     else:

@@ -24,6 +24,7 @@ from crossinfer.policy import LoadPolicy
 from crossinfer.records import Failure, Item, ItemBatch, RecordBase
 from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_output_row
 from crossinfer.spec import SpecError, load_spec
+from crossinfer.spec.limits import SpecLimits
 from crossinfer.spec.nodes import (
     ABTestNode,
     InferenceSpec,
@@ -65,6 +66,8 @@ class Inference(beam.PTransform):
       spec: the spec or its root node.
       features_field / key_field: input field names.
       policy: what the spec may load (defaults: any location, crossinfer's classes).
+      limits: how large the spec may be (default: :class:`SpecLimits`'s defaults,
+        which the expansion service's ``--max-*`` flags change for its specs).
       output_factory / failure_factory: build output rows (default ``beam.Row``);
         the expansion service passes schema'd NamedTuple types here.
 
@@ -85,6 +88,7 @@ class Inference(beam.PTransform):
     def __init__(self, spec: InferenceSpec | Node | str | dict[str, Any], *,
                  features_field: str = "features", key_field: str = "key",
                  policy: LoadPolicy | None = None,
+                 limits: SpecLimits | None = None,
                  inference_args: dict[str, Any] | None = None,
                  output_factory: RowFactory | None = None,
                  failure_factory: RowFactory | None = None,
@@ -99,7 +103,7 @@ class Inference(beam.PTransform):
         if not isinstance(spec, (InferenceSpec, str, dict)):
             spec = InferenceSpec(node=spec)
         self.policy = policy or LoadPolicy()
-        self.spec = load_spec(spec, self.policy)
+        self.spec = load_spec(spec, self.policy, limits)
         if self.expected_kind is not None and not isinstance(self.spec.node, self.expected_kind):
             raise TypeError(f"{type(self).__name__} takes a {self.expected_kind.__name__}, got "
                             f"a {type(self.spec.node).__name__}; use crossinfer.Inference for "

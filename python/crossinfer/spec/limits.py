@@ -101,6 +101,9 @@ FIELD_BOUNDS: Mapping[str, Bound] = {
     "keyed.max_models_per_worker": Bound(
         1, 64, schema="keyed.properties.max_models_per_worker",
         why="models resident per worker process"),
+    "keyed.shards": Bound(
+        1, 1024, schema="keyed.properties.shards",
+        why="GroupByKey groups per route (workers one route can use)"),
     "op.pad_truncate.length": Bound(
         1, 1 << 20, schema="op_pad_truncate.properties.length", why="values per row after the op"),
     "op.top_k.k": Bound(1, 1 << 16, schema="op_top_k.properties.k", why="labels per row"),

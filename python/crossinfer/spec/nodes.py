@@ -330,7 +330,12 @@ class Route:
 class KeyedNode:
     """Route elements by key to models, keeping at most ``max_models_per_worker``
     models resident per worker process. Elements of one model are grouped
-    before inference, so a bound below the number of models does not thrash."""
+    before inference, so a bound below the number of models does not thrash.
+
+    ``shards``: groups per route (1 to 1024), so one route's work spreads over
+    up to that many workers. None: 16 when every model of the node fits the
+    bound (``max_models_per_worker`` unset or at least the number of models),
+    else 1 (see :mod:`crossinfer.patterns.shards`)."""
 
     __pydantic_config__ = SPEC_CONFIG
     kind: ClassVar[str] = "keyed"
@@ -341,6 +346,8 @@ class KeyedNode:
         | None = None
     """The model of keys no route names; without one, such elements fail."""
     max_models_per_worker: Annotated[int, Number("keyed.max_models_per_worker")] | None = None
+    shards: Annotated[int, Number("keyed.shards")] | None = None
+    """Groups per route: one route's work spreads over up to this many workers."""
 
 
 Node = ModelNode | ABTestNode | SequenceNode | KeyedNode

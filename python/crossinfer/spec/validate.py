@@ -120,8 +120,9 @@ def _check_model(node: ModelNode, at: str, policy: LoadPolicy, limits: SpecLimit
         if problem:
             errors.add(f"{at}.format", problem)
     if node.sha256 is None and policy.require_sha256 and node.uri:
-        errors.add(f"{at}.sha256", "is required: this service only loads models with a pinned "
-                                   "SHA-256 checksum")
+        errors.add(f"{at}.sha256", "is required: the load policy requires a pinned SHA-256 "
+                                   "checksum for every model file (service: --require-sha256; "
+                                   "Python: LoadPolicy(require_sha256=True))")
     _check_framework_fields(node, at, policy, limits, errors)
     why = _NO_INFERENCE_ARGS.get(node.framework)
     if node.inference_args and why:
@@ -175,6 +176,10 @@ def _check_framework_fields(node: ModelNode, at: str, policy: LoadPolicy, limits
     if node.framework == "custom":
         _check_class(node.handler_class, f"{at}.handler_class", "ModelHandler class",
                      model_handler_base, policy, errors)
+        if "model_uri" in node.handler_params:  # it would bypass the checks of uri
+            errors.add(f"{at}.handler_params.model_uri", "is set from the node's uri (checked "
+                                                         "against the model roots); remove it "
+                                                         "and set uri")
     elif node.handler_class is not None or node.handler_params:
         errors.add(f"{at}.handler_class", "is only used by framework 'custom'")
     if node.method is not None and node.framework != "sklearn":
@@ -196,7 +201,7 @@ def _check_parameter_count(cls: type, node: ModelNode, at: str, limits: SpecLimi
                                          f"params: {type(exc).__name__}: {clip(str(exc), 200)}")
         return
     if count > limits.max_model_parameters:
-        errors.add(f"{at}.model_params", f"make a model of {count:,} parameters; at most "
+        errors.add(f"{at}.model_params", f"describe a model of {count:,} parameters; at most "
                                          f"{limits.max_model_parameters:,} are allowed "
                                          "(--max-model-parameters)")
 
@@ -222,4 +227,5 @@ def _check_uri(node: ModelNode, at: str, policy: LoadPolicy, errors: ErrorCollec
         return
     if policy.check_files and is_local(location) and node.framework != "custom" \
             and not os.path.isfile(location):
-        errors.add(f"{at}.uri", f"no such file {node.uri!r}")
+        errors.add(f"{at}.uri", f"no such file {node.uri!r}" if not os.path.lexists(location)
+                   else f"{node.uri!r} is not a regular file")

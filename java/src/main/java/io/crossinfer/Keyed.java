@@ -18,6 +18,10 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * worker process; elements of one model are grouped before inference, so a bound below the number
  * of models does not thrash (unlike Beam's {@code KeyedModelHandler}).
  *
+ * <p>Each route's elements are grouped into {@link #withShards(int) shards} (default 16 when every
+ * model fits {@code maxModelsPerWorker}, else 1), so one busy route's work spreads over up to that
+ * many workers, and a worker process still loads a route's model at most once.
+ *
  * <pre>{@code
  * Keyed keyed = Keyed.of("by_team",
  *         Keyed.route(lr, "sklearn"),
@@ -30,6 +34,9 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  */
 public final class Keyed extends InferenceTransform<Keyed> {
   private static final long serialVersionUID = 1L;
+
+  /** The most shards a route may have (the spec's bound on {@code shards}). */
+  public static final int MAX_SHARDS = 1024;
 
   /** Keys that share one model. */
   public static final class Route implements Serializable {
@@ -81,18 +88,21 @@ public final class Keyed extends InferenceTransform<Keyed> {
   private final List<Route> routes;
   private final @Nullable Model defaultModel;
   private final @Nullable Integer maxModelsPerWorker;
+  private final @Nullable Integer shards;
 
   private Keyed(
       String name,
       List<Route> routes,
       @Nullable Model defaultModel,
       @Nullable Integer maxModelsPerWorker,
+      @Nullable Integer shards,
       Io io) {
     super(io);
     this.name = name;
     this.routes = routes;
     this.defaultModel = defaultModel;
     this.maxModelsPerWorker = maxModelsPerWorker;
+    this.shards = shards;
   }
 
   /** A keyed router over {@code routes} (add more with {@link #withRoute}). */
@@ -106,7 +116,7 @@ public final class Keyed extends InferenceTransform<Keyed> {
         throw new IllegalArgumentException("Keyed.of: route " + i + " is null");
       }
     }
-    return new Keyed(name, List.of(routes), null, null, Io.DEFAULT);
+    return new Keyed(name, List.of(routes), null, null, null, Io.DEFAULT);
   }
 
   /** Shorthand for {@link Route#of(Model, String...)}: {@code Keyed.route(lr, "a", "b")}. */
@@ -118,7 +128,7 @@ public final class Keyed extends InferenceTransform<Keyed> {
   public Keyed withRoute(Model model, String... keys) {
     List<Route> more = new ArrayList<>(routes);
     more.add(Route.of(model, keys));
-    return new Keyed(name, List.copyOf(more), defaultModel, maxModelsPerWorker, io);
+    return new Keyed(name, List.copyOf(more), defaultModel, maxModelsPerWorker, shards, io);
   }
 
   /** The model for keys no route lists (without one, such elements become failures). */
@@ -126,7 +136,7 @@ public final class Keyed extends InferenceTransform<Keyed> {
     if (model == null) {
       throw new IllegalArgumentException("withDefault: model must not be null");
     }
-    return new Keyed(name, routes, model, maxModelsPerWorker, io);
+    return new Keyed(name, routes, model, maxModelsPerWorker, shards, io);
   }
 
   /** At most {@code max} models resident per worker process (at least 1). */
@@ -134,12 +144,35 @@ public final class Keyed extends InferenceTransform<Keyed> {
     if (max < 1) {
       throw new IllegalArgumentException("withMaxModelsPerWorker: must be at least 1, got " + max);
     }
-    return new Keyed(name, routes, defaultModel, max, io);
+    return new Keyed(name, routes, defaultModel, max, shards, io);
+  }
+
+  /**
+   * Groups each route's elements into {@code shards} groups (1 to {@value #MAX_SHARDS}) instead of
+   * the default, so one route's work can run on up to {@code shards} workers at once.
+   *
+   * <p>The default (this method not called; the spec then has no {@code shards} field) is 16 when
+   * every model of the node fits {@link #withMaxModelsPerWorker(int) maxModelsPerWorker} (unset,
+   * or at least the number of models): a worker process then loads each route's model at most
+   * once however many shards it runs, so the node loads at most <i>worker processes x routes</i>
+   * models. With a smaller bound the default is 1: each extra shard of a route could cost one
+   * more load in a worker that also runs other routes. Elements go to shards in runs of the
+   * route's {@code maxBatchSize} (a shard gets whole batches), so a route with fewer elements
+   * than one batch per bundle uses one shard per bundle.
+   *
+   * @throws IllegalArgumentException if {@code shards} is below 1 or above {@value #MAX_SHARDS}
+   */
+  public Keyed withShards(int shards) {
+    if (shards < 1 || shards > MAX_SHARDS) {
+      throw new IllegalArgumentException(
+          "withShards: must be from 1 to " + MAX_SHARDS + ", got " + shards);
+    }
+    return new Keyed(name, routes, defaultModel, maxModelsPerWorker, shards, io);
   }
 
   @Override
   Keyed withIo(Io io) {
-    return new Keyed(name, routes, defaultModel, maxModelsPerWorker, io);
+    return new Keyed(name, routes, defaultModel, maxModelsPerWorker, shards, io);
   }
 
   @Override
@@ -209,6 +242,9 @@ public final class Keyed extends InferenceTransform<Keyed> {
     }
     if (maxModelsPerWorker != null) {
       out.put("max_models_per_worker", maxModelsPerWorker);
+    }
+    if (shards != null) {
+      out.put("shards", shards);
     }
     return out;
   }

@@ -8,7 +8,13 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.util.List;
 import java.util.Map;
+import org.apache.beam.model.pipeline.v1.ExternalTransforms.ExternalConfigurationPayload;
+import org.apache.beam.sdk.coders.RowCoder;
+import org.apache.beam.sdk.schemas.Schema;
+import org.apache.beam.sdk.schemas.SchemaTranslation;
+import org.apache.beam.sdk.util.CoderUtils;
 import org.apache.beam.sdk.util.SerializableUtils;
+import org.apache.beam.sdk.values.Row;
 import org.junit.Test;
 
 /** The builders are immutable values that write canonical JSON. */
@@ -152,6 +158,29 @@ public class BuildersTest {
   public void textIsEscapedAsPythonEscapesIt() {
     String json = Model.sklearn("m", "/models/caf\u00e9 \"x\"\\y.pkl").toSpecJson();
     assertEquals(true, json.contains("\"uri\": \"/models/caf\\u00e9 \\\"x\\\"\\\\y.pkl\""));
+  }
+
+  @Test
+  public void keyedShardsReachThePayloadOnlyWhenSet() throws Exception {
+    Keyed keyed = Keyed.of("k", Keyed.route(Model.sklearn("lr", "/m/lr.skops"), "a"));
+    // The default is the service's (16, or 1 under a small maxModelsPerWorker): not written, so
+    // specs without the setting stay byte for byte what they were.
+    assertEquals(List.of("kind", "name", "routes"), fieldNames(node(keyed)));
+    Keyed sharded = keyed.withMaxModelsPerWorker(2).withShards(4);
+    assertEquals(List.of("kind", "name", "routes", "max_models_per_worker", "shards"),
+        fieldNames(node(sharded)));
+    assertEquals(List.of("kind", "name", "routes"), fieldNames(node(keyed)));
+    assertEquals(4, node(sharded.withRoute(Model.sklearn("b", "/m/b.skops"), "b"))
+        .get("shards").asInt());
+    // What the expansion service receives: the spec in the payload row's spec field.
+    byte[] bytes = ExpansionPayload.encode(sharded.toCompactSpecJson(), null, "team");
+    ExternalConfigurationPayload payload = ExternalConfigurationPayload.parseFrom(bytes);
+    Schema schema = SchemaTranslation.schemaFromProto(payload.getSchema());
+    Row row =
+        CoderUtils.decodeFromByteArray(RowCoder.of(schema), payload.getPayload().toByteArray());
+    JsonNode sent = MAPPER.readTree(row.getString("spec")).get("node");
+    assertEquals(4, sent.get("shards").asInt());
+    assertEquals(2, sent.get("max_models_per_worker").asInt());
   }
 
   private static List<String> fieldNames(JsonNode n) {

@@ -160,6 +160,13 @@ public class SpecValidationTest {
             IllegalArgumentException.class,
             () -> Keyed.of("k", Keyed.Route.of(lr("m"), "a")).withMaxModelsPerWorker(0)),
         "withMaxModelsPerWorker: must be at least 1, got 0");
+    Keyed keyed = Keyed.of("k", Keyed.Route.of(lr("m"), "a"));
+    assertMessage(
+        assertThrows(IllegalArgumentException.class, () -> keyed.withShards(0)),
+        "withShards: must be from 1 to 1024, got 0");
+    assertMessage(
+        assertThrows(IllegalArgumentException.class, () -> keyed.withShards(1025)),
+        "withShards: must be from 1 to 1024, got 1025");
   }
 
   @Test

@@ -7,15 +7,25 @@ import io.crossinfer.examples.DigitsDemo;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.Test;
 
-/** The Java demo (examples/java) runs end to end and prints its report; here on Prism. */
+/**
+ * The Java demo (examples/java) runs end to end and prints its report, ending with the A/B
+ * test's experiment report (the pipeline's rows, then {@code crossinfer report}'s summary and
+ * HTML page); here on Prism.
+ */
 public class DigitsDemoIT {
   @Test
   public void demoRunsTheAbTestAndTheSequenceAndReportsEveryRow() throws Exception {
     E2e.prism();
     ByteArrayOutputStream bytes = new ByteArrayOutputStream();
     int code;
+    Path outDir = E2e.freshDir("demo");
     try (PrintStream out = new PrintStream(bytes, true, StandardCharsets.UTF_8)) {
       code =
           DigitsDemo.run(
@@ -23,7 +33,7 @@ public class DigitsDemoIT {
                 "--runner=prism",
                 "--limit=200",
                 "--models=" + E2e.models(),
-                "--out=" + E2e.freshDir("demo"),
+                "--out=" + outDir,
               },
               out);
     }
@@ -35,5 +45,21 @@ public class DigitsDemoIT {
     assertTrue(report, report.contains("== Sequence digits_seq"));
     assertTrue(report, report.contains("digits_seq/digits_pca_mlp"));
     assertEquals(report, 2, report.split("results 200 \\+ failures 0 = 200 inputs", -1).length - 1);
+
+    // The experiment report: the pipeline's rows (through the service), then the CLI's.
+    assertTrue(report, report.contains("== Experiment report of digits_ab"));
+    assertTrue(
+        report, report.matches("(?s).*\\n  control +\\d+ +0 .*\\[0\\.\\d+, [01]\\.\\d+\\].*"));
+    assertTrue(
+        report, report.contains("sample-ratio mismatch (chi-square against the weights): p="));
+    assertTrue(report, report.contains("treatment - control: accuracy "));
+    assertTrue(report, report.contains("Experiment digits_ab: 200 routed elements"));
+    assertTrue(report, report.matches("(?s).*\\n  Decision: .*; SRM (ok|FAILED) \\(p=.*"));
+    Matcher html = Pattern.compile("HTML report: (\\S+)").matcher(report);
+    assertTrue(report, html.find());
+    Path page = Paths.get(html.group(1));
+    assertEquals(outDir.resolve("experiment-report.html"), page);
+    String text = Files.readString(page);
+    assertTrue(text, text.contains("id=\"plot-metric\"") && text.contains("id=\"plot-labels\""));
   }
 }

@@ -14,6 +14,7 @@ import io.crossinfer.Format;
 import io.crossinfer.InferenceResult;
 import io.crossinfer.Model;
 import io.crossinfer.SklearnMethod;
+import io.crossinfer.TestResults;
 import io.crossinfer.examples.DigitsData;
 import io.crossinfer.examples.JsonLinesSink;
 import io.crossinfer.launch.ExpansionServiceLauncher;
@@ -30,9 +31,13 @@ import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
+import org.apache.beam.sdk.schemas.Schema;
 import org.apache.beam.sdk.transforms.Create;
+import org.apache.beam.sdk.transforms.MapElements;
+import org.apache.beam.sdk.transforms.SerializableFunction;
 import org.apache.beam.sdk.values.PCollection;
 import org.apache.beam.sdk.values.Row;
+import org.apache.beam.sdk.values.TypeDescriptors;
 import org.joda.time.Duration;
 import org.junit.AfterClass;
 import org.junit.BeforeClass;
@@ -41,7 +46,10 @@ import org.junit.Test;
 /**
  * The experiment report from Java: {@code ExperimentReport.of(abResult)} through the expansion
  * service on Beam's Python job server, for a hash-split A/B test and a mirror, equals the report
- * Python computes ({@code crossinfer report}) from the same result rows, field by field.
+ * Python computes ({@code crossinfer report}) from the same result rows, field by field - every
+ * field of Python's rows, latency percentiles included: the "timed" report reads the A/B results
+ * with the optional timing fields {@code model_ms} and {@code batch_size} added (made up from
+ * the id, as the engine does not write them yet).
  */
 public class ExperimentReportIT {
   private static final int ROWS = 300;
@@ -91,11 +99,13 @@ public class ExperimentReportIT {
                     .withMirror());
     Pipeline p = Pipeline.create(jobServer.pipelineOptions());
     PCollection<Row> input = p.apply("Digits", Create.of(rows).withRowSchema(DigitsData.SCHEMA));
+    Map<String, InferenceResult> results = new TreeMap<>();
     for (Map.Entry<String, ABTest> e : experiments.entrySet()) {
       String name = e.getKey();
       Files.writeString(out.resolve(name + ".json"), e.getValue().toSpecJson());
       InferenceResult result =
           input.apply(name, e.getValue().withExpansionService(service.address()));
+      results.put(name, result);
       result.output().apply("Write " + name, JsonLinesSink.to(out.resolve(name + "-results")));
       result.failures()
           .apply("Write " + name + " failures", JsonLinesSink.to(out.resolve(name + "-failures")));
@@ -114,7 +124,49 @@ public class ExperimentReportIT {
       report.pairs()
           .apply("Write " + name + " pairs", JsonLinesSink.to(out.resolve(name + "-pairs")));
     }
+    InferenceResult ab = results.get("ab");
+    Schema timedSchema =
+        Schema.builder()
+            .addFields(ab.output().getSchema().getFields())
+            .addNullableField("model_ms", Schema.FieldType.array(Schema.FieldType.DOUBLE))
+            .addNullableField("batch_size", Schema.FieldType.array(Schema.FieldType.INT64))
+            .build();
+    PCollection<Row> timedRows =
+        ab.output()
+            .apply(
+                "Add timing",
+                MapElements.into(TypeDescriptors.rows()).via(withTiming(timedSchema)))
+            .setRowSchema(timedSchema);
+    InferenceResult timed =
+        TestResults.of(timedRows, ab.failures(), ab.specJson(), ab.expansionService());
+    Files.writeString(out.resolve("timed.json"), ab.specJson());
+    timedRows.apply("Write timed", JsonLinesSink.to(out.resolve("timed-results")));
+    ab.failures().apply("Write timed failures", JsonLinesSink.to(out.resolve("timed-failures")));
+    ExperimentReport.Output timedReport =
+        timed.apply("Report timed", ExperimentReport.of(timed).withGroundTruth("digit"));
+    timedReport.arms().apply("Write timed arms", JsonLinesSink.to(out.resolve("timed-arms")));
+    timedReport.pairs()
+        .apply("Write timed pairs", JsonLinesSink.to(out.resolve("timed-pairs")));
     state = p.run().waitUntilFinish(Duration.standardMinutes(5));
+  }
+
+  /**
+   * A result row with {@code model_ms} (one model stage; 0.05 to 1.3 ms from the id, twice that
+   * in the treatment arm) and {@code batch_size} (1 to 32), every fifth row without them (an
+   * engine that did not time that batch): the spread the latency quantiles summarise.
+   */
+  static SerializableFunction<Row, Row> withTiming(Schema schema) {
+    return row -> {
+      long id = row.getInt64("id");
+      boolean timedRow = id % 5 != 0;
+      double ms = (0.05 + (id % 97) * 0.013)
+          * (row.getString(InferenceResult.PATH).contains("/treatment/") ? 2 : 1);
+      return Row.withSchema(schema)
+          .addValues(row.getValues())
+          .addValue(timedRow ? List.of(ms) : null)
+          .addValue(timedRow ? List.of(1 + id % 32) : null)
+          .build();
+    };
   }
 
   /**
@@ -250,6 +302,26 @@ public class ExperimentReportIT {
     assertTrue(arms.get(0).get("srm_p_value").isNumber());
     ObjectNode pair = JsonLinesSink.read(out.resolve("ab-pairs")).get(0);
     assertEquals("two-proportion (Agresti-Caffo)", pair.get("test").asText());
+  }
+
+  @Test
+  public void latencyPercentilesFromJavaEqualPython() throws Exception {
+    assertJavaEqualsPython("timed", "treatment");
+    for (ObjectNode arm : JsonLinesSink.read(out.resolve("timed-arms"))) {
+      String name = arm.get("arm").asText();
+      // the timed rows of the arm: 4 in 5 (ids divisible by 5 carry no timing)
+      long count = arm.get("count").asLong();
+      assertTrue(name + ": latency_count " + arm, arm.get("latency_count").asLong() > count / 2);
+      assertTrue(name, arm.get("latency_count").asLong() < count);
+      double p50 = arm.get("latency_p50_ms").asDouble();
+      double p99 = arm.get("latency_p99_ms").asDouble();
+      assertTrue(name + ": " + arm, p50 > 0.05 && p50 < p99 && p99 < 2 * 1.4);
+      assertEquals(1, arm.get("stages").size());
+      assertEquals(p50, arm.get("stage_p50_ms").get(0).asDouble(), 1e-12);
+      double batch = arm.get("stage_batch_size_mean").get(0).asDouble();
+      assertTrue(name + ": batch size mean " + batch, batch > 1 && batch < 32);
+      assertTrue(arm.get("stage_batch_size_max").get(0).asLong() <= 32);
+    }
   }
 
   @Test

@@ -30,6 +30,10 @@ import java.util.concurrent.CompletableFuture;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
 import org.apache.beam.sdk.coders.SerializableCoder;
+import org.apache.beam.sdk.metrics.MetricNameFilter;
+import org.apache.beam.sdk.metrics.MetricResult;
+import org.apache.beam.sdk.metrics.MetricResults;
+import org.apache.beam.sdk.metrics.MetricsFilter;
 import org.apache.beam.sdk.options.PortablePipelineOptions;
 import org.apache.beam.sdk.options.StreamingOptions;
 import org.apache.beam.sdk.testing.TestStream;
@@ -55,7 +59,7 @@ import org.junit.Test;
  * <ol>
  *   <li>the Java demo's pipeline (examples/java {@link DigitsDemo}: A/B test + sequence);
  *   <li>a Java batch pipeline with a keyed node (three routes, and rows of every kind of bad
- *       input) and a single-route keyed node;
+ *       input) and a single-route keyed node (its route sharded over both TaskManagers);
  *   <li>a Java streaming pipeline (TestStream, fixed windows) with a hash-split A/B test;
  *   <li>a Python pipeline with crossinfer's transforms (ABTest, Sequence, Keyed) submitted to the
  *       same job server;
@@ -70,6 +74,7 @@ import org.junit.Test;
 public class FlinkIT {
   private static final int ROWS = 200;
   private static final int STREAM_ROWS = 60;
+  private static final int SINGLE_ROUTE_BATCH = 10;
   private static final long WINDOW_SECONDS = 10;
   private static final String DEMO_JOB = "crossinfer-java-demo";
   private static final String KEYED_JOB = "crossinfer-flink-keyed";
@@ -83,9 +88,12 @@ public class FlinkIT {
   private static JsonNode expected;
   private static final Map<String, Job> JOBS = new TreeMap<>();
 
-  /** What a job left: its outputs' directory, its end state or error, what it printed. */
+  /**
+   * What a job left: its outputs' directory, its end state or error, what it printed, and its
+   * Beam metrics (null where the job did not run through {@link #run}).
+   */
   record Job(Path out, PipelineResult.State state, Throwable error, String printed,
-      List<String> javaObjectsForTheRunner) {}
+      List<String> javaObjectsForTheRunner, MetricResults metrics) {}
 
   @BeforeClass
   public static void runJobs() throws Exception {
@@ -173,7 +181,7 @@ public class FlinkIT {
             DigitsDemo.pipeline(jobServer.pipelineOptions(), rows, models, service.address(),
                 E2e.freshDir("unused")));
     return new Job(out, code == 0 ? PipelineResult.State.DONE : PipelineResult.State.FAILED,
-        error, bytes.toString(StandardCharsets.UTF_8), boundary);
+        error, bytes.toString(StandardCharsets.UTF_8), boundary, null);
   }
 
   /** Keyed: three routes over the digits plus bad rows; and a keyed node with one route. */
@@ -230,7 +238,7 @@ public class FlinkIT {
       E2e.MAPPER.writeValue(out.resolve("results.json").toFile(), got);
     }
     return new Job(out, got != null ? PipelineResult.State.DONE : PipelineResult.State.FAILED,
-        error, "", List.of());
+        error, "", List.of(), null);
   }
 
   /** A TestStream whose coder is a Java object: the 2.62 runner must deserialize it. */
@@ -255,9 +263,18 @@ public class FlinkIT {
       if (state == null) {
         result.cancel(); // frees the cluster's slots for the next job
       }
-      return new Job(out, state, null, "", boundary);
+      return new Job(out, state, null, "", boundary, state == null ? null : metrics(result));
     } catch (Throwable e) {
-      return new Job(out, PipelineResult.State.FAILED, e, "", boundary);
+      return new Job(out, PipelineResult.State.FAILED, e, "", boundary, null);
+    }
+  }
+
+  /** The job's Beam metrics from the job server, or null where it serves none. */
+  private static MetricResults metrics(PipelineResult result) {
+    try {
+      return result.metrics();
+    } catch (UnsupportedOperationException e) {
+      return null;
     }
   }
 
@@ -283,9 +300,14 @@ public class FlinkIT {
     return keyed;
   }
 
-  /** A keyed node with one route: all its work is one GroupByKey group today. */
+  /**
+   * A keyed node with one route and the default shards (16: its one model fits the cache), the
+   * route's model batching 10 rows: 200 rows are 20 runs of a batch, which go to consecutive
+   * shards, and Flink spreads the (route, shard) groups over both TaskManagers.
+   */
   static Keyed singleRoute() throws Exception {
-    return Keyed.of("single", Keyed.Route.of(E2e.lr(), "sklearn"));
+    return Keyed.of("single",
+        Keyed.Route.of(E2e.lr().withBatching(null, SINGLE_ROUTE_BATCH, null), "sklearn"));
   }
 
   static List<Row> singleRouteRows(List<Row> rows) {
@@ -318,6 +340,20 @@ public class FlinkIT {
   /** Per TaskManager, the records the job's steps named like {@code step} read. */
   private static Map<String, Long> records(String job, String step) throws Exception {
     return cluster.recordsReadByTaskManager(cluster.jobId(job), step);
+  }
+
+  /** A Beam counter's value (attempted: Flink's job server reports no committed values). */
+  private static long counter(Job job, String namespace, String name) {
+    assertNotNull("no metrics", job.metrics());
+    long total = 0;
+    boolean found = false;
+    for (MetricResult<Long> c : job.metrics().queryMetrics(MetricsFilter.builder()
+        .addNameFilter(MetricNameFilter.named(namespace, name)).build()).getCounters()) {
+      total += c.getAttempted();
+      found = true;
+    }
+    assertTrue("no counter " + namespace + ":" + name, found);
+    return total;
   }
 
   private static void assertBothTaskManagersRan(String what, Map<String, Long> records) {
@@ -374,13 +410,21 @@ public class FlinkIT {
   }
 
   @Test
-  public void aSingleRouteKeyedNodeRunsOnOneTaskManager() throws Exception {
-    done(KEYED_JOB);
-    // Today a keyed node groups each route into one GroupByKey group, so one route's work runs
-    // on one worker, whatever the cluster's size.
+  public void aSingleRouteKeyedNodeRunsOnBothTaskManagersLoadingItsModelOncePerWorker()
+      throws Exception {
+    Job job = done(KEYED_JOB);
+    // A keyed node groups by (route, shard): one route's shards spread over the workers.
     Map<String, Long> records = records(KEYED_JOB, "RunInference[single");
-    long working = records.values().stream().filter(n -> n > 0).count();
-    assertEquals("TaskManagers that ran the route: " + records, 1, working);
+    assertBothTaskManagersRan("single-route keyed node", records);
+    // Each worker process loads the route's model at most once (its cache holds the node's one
+    // model): loads <= workers x routes, one Python worker per TaskManager here.
+    long loads = counter(job, "crossinfer/single", "model_loads");
+    int routes = singleRoute().routes().size();
+    System.out.println("single-route keyed node on Flink: records per TaskManager " + records
+        + ", model loads " + loads);
+    assertTrue("model loads " + loads, loads >= 1);
+    assertTrue("model loads " + loads + " > TaskManagers x routes",
+        loads <= (long) cluster.parallelism() * routes);
   }
 
   @Test

@@ -2,6 +2,7 @@ package io.crossinfer.examples;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.crossinfer.ABTest;
+import io.crossinfer.ExperimentReport;
 import io.crossinfer.Format;
 import io.crossinfer.InferenceResult;
 import io.crossinfer.Model;
@@ -17,6 +18,7 @@ import io.crossinfer.launch.Python;
 import io.crossinfer.launch.PythonJobServer;
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
@@ -29,6 +31,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.TimeUnit;
 import org.apache.beam.runners.portability.PortableRunner;
 import org.apache.beam.sdk.Pipeline;
 import org.apache.beam.sdk.PipelineResult;
@@ -53,7 +56,10 @@ import org.apache.beam.sdk.values.Row;
  * <p>It trains the demo models if needed ({@code python -m crossinfer.demo}), starts an expansion
  * service (with a Python worker pool) and a job server, runs one pipeline with both transforms,
  * and prints per arm and per stage path the rows, share and accuracy against the true digits,
- * plus a few rows. On Flink it also prints which TaskManagers ran the inference steps.
+ * plus a few rows. On Flink it also prints which TaskManagers ran the inference steps. It ends
+ * with the A/B test's experiment report: {@link ExperimentReport} in the pipeline (through the
+ * service; its rows are printed), then {@code crossinfer report} on the written result rows,
+ * which prints the summary with the decision and writes an HTML report with plots.
  *
  * <pre>
  * mvn -B -q -f java/pom.xml test-compile exec:java -Dexec.mainClass=io.crossinfer.examples.DigitsDemo
@@ -70,6 +76,9 @@ import org.apache.beam.sdk.values.Row;
  * {@code .work/}).
  */
 public final class DigitsDemo {
+  /** The A/B spec the demo writes next to its outputs, for {@code crossinfer report}. */
+  static final String SPEC_FILE = "digits_ab.json";
+
   private DigitsDemo() {}
 
   /** The A/B test of the demo, over the models in {@code models}. */
@@ -209,6 +218,7 @@ public final class DigitsDemo {
               + " (PyTorch MLP)", "stage path",
           JsonLinesSink.read(outDir.resolve("sequence")),
           JsonLinesSink.read(outDir.resolve("sequence-failures")), rows.size());
+      boolean reported = experimentReport(out, python, outDir);
       if (cluster != null) {
         String job = cluster.jobId(options.getJobName());
         out.println();
@@ -217,7 +227,7 @@ public final class DigitsDemo {
           out.printf("  %-42s %s%n", step + "...]", cluster.recordsReadByTaskManager(job, step));
         }
       }
-      return 0;
+      return reported ? 0 : 1;
     } finally {
       for (int i = started.size() - 1; i >= 0; i--) {
         started.get(i).close();
@@ -244,10 +254,86 @@ public final class DigitsDemo {
         digits.apply("PCA then MLP", sequence(models).withExpansionService(service));
     ab.output().apply("Write A/B", JsonLinesSink.to(outDir.resolve("ab")));
     ab.failures().apply("Write A/B failures", JsonLinesSink.to(outDir.resolve("ab-failures")));
+    // The experiment report of the A/B test, against the true digit of each input row.
+    ExperimentReport.Output report =
+        ab.apply("Experiment report", ExperimentReport.of(ab).withGroundTruth("digit"));
+    report.arms().apply("Write report arms", JsonLinesSink.to(outDir.resolve("report-arms")));
+    report.pairs().apply("Write report pairs", JsonLinesSink.to(outDir.resolve("report-pairs")));
+    // crossinfer report reads the arms and weights from the spec.
+    Files.writeString(outDir.resolve(SPEC_FILE), ab.specJson(), StandardCharsets.UTF_8);
     seq.output().apply("Write sequence", JsonLinesSink.to(outDir.resolve("sequence")));
     seq.failures()
         .apply("Write sequence failures", JsonLinesSink.to(outDir.resolve("sequence-failures")));
     return p;
+  }
+
+  /**
+   * Prints the experiment report rows the pipeline wrote, then runs {@code crossinfer report} on
+   * the A/B result rows (its summary, with the decision, goes to {@code out}; it writes {@code
+   * experiment-report.html}). Returns false when the CLI fails (its log is in {@code outDir}).
+   */
+  private static boolean experimentReport(PrintStream out, Path python, Path outDir)
+      throws IOException, InterruptedException {
+    out.println();
+    out.println("== Experiment report of digits_ab: ExperimentReport in the pipeline (computed by"
+        + " the expansion service), ground truth 'digit'");
+    List<ObjectNode> arms = JsonLinesSink.read(outDir.resolve("report-arms"));
+    arms.sort((a, b) -> a.get("arm").asText().compareTo(b.get("arm").asText()));
+    out.printf("  %-10s %6s %8s %7s %7s  %s%n", "arm", "rows", "failures", "share", "weight",
+        "accuracy [95% CI]");
+    for (ObjectNode a : arms) {
+      out.printf("  %-10s %6d %8d %6.1f%% %6.1f%%  %.3f [%.3f, %.3f]%n",
+          a.get("arm").asText(), a.get("count").asLong(), a.get("failures").asLong(),
+          100 * a.get("share").asDouble(), 100 * a.get("expected_share").asDouble(),
+          a.get("metric_value").asDouble(), a.get("metric_ci_low").asDouble(),
+          a.get("metric_ci_high").asDouble());
+    }
+    if (!arms.isEmpty()) {
+      out.printf("  sample-ratio mismatch (chi-square against the weights): p=%.2g%n",
+          arms.get(0).get("srm_p_value").asDouble());
+    }
+    for (ObjectNode pair : JsonLinesSink.read(outDir.resolve("report-pairs"))) {
+      out.printf("  %s - %s: accuracy %+.4f [%.4f, %.4f], p=%.3g (%s)%n",
+          pair.get("treatment").asText(), pair.get("control").asText(),
+          pair.get("difference").asDouble(), pair.get("difference_ci_low").asDouble(),
+          pair.get("difference_ci_high").asDouble(), pair.get("p_value").asDouble(),
+          pair.get("test").asText());
+    }
+
+    Path html = outDir.resolve("experiment-report.html");
+    List<String> command =
+        new ArrayList<>(
+            List.of(
+                python.toString(), "-m", "crossinfer.experiments.cli", "report",
+                outDir.resolve("ab").toString(),
+                "--spec", outDir.resolve(SPEC_FILE).toString(),
+                "--ground-truth", "digit",
+                "--html", html.toString()));
+    if (Files.isDirectory(outDir.resolve("ab-failures"))) { // the sink writes none for none
+      command.addAll(List.of("--failures", outDir.resolve("ab-failures").toString()));
+    }
+    out.println();
+    out.println("== crossinfer report (the CLI on the A/B result rows in " + outDir + ")");
+    Path log = outDir.resolve("crossinfer-report.log");
+    Process cli =
+        new ProcessBuilder(command)
+            .redirectError(log.toFile())
+            .redirectOutput(ProcessBuilder.Redirect.PIPE)
+            .start();
+    String text = new String(cli.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    if (!cli.waitFor(5, TimeUnit.MINUTES)) {
+      cli.destroyForcibly();
+      out.println("crossinfer report timed out; log: " + log);
+      return false;
+    }
+    for (String line : text.split("\n", -1)) {
+      out.println(line.isEmpty() ? "" : "  " + line);
+    }
+    if (cli.exitValue() != 0) {
+      out.println("crossinfer report failed (exit " + cli.exitValue() + "); log: " + log);
+      return false;
+    }
+    return true;
   }
 
   private static void report(
