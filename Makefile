@@ -37,6 +37,8 @@ test: lint test-python test-java
 
 lint: venv
 	$(PY) -m ruff check python tests examples/python $(wildcard bench)
+	$(PY) -m mypy
+	$(PY) -m crossinfer.spec.schema --check
 	@test -z "$$(gofmt -l tests/go)" || { echo "gofmt: run gofmt -w tests/go" >&2; exit 1; }
 
 test-python: venv browser prism go-e2e

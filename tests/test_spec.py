@@ -152,3 +152,26 @@ def test_defaults_are_left_out_of_the_canonical_json() -> None:
     node = S.ModelNode(name="m", framework="onnx", uri="m.onnx")
     assert S.node_to_dict(node) == {"kind": "model", "name": "m", "framework": "onnx",
                                     "uri": "m.onnx"}
+
+
+def test_the_published_schema_is_the_one_the_declarations_generate() -> None:
+    """schema.json is generated (python -m crossinfer.spec.schema), never edited by hand."""
+    from crossinfer.spec.schema import SCHEMA_FILE, render
+
+    assert SCHEMA_FILE.read_text() == render(), \
+        "schema.json is stale: run .venv/bin/python -m crossinfer.spec.schema"
+    assert S.json_schema() == json.loads(render())
+
+
+def test_a_refusal_lists_broken_fields_and_broken_relations_together() -> None:
+    """A bound broken in one field does not hide a name used twice elsewhere."""
+    errors = _errors(_ab(_model(name="m", batching={"min_batch_size": 8, "max_batch_size": 4}),
+                         _model(name="m", batching={"max_batch_size": 0})),
+                     LoadPolicy(check_files=False))
+    assert errors == {
+        "node.arms[1].node.batching.max_batch_size":
+            "must be an integer from 1 to 100,000, got 0",
+        "node.arms[1].node.name": "name 'm' is already used at node.arms[0].node.name; node "
+                                  "names must be unique within a spec",
+        "node.arms[0].node.batching.min_batch_size": "8 is larger than max_batch_size 4",
+    }

@@ -27,6 +27,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,8 @@ def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _train_mlp(x: np.ndarray, y: np.ndarray, sizes: list[int], seed: int, epochs: int = 300):
+def _train_mlp(x: np.ndarray, y: np.ndarray, sizes: list[int], seed: int,
+               epochs: int = 300) -> Any:
     import torch
 
     from crossinfer.models import MLP
@@ -118,7 +120,7 @@ def train_demo_models(root: str | Path) -> DemoModels:
     return models
 
 
-def demo_specs(models: DemoModels) -> dict[str, dict]:
+def demo_specs(models: DemoModels) -> dict[str, dict[str, Any]]:
     """The demo specs as JSON objects (the same documents the Java builders make)."""
     scale = {"op": "scale", "factor": 1.0 / 16.0}
     lr = {"kind": "model", "name": "digits_lr", "framework": "sklearn", "format": "skops",

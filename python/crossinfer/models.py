@@ -24,7 +24,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out
 
 
 class MeanPoolClassifier(nn.Module):
@@ -39,4 +40,5 @@ class MeanPoolClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.embed(x.unsqueeze(-1)))
-        return self.out(h.mean(dim=1))
+        out: torch.Tensor = self.out(h.mean(dim=1))
+        return out

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from crossinfer.errors import CrossinferError
+
 #: Classes shipped with crossinfer that any spec may name.
 BUILTIN_CLASSES = ("crossinfer.models:*",)
 
@@ -42,11 +44,11 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-class ClassRefused(ValueError):
+class ClassRefused(CrossinferError, ValueError):
     """A named class is not allowed, cannot be imported, or is not what it must be."""
 
 
-class LocationRefused(ValueError):
+class LocationRefused(CrossinferError, ValueError):
     """A model URI is malformed or outside the allowed roots."""
 
 
@@ -168,7 +170,7 @@ class LoadPolicy:
 
     def format_problem(self, fmt: str | None) -> str | None:
         """Why files of ``fmt`` may not be loaded, or None when they may."""
-        if fmt in CODE_FORMATS and fmt not in self.code_formats:
+        if fmt is not None and fmt in CODE_FORMATS and fmt not in self.code_formats:
             return (f"format {fmt!r} can run code when loaded ({CODE_FORMATS[fmt]}); it is "
                     "refused unless allowed explicitly (service: --allow-code-format "
                     f"{fmt}; Python: LoadPolicy(code_formats=({fmt!r},))), which lets every "
@@ -232,7 +234,7 @@ def normalize_uri(uri: str) -> str:
     longest = DERIVED_BOUNDS["model.uri (length)"].maximum
     if not uri:
         raise LocationRefused("an empty URI")
-    if len(uri) > longest:
+    if len(uri) > longest:  # a spec's URI is bounded by its declaration too; other URIs are not
         raise LocationRefused(f"longer than {longest} characters")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
         raise LocationRefused(f"{uri!r} contains a control character")

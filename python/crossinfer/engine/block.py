@@ -23,12 +23,8 @@ from typing import Any
 
 import numpy as np
 from apache_beam import coders
-from apache_beam.coders import coder_impl
+from apache_beam.coders import coder_impl, typecoders
 
-# Until op parameters are declared on the spec side, crossinfer.spec imports
-# crossinfer.processing: the spec package must come first, or importing
-# crossinfer.processing finds it half initialised.
-import crossinfer.spec  # noqa: F401
 from crossinfer.processing.ops import Outputs
 
 #: One row's measured model calls so far, per model on its path in order:
@@ -210,7 +206,8 @@ def concat(blocks: Sequence[Block]) -> Block:
         return blocks[0]
     features = np.concatenate([b.features for b in blocks])
     failures = [f for b in blocks for f in b.failures]
-    keys = None if any(b.keys is None for b in blocks) else [k for b in blocks for k in b.keys]
+    keys = None if any(b.keys is None for b in blocks) else [
+        k for b in blocks for k in (b.keys or ())]
     if all(b.owner is None for b in blocks):
         originals = [o for b in blocks for o in b.originals]
         block = Block(originals, features, keys=keys, failures=failures)
@@ -228,9 +225,9 @@ def concat(blocks: Sequence[Block]) -> Block:
             owners.append(own + offset)
         block = Block(originals, features, np.concatenate(owners), keys=keys, failures=failures)
     if all(b.index is not None for b in blocks):
-        block.index = np.concatenate([b.index for b in blocks])  # type: ignore[misc]
+        block.index = np.concatenate([b.index for b in blocks if b.index is not None])
     if all(b.timing is not None for b in blocks):
-        block.timing = [t for b in blocks for t in b.timing]  # type: ignore[union-attr]
+        block.timing = [t for b in blocks for t in b.timing or ()]
     block.route = blocks[0].route
     return block
 
@@ -299,4 +296,4 @@ class BlockCoder(coders.Coder):
         return hash(type(self))
 
 
-coders.registry.register_coder(Block, BlockCoder)
+typecoders.registry.register_coder(Block, BlockCoder)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 from crossinfer.engine.block import Block, Failure, concat, concat_outputs, error_text
 from crossinfer.processing.ops import BuiltOp, Outputs, build_ops

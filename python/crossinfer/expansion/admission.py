@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from crossinfer.errors import CrossinferError
+
 #: Specs with at most this many nodes use the small lane ...
 SMALL_SPEC_NODES = 8
 #: ... when their input schema has at most this many fields (nested ones counted).
@@ -36,11 +38,11 @@ SMALL_INPUT_FIELDS = 128
 SMALL_SLOTS = 4
 
 
-class Busy(Exception):
+class Busy(CrossinferError):
     """Every slot and queue place of the request's lane is taken."""
 
 
-class TimedOut(Exception):
+class TimedOut(CrossinferError):
     """The request's deadline passed."""
 
 

@@ -22,12 +22,14 @@ import re
 
 from apache_beam.transforms import environments as beam_env
 
+from crossinfer.errors import CrossinferError
+
 KINDS = ("loopback", "external", "process", "docker")
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
 
 
-class EnvironmentConfigError(ValueError):
+class EnvironmentConfigError(CrossinferError, ValueError):
     """The environment flags do not describe a usable environment."""
 
 

@@ -25,7 +25,7 @@ _START_TIMEOUT_SECS = 120.0
 
 @dataclass
 class WorkerPool:
-    process: subprocess.Popen
+    process: subprocess.Popen[str]
     address: str
 
     def stop(self) -> None:
@@ -65,9 +65,10 @@ def start_child(args: Sequence[str], ready: str, *, name: str,
     """
     process = subprocess.Popen([sys.executable, *args], stdin=stdin, stdout=subprocess.PIPE,
                                stderr=stderr, env=env, text=True)
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
     line_box: list[str] = []
-    reader = threading.Thread(target=lambda: line_box.append(process.stdout.readline()),
+    reader = threading.Thread(target=lambda: line_box.append(stdout.readline()),
                               daemon=True)
     reader.start()
     reader.join(timeout)

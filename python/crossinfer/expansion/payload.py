@@ -25,6 +25,7 @@ from apache_beam.portability.api import external_transforms_pb2, schema_pb2
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 from google.protobuf.message import DecodeError
 
+from crossinfer.errors import CrossinferError
 from crossinfer.expansion.limits import fixed
 from crossinfer.expansion.registry import content_id
 from crossinfer.spec.limits import SpecLimits
@@ -54,7 +55,7 @@ DEFAULT_KEY_FIELD = "key"
 _PAYLOAD_ID_NAMESPACE = uuid.UUID("0d6a9a5e-3f0e-5b8a-8c36-1f6f3c1b7a90")
 
 
-class PayloadError(ValueError):
+class PayloadError(CrossinferError, ValueError):
     """The payload is malformed; the message names the offending field."""
 
 

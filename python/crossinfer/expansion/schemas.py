@@ -16,6 +16,7 @@ import uuid
 from apache_beam.portability.api import schema_pb2
 from apache_beam.typehints.schemas import named_tuple_from_schema, typing_from_runner_api
 
+from crossinfer.errors import CrossinferError
 from crossinfer.expansion.limits import RequestLimits, fixed
 from crossinfer.expansion.registry import content_id
 from crossinfer.wire import FAILURE_FIELDS, OUTPUT_FIELDS
@@ -37,7 +38,7 @@ _CODE_LOGICAL_TYPES = {
 }
 
 
-class InputSchemaError(ValueError):
+class InputSchemaError(CrossinferError, ValueError):
     """The input PCollection's schema cannot feed the transform."""
 
 

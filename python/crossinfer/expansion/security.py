@@ -30,6 +30,7 @@ from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_expansion_api_pb2, beam_runner_api_pb2, schema_pb2
 from google.protobuf import struct_pb2
 
+from crossinfer.errors import CrossinferError
 from crossinfer.expansion.limits import RequestLimits, fixed
 from crossinfer.expansion.registry import with_content_ids
 from crossinfer.expansion.schemas import InputSchemaError, failing_field, schema_problem
@@ -58,7 +59,7 @@ IMPULSE_URN = common_urns.primitives.IMPULSE.urn
 _KEPT_OPTIONS = frozenset({"beam:option:streaming:v1"})
 
 
-class RequestRefused(ValueError):
+class RequestRefused(CrossinferError, ValueError):
     """The request is malformed or asks for something the service never does."""
 
 

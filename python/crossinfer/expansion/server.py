@@ -132,7 +132,8 @@ class ExpansionServer:
     def bind(self) -> int:
         """Take the address's port (the one given, or a free one for port 0)."""
         self._thread.start()
-        return self._call(self._bind())
+        port: int = self._call(self._bind())
+        return port
 
     def start(self, answer: Any) -> None:
         """Serve, answering arrived requests with ``answer``."""
@@ -172,8 +173,8 @@ class ExpansionServer:
             raise bind_error(self.address) from exc
         if not port:
             raise bind_error(self.address)
-        self._server, self.port = server, port
-        return port
+        self._server, self.port = server, int(port)
+        return self.port
 
     async def _expand(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:
         # Expand is unary; it is served as client-streaming only to read the one

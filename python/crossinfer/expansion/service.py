@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import grpc
@@ -124,7 +124,7 @@ examples:
 # ---------------------------------------------------------------- flag types
 
 
-def _positive(kind: type, maximum: float) -> object:
+def _positive(kind: Callable[[str], float], maximum: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)

@@ -53,10 +53,11 @@ from crossinfer.expansion.security import (
 from crossinfer.expansion.server import status_of
 from crossinfer.expansion.transform import ExpandedInference, prepared, register_urns
 from crossinfer.expansion.urns import PATTERNS, pattern_for_urn, urn_for_node
+from crossinfer.handlers.files import file_problems
 from crossinfer.policy import LoadPolicy
 from crossinfer.spec import SpecError, load_spec, walk
 from crossinfer.spec.limits import SpecLimits
-from crossinfer.spec.nodes import ABTestNode, InferenceSpec, KeyedNode
+from crossinfer.spec.nodes import ABTestNode, InferenceSpec, KeyedNode, ModelNode
 
 _LOG = logging.getLogger("crossinfer.expansion")
 
@@ -152,6 +153,12 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
     check_with_beam(clean)
     _check(deadline, "while its input was read")
     spec = load_spec(payload.spec, policy, limits)
+    # The model files themselves (pins, skops types): checked here, at expansion;
+    # Python pipelines leave them to the workers (sec2, see handlers.files).
+    problems = [(f"{at}.{field}", message) for at, node in walk(spec.node)
+                if isinstance(node, ModelNode) for field, message in file_problems(node, policy)]
+    if problems:
+        raise SpecError(problems)
     if not isinstance(spec.node, pattern.node_type):
         raise RequestRefused(
             f"spec.node.kind: {urn} expands a {pattern.name!r} spec, but the root node is "

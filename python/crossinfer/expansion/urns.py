@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from crossinfer.patterns import ABTest, Inference, Keyed, Model, Sequence
 from crossinfer.spec.nodes import ABTestNode, KeyedNode, ModelNode, Node, SequenceNode
-from crossinfer.wire import (  # noqa: F401 - re-exported: the URNs and tags live in wire
+from crossinfer.wire import (
     AB_TEST_URN,
     FAILURES_TAG,
     KEYED_URN,
@@ -21,6 +21,11 @@ from crossinfer.wire import (  # noqa: F401 - re-exported: the URNs and tags liv
     URN_PREFIX,
     urn,
 )
+
+# The URNs and tags live in crossinfer.wire; re-exported for the service's callers.
+__all__ = ["AB_TEST_URN", "BY_URN", "FAILURES_TAG", "KEYED_URN", "MODEL_URN", "PATTERNS",
+           "REPORT_URN", "RESULTS_TAG", "SEQUENCE_URN", "URN_PREFIX", "Pattern",
+           "pattern_for_urn", "urn_for_node"]
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def listen(server: grpc.Server, bind: str, port: int) -> int:
         raise bind_error(address) from exc
     if not bound:
         raise bind_error(address)
-    return bound
+    return int(bound)
 
 
 def serve(bind: str, port: int, processes: bool = False) -> tuple[grpc.Server, int]:

@@ -19,6 +19,7 @@ import typing
 from typing import NamedTuple, Optional
 
 from apache_beam import coders
+from apache_beam.coders.typecoders import registry
 
 # Optional[...] rather than `X | None`: Beam's schema inference reads typing.Optional.
 # ruff: noqa: UP045
@@ -55,7 +56,7 @@ class ArmReport(NamedTuple):
     window_end_ms: Optional[int]
     arm: str
     # traffic
-    count: int  # results
+    count: int  # type: ignore[assignment]  # results (a field name, shadowing tuple.count)
     failures: int
     failure_rate: Optional[float]  # failures / (count + failures)
     routed: int  # count + failures
@@ -125,7 +126,7 @@ SCHEMA_IDS = {
 }
 for _type, _id in SCHEMA_IDS.items():
     _type._beam_schema_id = _id  # type: ignore[attr-defined]  # read by Beam's schemas
-    coders.registry.register_coder(_type, coders.RowCoder)
+    registry.register_coder(_type, coders.RowCoder)
 
 #: Result fields the engine is to write with each result (phase 2 of issue #18;
 #: docs/experiments.md): ``model_ms`` - for each model stage on the element's

@@ -6,13 +6,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from crossinfer.errors import CrossinferError
 from crossinfer.spec.codec import node_from_dict, spec_from_dict
 from crossinfer.spec.nodes import ABTestNode, InferenceSpec, ModelNode, Node, SequenceNode
 
 METRICS = ("accuracy", "mean_abs_error")
 
 
-class ReportSettingsError(ValueError):
+class ReportSettingsError(CrossinferError, ValueError):
     """A report setting is wrong; the message starts with the setting's name."""
 
 

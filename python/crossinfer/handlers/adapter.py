@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from crossinfer.errors import CrossinferError
 from crossinfer.handlers.files import read_model
 from crossinfer.policy import LoadPolicy, LocationRefused
 from crossinfer.spec.nodes import ModelNode
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CrossinferError, RuntimeError):
     """A model could not be loaded; the message names the model and the cause."""
 
 

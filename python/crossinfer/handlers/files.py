@@ -32,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import IO, Any
 
+from crossinfer.errors import CrossinferError
 from crossinfer.policy import LoadPolicy, is_local
 from crossinfer.spec.nodes import ModelNode
 
@@ -42,7 +43,7 @@ MAX_SKOPS_SCHEMA_BYTES = 64 << 20
 _CACHE_ENTRIES = 1024
 
 
-class FileRefused(OSError):
+class FileRefused(CrossinferError, OSError):
     """A model file cannot be read safely; the message says why."""
 
 
@@ -141,7 +142,7 @@ def skops_untrusted(source: bytes | IO[bytes], trusted: tuple[str, ...] = ()) ->
             raise ValueError(problem)
         content.seek(0)
         # skops opens what it is given with ZipFile, which takes a file object.
-        untrusted = skops.io.get_untrusted_types(file=content)  # type: ignore[arg-type]
+        untrusted = skops.io.get_untrusted_types(file=content)
     except ValueError:
         raise
     except Exception as exc:  # not a zip, or a malformed schema

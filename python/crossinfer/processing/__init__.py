@@ -1,4 +1,4 @@
-"""Named pre/post-processing ops (vectorised over a stack of rows) and their outputs."""
+"""The named pre/post-processing ops, run (declared in :mod:`crossinfer.spec.ops`)."""
 
 from crossinfer.processing.ops import REGISTRY, BuiltOp, Outputs, build_op, build_ops
 

@@ -1,25 +1,23 @@
-"""Named pre/post-processing ops, looked up by name from a registry.
+"""The named pre/post-processing ops, run: each built from its validated parameters.
 
-Pre-processing runs per element, on its features, before batching - so an op
-like ``pad_truncate`` can make ragged inputs equal before they are stacked.
-Post-processing runs once per batch, vectorised over the leading batch axis of
-the model output, and may set ``label``/``score`` (``argmax``, ``threshold``)
-or ``labels``/``scores`` (``top_k``).
-
-Every op is built from its JSON params by a factory that validates them and
-raises :class:`ValueError` with a sentence naming the bad parameter; the spec
-validator turns that into a field-path error at construction time.
+The ops, their parameters and where each may run are declared once in
+:mod:`crossinfer.spec.ops` (which validates them, naming the bad parameter);
+this module only implements them. Pre-processing runs per element, on its
+features, before batching - so ``pad_truncate`` can make ragged inputs equal
+before they are stacked. Post-processing runs once per batch, vectorised over
+the leading batch axis of the model output, and may set ``label``/``score``
+(``argmax``, ``threshold``) or ``labels``/``scores`` (``top_k``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from crossinfer.spec.limits import DERIVED_BOUNDS, FIELD_BOUNDS, dtype_problem
+from crossinfer.spec import ops as spec_ops
 from crossinfer.spec.nodes import Op, Step
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
@@ -56,41 +54,9 @@ class BuiltOp:
     batch: Callable[[Outputs], Outputs]
 
 
-def _params(params: Mapping[str, Any], allowed: set[str], required: set[str] = frozenset()
-            ) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        allowed_text = ", ".join(sorted(allowed)) or "none"
-        raise ValueError(f"unknown parameter {unknown[0]!r} (this op takes: {allowed_text})")
-    missing = sorted(required - set(params))
-    if missing:
-        raise ValueError(f"parameter {missing[0]!r} is required")
-
-
-_NUMBER = FIELD_BOUNDS["op.*.{mean,std,factor,value,threshold}"]
-_MAX_LIST = DERIVED_BOUNDS["op.*.{mean,std,factor} (length)"].maximum
-
-
-def _number_or_list(value: Any, name: str) -> np.ndarray:
-    """A float32 scalar or 1-D list, every value finite and within float32's range
-    (checked before conversion: a huge JSON integer must not overflow)."""
-    values = value if isinstance(value, list) else [value]
-    if not values or len(values) > _MAX_LIST or any(_NUMBER.problem(v) for v in values):
-        raise ValueError(f"{name!r} must be a finite number or a list of 1 to {_MAX_LIST} "
-                         f"finite numbers (float32 range), got {_short(value)}")
-    return np.asarray(values if isinstance(value, list) else value, dtype=np.float32)
-
-
-def _bounded_int(value: Any, name: str, bound_key: str) -> int:
-    problem = FIELD_BOUNDS[bound_key].problem(value)
-    if problem:
-        raise ValueError(f"{name!r} {problem}")
-    return int(value)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _floats(value: float | list[float]) -> np.ndarray:
+    """A validated number or per-column list as float32."""
+    return np.asarray(value, dtype=np.float32)
 
 
 def _array_op(name: str, fn_element: ArrayFn, fn_batch: ArrayFn | None = None) -> BuiltOp:
@@ -104,57 +70,33 @@ def _array_op(name: str, fn_element: ArrayFn, fn_batch: ArrayFn | None = None) -
     return BuiltOp(name, fn_element, on_batch)
 
 
-def _cast(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"dtype"}, {"dtype"})
-    problem = dtype_problem(p["dtype"])
-    if problem:
-        raise ValueError(f"'dtype': {problem}")
-    dtype = np.dtype(p["dtype"])
+def _cast(p: spec_ops.Cast) -> BuiltOp:
+    dtype = np.dtype(p.dtype)
     return _array_op("cast", lambda x: x.astype(dtype, copy=False))
 
 
-def _reshape(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"shape"}, {"shape"})
-    shape = p["shape"]
-    most = DERIVED_BOUNDS["model.input_shape (dimensions)"].maximum
-    bound = FIELD_BOUNDS["op.reshape.shape[]"]
-    if not isinstance(shape, list) or not 1 <= len(shape) <= most or any(
-            bound.problem(d) or d == 0 for d in shape) or shape.count(-1) > 1:
-        raise ValueError(f"'shape' must be a list of integers (1 to {most} of them), each "
-                         f"{bound.describe()} but not 0, with -1 at most once (the inferred "
-                         f"axis), got {_short(shape)}")
-    product = DERIVED_BOUNDS["op.reshape.shape (product)"].maximum
-    if abs(int(np.prod(shape, dtype=object))) > product:
-        raise ValueError(f"'shape' describes more than {product:,} values per row")
-    dims = tuple(shape)
+def _reshape(p: spec_ops.Reshape) -> BuiltOp:
+    dims = tuple(p.shape)
     return _array_op("reshape", lambda x: x.reshape(dims),
                      lambda xs: xs.reshape((xs.shape[0], *dims)))
 
 
-def _flatten(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, set())
+def _flatten(p: spec_ops.Flatten) -> BuiltOp:
     return _array_op("flatten", lambda x: x.reshape(-1), lambda xs: xs.reshape(xs.shape[0], -1))
 
 
-def _normalize(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"mean", "std"})
-    mean = _number_or_list(p.get("mean", 0.0), "mean")
-    std = _number_or_list(p.get("std", 1.0), "std")
-    if np.any(std == 0):
-        raise ValueError("'std' must not be zero")
+def _normalize(p: spec_ops.Normalize) -> BuiltOp:
+    mean, std = _floats(p.mean), _floats(p.std)
     return _array_op("normalize", lambda x: (x - mean) / std)
 
 
-def _scale(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"factor"}, {"factor"})
-    factor = _number_or_list(p["factor"], "factor")
+def _scale(p: spec_ops.Scale) -> BuiltOp:
+    factor = _floats(p.factor)
     return _array_op("scale", lambda x: x * factor)
 
 
-def _pad_truncate(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"length", "value"}, {"length"})
-    length = _bounded_int(p["length"], "length", "op.pad_truncate.length")
-    value = float(_number_or_list(p.get("value", 0.0), "value").reshape(-1)[0])
+def _pad_truncate(p: spec_ops.PadTruncate) -> BuiltOp:
+    length, value = p.length, float(np.float32(p.value))
 
     def fit(x: np.ndarray) -> np.ndarray:
         flat = x.reshape(-1)
@@ -172,19 +114,18 @@ def _pad_truncate(p: Mapping[str, Any]) -> BuiltOp:
     return _array_op("pad_truncate", fit, fit_batch)
 
 
-def _softmax(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, set())
+def _softmax(p: spec_ops.Softmax) -> BuiltOp:
 
     def softmax(x: np.ndarray) -> np.ndarray:
         shifted = x - np.max(x, axis=-1, keepdims=True)
-        e = np.exp(shifted)
-        return e / np.sum(e, axis=-1, keepdims=True)
+        e: np.ndarray = np.exp(shifted)
+        out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+        return out
 
     return _array_op("softmax", softmax)
 
 
-def _sigmoid(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, set())
+def _sigmoid(p: spec_ops.Sigmoid) -> BuiltOp:
     return _array_op("sigmoid", lambda x: 1.0 / (1.0 + np.exp(-x)))
 
 
@@ -192,8 +133,7 @@ def _flat_rows(xs: np.ndarray) -> np.ndarray:
     return xs.reshape(xs.shape[0], -1)
 
 
-def _argmax(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, set())
+def _argmax(p: spec_ops.Argmax) -> BuiltOp:
 
     def on_batch(out: Outputs) -> Outputs:
         rows = _flat_rows(out.inference)
@@ -204,9 +144,8 @@ def _argmax(p: Mapping[str, Any]) -> BuiltOp:
     return BuiltOp("argmax", None, on_batch)
 
 
-def _top_k(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"k"}, {"k"})
-    k = _bounded_int(p["k"], "k", "op.top_k.k")
+def _top_k(p: spec_ops.TopK) -> BuiltOp:
+    k = p.k
 
     def on_batch(out: Outputs) -> Outputs:
         rows = _flat_rows(out.inference)
@@ -219,10 +158,8 @@ def _top_k(p: Mapping[str, Any]) -> BuiltOp:
     return BuiltOp("top_k", None, on_batch)
 
 
-def _threshold(p: Mapping[str, Any]) -> BuiltOp:
-    _params(p, {"threshold", "index"})
-    threshold = float(_number_or_list(p.get("threshold", 0.5), "threshold").reshape(-1)[0])
-    index = _bounded_int(p.get("index", -1), "index", "op.threshold.index")
+def _threshold(p: spec_ops.Threshold) -> BuiltOp:
+    threshold, index = float(np.float32(p.threshold)), p.index
 
     def on_batch(out: Outputs) -> Outputs:
         rows = _flat_rows(out.inference)
@@ -233,8 +170,8 @@ def _threshold(p: Mapping[str, Any]) -> BuiltOp:
     return BuiltOp("threshold", None, on_batch)
 
 
-#: name -> factory(params) -> BuiltOp
-REGISTRY: dict[str, Callable[[Mapping[str, Any]], BuiltOp]] = {
+#: name -> factory(validated params) -> BuiltOp, one for each op of :data:`spec.ops.OPS`.
+REGISTRY: dict[str, Callable[[Any], BuiltOp]] = {
     "cast": _cast,
     "reshape": _reshape,
     "flatten": _flatten,
@@ -248,27 +185,26 @@ REGISTRY: dict[str, Callable[[Mapping[str, Any]], BuiltOp]] = {
     "threshold": _threshold,
 }
 
-#: Ops that derive labels/scores: they only make sense after the model.
-POST_ONLY = frozenset({"argmax", "top_k", "threshold"})
+
+#: Ops that derive labels/scores: they only run after the model (declared in spec.ops).
+POST_ONLY = spec_ops.POST_ONLY
 
 
-def build_op(step: Step, stage: str) -> BuiltOp:
+def build_op(step: Step, stage: spec_ops.Stage) -> BuiltOp:
     """Build a named op (or wrap a Python function) for ``stage`` ('pre'/'post').
 
-    Raises ValueError with a user-facing sentence for an unknown op or bad params.
+    Raises ValueError with a user-facing sentence for an unknown op, bad params
+    (naming the parameter) or an op that cannot run at ``stage``.
     """
     if not isinstance(step, Op):
         if not callable(step):
             raise ValueError(f"expected a named op or a function, got {type(step).__name__}")
         return _python_op(step)
-    factory = REGISTRY.get(step.name)
-    if factory is None:
-        known = ", ".join(sorted(REGISTRY))
-        raise ValueError(f"unknown op {step.name!r}; known ops: {known}")
-    if stage == "pre" and step.name in POST_ONLY:
-        raise ValueError(f"op {step.name!r} derives labels from model outputs and can only be "
-                         "used in postprocess")
-    return factory(step.params)
+    params = spec_ops.op_params(step.name, step.params)
+    problem = spec_ops.stage_problem(step.name, stage)
+    if problem:
+        raise ValueError(problem)
+    return REGISTRY[step.name](params)
 
 
 def _python_op(fn: Callable[[np.ndarray], Any]) -> BuiltOp:
@@ -285,5 +221,5 @@ def _python_op(fn: Callable[[np.ndarray], Any]) -> BuiltOp:
     return BuiltOp(name, element, on_batch)
 
 
-def build_ops(steps: tuple[Step, ...], stage: str) -> list[BuiltOp]:
+def build_ops(steps: tuple[Step, ...], stage: spec_ops.Stage) -> list[BuiltOp]:
     return [build_op(s, stage) for s in steps]

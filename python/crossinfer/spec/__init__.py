@@ -1,4 +1,15 @@
-"""The inference spec: dataclasses, JSON (de)serialisation, JSON Schema, validation."""
+"""The inference spec: its declaration, JSON (de)serialisation, JSON Schema, validation.
+
+* :mod:`.nodes` declares the nodes and their fields, :mod:`.ops` the ops, with
+  the rules of :mod:`.constraints` and the bounds of :mod:`.limits`;
+* :mod:`.codec` decodes and encodes JSON, :mod:`.schema` writes the JSON Schema;
+* :mod:`.validate` is the one entry point that checks a spec
+  (:func:`load_spec` decodes, then calls it).
+
+This package imports nothing of crossinfer's but :mod:`crossinfer.policy` and
+:mod:`crossinfer.errors`: the layers above it (ops, engine, frameworks, Beam
+transforms, expansion service) import it, never the reverse.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +53,7 @@ def load_spec(source: str | dict[str, Any] | InferenceSpec,
 
     ``policy``: what it may load (default: :class:`LoadPolicy`'s defaults);
     ``limits``: how large it may be (default: :class:`SpecLimits`'s defaults).
+    Returns the checked spec (a normalised copy when ``source`` is a spec).
     """
     if isinstance(source, InferenceSpec):
         spec = source
@@ -55,7 +67,8 @@ def load_spec(source: str | dict[str, Any] | InferenceSpec,
 def json_schema() -> dict[str, Any]:
     """The published JSON Schema of spec documents (``spec/schema.json``)."""
     text = resources.files("crossinfer.spec").joinpath("schema.json").read_text()
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 __all__ = [

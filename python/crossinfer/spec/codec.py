@@ -1,148 +1,70 @@
-"""JSON <-> spec objects.
+"""JSON <-> spec objects, both ways derived from the declarations in :mod:`.nodes`.
 
-Decoding checks structure (required fields, types, unknown fields) and collects
-every problem with its field path before raising one :class:`SpecError`.
-Encoding writes the canonical form: fields in declaration order, fields equal
-to their default left out. Canonical JSON round-trips unchanged.
+Decoding is pydantic reading the declarations: every field's type and rule
+is checked (nothing is coerced), every problem is collected with its field
+path (``node.arms[1].node.framework``), and one :class:`SpecError` lists them
+all. :func:`checked` does the same for a spec built in Python.
+
+Encoding writes the canonical form: fields in declaration order (``kind``
+first; a class may state another order as ``json_order``), fields equal to
+their default left out unless declared ``ALWAYS``, ops flat, numbers as
+given. Canonical JSON round-trips unchanged.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, fields
-from typing import Any
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, Field, fields, is_dataclass
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-from crossinfer.spec.errors import ErrorCollector, SpecError
+from pydantic import TypeAdapter, ValidationError
+
+from crossinfer.spec.constraints import LENIENT, REFUSED, describe, type_name
+from crossinfer.spec.errors import SpecError
 from crossinfer.spec.nodes import (
     NODE_TYPES,
     SPEC_VERSION,
     ABTestNode,
-    Arm,
-    Batching,
+    AnyNode,
     InferenceSpec,
     KeyedNode,
-    Memory,
     ModelNode,
     Node,
     Op,
-    Route,
     SequenceNode,
-    Step,
 )
+from crossinfer.spec.relations import relation_problems
 
-_MISSING = object()
-
-
-class _Reader:
-    """Reads one JSON object at a path, recording type and field errors."""
-
-    def __init__(self, obj: Any, path: str, errors: ErrorCollector, allowed: tuple[str, ...]):
-        self.path = path
-        self.errors = errors
-        self.ok = isinstance(obj, dict)
-        self.obj: dict[str, Any] = obj if self.ok else {}
-        if not self.ok:
-            errors.add(path, f"expected an object, got {_type_name(obj)}")
-            return
-        for key in self.obj:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-                errors.add(f"{path}.{key}", f"unknown field{suggestion}")
-
-    def at(self, name: str) -> str:
-        return f"{self.path}.{name}"
-
-    def get(self, name: str, check: Callable[[Any], bool], expected: str,
-            default: Any = None, required: bool = False) -> Any:
-        value = self.obj.get(name, _MISSING)
-        if value is _MISSING or (value is None and not required):
-            if required and self.ok:
-                self.errors.add(self.at(name), "is required")
-            return default
-        if not check(value):
-            self.errors.add(self.at(name), f"expected {expected}, got {_describe(value)}")
-            return default
-        return value
-
-    def string(self, name: str, required: bool = False, default: Any = None) -> Any:
-        return self.get(name, lambda v: isinstance(v, str), "a string", default, required)
-
-    def integer(self, name: str, default: Any = None) -> Any:
-        return self.get(name, _is_int, "an integer", default)
-
-    def number(self, name: str, default: Any = None) -> Any:
-        return self.get(name, _is_number, "a number", default)
-
-    def boolean(self, name: str, default: Any = None) -> Any:
-        return self.get(name, lambda v: isinstance(v, bool), "true or false", default)
-
-    def mapping(self, name: str) -> dict[str, Any]:
-        return dict(self.get(name, lambda v: isinstance(v, dict), "an object", {}))
-
-    def array(self, name: str, required: bool = False) -> list[Any]:
-        return list(self.get(name, lambda v: isinstance(v, list), "an array", [], required))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__)
-
-
-def _describe(value: Any) -> str:
-    text = json.dumps(value) if _is_jsonable(value) else repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{_type_name(value)} {text}" if not isinstance(value, (dict, list)) else _type_name(
-        value)
-
-
-def _is_jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _allowed(cls: type, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls)) + extra
-
+#: What a pydantic type error expected, in the words of a JSON document.
+_EXPECTED = {
+    "string_type": "a string", "bool_type": "true or false", "int_type": "an integer",
+    "float_type": "a number", "dict_type": "an object", "mapping_type": "an object",
+    "dataclass_type": "an object", "dataclass_args_type": "an object",
+    "model_attributes_type": "an object", "tuple_type": "an array", "list_type": "an array",
+    "iterable_type": "an array",
+}
 
 # ---------------------------------------------------------------- decoding
 
 
 def spec_from_dict(doc: Any) -> InferenceSpec:
     """Decode a spec document, raising :class:`SpecError` naming every bad field."""
-    errors = ErrorCollector()
-    reader = _Reader(doc, "$", errors, ("version", "node"))
-    if not reader.ok:
-        errors.raise_if_any()
-    version = doc.get("version", _MISSING)
-    if version is _MISSING:
-        errors.add("version", f"is required (this library reads version {SPEC_VERSION})")
-    elif not _is_int(version) or version != SPEC_VERSION:
-        errors.add("version", f"unsupported spec version {version!r}; this library reads "
-                              f"version {SPEC_VERSION}")
-    if "node" not in doc:
-        errors.add("node", "is required")
-        errors.raise_if_any()
-    node = _node(doc["node"], "node", errors)
-    errors.raise_if_any()
-    assert node is not None
-    return InferenceSpec(node=node, version=SPEC_VERSION)
+    if not isinstance(doc, dict):
+        raise SpecError([("$", f"expected an object, got {type_name(doc)}")])
+    problems: list[tuple[str, str]] = []
+    if "version" not in doc:
+        problems.append(("version", f"is required (this library reads version {SPEC_VERSION})"))
+    try:
+        spec: InferenceSpec = _validate(InferenceSpec, doc, "")
+    except SpecError as exc:
+        problems += exc.errors
+    if problems:
+        raise SpecError(problems)
+    return spec
 
 
 def spec_from_json(text: str) -> InferenceSpec:
@@ -156,169 +78,128 @@ def spec_from_json(text: str) -> InferenceSpec:
 
 def node_from_dict(obj: Any, path: str = "node") -> Node:
     """Decode one node (without the document envelope)."""
-    errors = ErrorCollector()
-    node = _node(obj, path, errors)
-    errors.raise_if_any()
-    assert node is not None
+    node: Node = _validate(AnyNode, obj, path)
     return node
 
 
-def _node(obj: Any, path: str, errors: ErrorCollector) -> Node | None:
-    if not isinstance(obj, dict):
-        errors.add(path, f"expected a node object, got {_type_name(obj)}")
+def checked(spec: InferenceSpec) -> InferenceSpec:
+    """``spec`` (built in Python or decoded) with every field checked against its
+    declaration: a normalised copy (tuples for lists), or :class:`SpecError`."""
+    result: InferenceSpec = _validate(InferenceSpec, spec, "")
+    return result
+
+
+def _validate(declared: Any, value: Any, path: str) -> Any:
+    """``value`` validated as ``declared``, or SpecError naming each problem.
+
+    When the only problems are fields that break their own rules (a bound, a
+    name's pattern), the value is read again without the rules (:data:`LENIENT`)
+    so that the refusal also names the problems between fields
+    (:mod:`crossinfer.spec.relations`), as one list."""
+    try:
+        return _adapter(declared).validate_python(value)
+    except ValidationError as exc:
+        problems = field_problems(exc, declared, path)
+        if all(err["type"] == REFUSED for err in exc.errors(include_url=False)):
+            try:
+                lenient = _adapter(declared).validate_python(value, context=LENIENT)
+            except ValidationError:
+                lenient = None
+            if lenient is not None:
+                root = lenient.node if isinstance(lenient, InferenceSpec) else lenient
+                more = relation_problems(root, _path(path, ["node"]) if isinstance(
+                    lenient, InferenceSpec) else path)
+                problems += [p for p in more if p not in problems]
+        raise SpecError(problems) from None
+
+
+@functools.cache
+def _adapter(declared: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(declared)
+
+
+def field_problems(exc: ValidationError, root: Any, path: str) -> list[tuple[str, str]]:
+    """``(field path, message)`` for each error pydantic found under ``root``."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        parts, owner = _resolve(root, err["loc"])
+        at = _path(path, parts)
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind == REFUSED:
+            problems += [(at + suffix, message) for suffix, message in ctx["problems"]]
+        elif kind == "missing":
+            problems.append((at, "is required"))
+        elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+            names = [f.name for f in fields(owner)] if owner else []
+            hint = difflib.get_close_matches(str(parts[-1]), names, n=1) if parts else []
+            problems.append((at, "unknown field" + (f"; did you mean '{hint[0]}'?" if hint
+                                                    else "")))
+        elif kind in _EXPECTED:
+            problems.append((at, f"expected {_EXPECTED[kind]}, got {describe(err['input'])}"))
+        else:  # pragma: no cover - a rule without a sentence of its own
+            problems.append((at, str(err["msg"])))
+    return problems
+
+
+def _resolve(root: Any, loc: Sequence[str | int]) -> tuple[list[str | int], type | None]:
+    """The field path of pydantic's ``loc`` under the declared type ``root`` (without
+    the node kinds pydantic inserts at each node), and the dataclass owning its
+    last field (None when the last step is not a field)."""
+    parts: list[str | int] = []
+    owner: type | None = None
+    declared: Any = root
+    for item in loc:
+        declared = _unwrap(declared)
+        kinds = _node_kinds(declared)
+        if kinds is not None and item in kinds:
+            declared = kinds[item]
+            continue
+        parts.append(item)
+        owner = None
+        if isinstance(declared, type) and is_dataclass(declared):
+            owner = declared
+            declared = _hints(declared).get(str(item))
+        elif get_origin(declared) is tuple:
+            declared = get_args(declared)[0]
+        else:
+            declared = None
+    return parts, owner
+
+
+def _unwrap(declared: Any) -> Any:
+    """The type under ``Annotated[...]`` and ``... | None``."""
+    while True:
+        origin = get_origin(declared)
+        if origin is Annotated:
+            declared = get_args(declared)[0]
+        elif origin in (Union, types.UnionType) and type(None) in get_args(declared):
+            rest = [a for a in get_args(declared) if a is not type(None)]
+            declared = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
+        else:
+            return declared
+
+
+def _node_kinds(declared: Any) -> Mapping[str | int, type] | None:
+    """``{kind: class}`` when ``declared`` is the union of node classes, else None."""
+    if get_origin(declared) not in (Union, types.UnionType):
         return None
-    kind = obj.get("kind")
-    if not isinstance(kind, str) or kind not in NODE_TYPES:
-        known = ", ".join(repr(k) for k in NODE_TYPES)
-        errors.add(f"{path}.kind", f"expected one of {known}, got {kind!r}")
+    members = [_unwrap(a) for a in get_args(declared)]
+    if not all(m in NODE_TYPES.values() for m in members):
         return None
-    decoder = {"model": _model, "ab_test": _ab_test, "sequence": _sequence, "keyed": _keyed}
-    return decoder[kind](obj, path, errors)
+    return {m.kind: m for m in members}
 
 
-def _model(obj: dict[str, Any], path: str, errors: ErrorCollector) -> ModelNode | None:
-    r = _Reader(obj, path, errors, _allowed(ModelNode, ("kind",)))
-    name = r.string("name", required=True)
-    framework = r.string("framework", required=True)
-    input_shape = r.get("input_shape", lambda v: isinstance(v, list) and all(
-        _is_int(d) for d in v), "an array of integers")
-    batching = _batching(obj.get("batching"), r.at("batching"), errors)
-    memory = _memory(obj.get("memory"), r.at("memory"), errors)
-    node = ModelNode(
-        name=name or "",
-        framework=framework or "",
-        uri=r.string("uri"),
-        format=r.string("format"),
-        model_class=r.string("model_class"),
-        model_params=r.mapping("model_params"),
-        handler_class=r.string("handler_class"),
-        handler_params=r.mapping("handler_params"),
-        method=r.string("method"),
-        inference_args=r.mapping("inference_args"),
-        output=r.get("output", lambda v: isinstance(v, str) or _is_int(v),
-                     "a string (an output's name) or an integer (its index)"),
-        device=r.string("device", default="cpu"),
-        dtype=r.string("dtype", default="float32"),
-        input_shape=tuple(input_shape) if input_shape is not None else None,
-        batching=batching,
-        memory=memory,
-        preprocess=_ops(r.array("preprocess"), r.at("preprocess"), errors),
-        postprocess=_ops(r.array("postprocess"), r.at("postprocess"), errors),
-        sha256=r.string("sha256"),
-    )
-    return node if name is not None and framework is not None else None
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=True)
 
 
-def _batching(obj: Any, path: str, errors: ErrorCollector) -> Batching:
-    if obj is None:
-        return Batching()
-    r = _Reader(obj, path, errors, _allowed(Batching))
-    return Batching(
-        min_batch_size=r.integer("min_batch_size"),
-        max_batch_size=r.integer("max_batch_size"),
-        max_wait_secs=r.number("max_wait_secs"),
-    )
-
-
-def _memory(obj: Any, path: str, errors: ErrorCollector) -> Memory:
-    if obj is None:
-        return Memory()
-    r = _Reader(obj, path, errors, _allowed(Memory))
-    return Memory(
-        large_model=r.boolean("large_model", default=False),
-        model_copies=r.integer("model_copies"),
-    )
-
-
-def _ops(items: list[Any], path: str, errors: ErrorCollector) -> tuple[Step, ...]:
-    ops: list[Step] = []
-    for i, item in enumerate(items):
-        at = f"{path}[{i}]"
-        if not isinstance(item, dict):
-            errors.add(at, f"expected an op object like {{\"op\": \"softmax\"}}, got "
-                           f"{_type_name(item)}")
-            continue
-        name = item.get("op")
-        if not isinstance(name, str):
-            errors.add(f"{at}.op", "is required: the op's name, e.g. \"softmax\"")
-            continue
-        ops.append(Op(name, {k: v for k, v in item.items() if k != "op"}))
-    return tuple(ops)
-
-
-def _ab_test(obj: dict[str, Any], path: str, errors: ErrorCollector) -> ABTestNode | None:
-    r = _Reader(obj, path, errors, _allowed(ABTestNode, ("kind",)))
-    name = r.string("name", required=True)
-    arms: list[Arm] = []
-    for i, arm_obj in enumerate(r.array("arms", required=True)):
-        at = f"{path}.arms[{i}]"
-        ar = _Reader(arm_obj, at, errors, _allowed(Arm))
-        if not ar.ok:
-            continue
-        arm_name = ar.string("name", required=True)
-        weight = ar.number("weight", default=1.0)
-        if "node" not in arm_obj:
-            errors.add(f"{at}.node", "is required")
-            continue
-        child = _node(arm_obj["node"], f"{at}.node", errors)
-        if arm_name is not None and child is not None:
-            arms.append(Arm(name=arm_name, node=child, weight=weight))
-    node = ABTestNode(
-        name=name or "",
-        arms=tuple(arms),
-        split=r.string("split", default="random"),
-        seed=r.integer("seed", default=0),
-        salt=r.string("salt"),
-    )
-    return node if name is not None else None
-
-
-def _sequence(obj: dict[str, Any], path: str, errors: ErrorCollector) -> SequenceNode | None:
-    r = _Reader(obj, path, errors, _allowed(SequenceNode, ("kind",)))
-    name = r.string("name", required=True)
-    stages = [_node(s, f"{path}.stages[{i}]", errors)
-              for i, s in enumerate(r.array("stages", required=True))]
-    if name is None:
-        return None
-    return SequenceNode(name=name, stages=tuple(s for s in stages if s is not None))
-
-
-def _keyed(obj: dict[str, Any], path: str, errors: ErrorCollector) -> KeyedNode | None:
-    r = _Reader(obj, path, errors, _allowed(KeyedNode, ("kind",)))
-    name = r.string("name", required=True)
-    routes: list[Route] = []
-    for i, route_obj in enumerate(r.array("routes", required=True)):
-        at = f"{path}.routes[{i}]"
-        rr = _Reader(route_obj, at, errors, _allowed(Route))
-        if not rr.ok:
-            continue
-        keys = rr.get("keys", lambda v: isinstance(v, list) and all(
-            isinstance(k, str) for k in v), "an array of strings", required=True)
-        if "node" not in route_obj:
-            errors.add(f"{at}.node", "is required")
-            continue
-        child = _node(route_obj["node"], f"{at}.node", errors)
-        if child is not None and not isinstance(child, ModelNode):
-            errors.add(f"{at}.node.kind", f"keyed routes take model nodes, got {child.kind!r}")
-            continue
-        if keys is not None and child is not None:
-            routes.append(Route(keys=tuple(keys), node=child))
-    default = None
-    if obj.get("default") is not None:
-        default_node = _node(obj["default"], f"{path}.default", errors)
-        if default_node is not None and not isinstance(default_node, ModelNode):
-            errors.add(f"{path}.default.kind",
-                       f"the default route takes a model node, got {default_node.kind!r}")
-        elif isinstance(default_node, ModelNode):
-            default = default_node
-    node = KeyedNode(
-        name=name or "",
-        routes=tuple(routes),
-        default=default,
-        max_models_per_worker=r.integer("max_models_per_worker"),
-        shards=r.integer("shards"),
-    )
-    return node if name is not None else None
+def _path(root: str, parts: Sequence[str | int]) -> str:
+    text = root
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "$"
 
 
 # ---------------------------------------------------------------- encoding
@@ -334,50 +215,41 @@ def spec_to_json(spec: InferenceSpec, indent: int | None = 2) -> str:
 
 
 def node_to_dict(node: Node, path: str = "node") -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": node.kind}
-    for f in fields(node):  # type: ignore[arg-type]
-        value = getattr(node, f.name)
-        if _is_default(f, value):
-            continue
-        at = f"{path}.{f.name}"
-        if f.name in ("arms",):
-            out[f.name] = [_arm_to_dict(a, f"{at}[{i}]") for i, a in enumerate(value)]
-        elif f.name == "stages":
-            out[f.name] = [node_to_dict(s, f"{at}[{i}]") for i, s in enumerate(value)]
-        elif f.name == "routes":
-            out[f.name] = [{"keys": list(r.keys), "node": node_to_dict(r.node, f"{at}[{i}].node")}
-                           for i, r in enumerate(value)]
-        elif f.name == "default":
-            out[f.name] = node_to_dict(value, at)
-        elif f.name in ("preprocess", "postprocess"):
-            out[f.name] = [_op_to_dict(op, f"{at}[{i}]") for i, op in enumerate(value)]
-        elif f.name in ("batching", "memory"):
-            out[f.name] = {g.name: getattr(value, g.name) for g in fields(value)
-                           if not _is_default(g, getattr(value, g.name))}
-        elif f.name == "input_shape":
-            out[f.name] = list(value)
-        elif isinstance(value, Mapping):
-            out[f.name] = dict(value)
-        else:
-            out[f.name] = value
-    return out
+    """The canonical JSON object of one node.
+
+    Raises SpecError for a Python function among its ops (it has no JSON form).
+    """
+    encoded: dict[str, Any] = _encode(node, path)
+    return encoded
 
 
-def _arm_to_dict(arm: Arm, path: str) -> dict[str, Any]:
-    return {"name": arm.name, "weight": arm.weight, "node": node_to_dict(arm.node, f"{path}.node")}
+def _encode(value: Any, path: str) -> Any:
+    if isinstance(value, Op):
+        return {"op": value.name, **value.params}
+    if is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {"kind": value.kind} if isinstance(
+            value, (ModelNode, ABTestNode, SequenceNode, KeyedNode)) else {}
+        declared = {f.name: f for f in fields(value)}
+        for name in getattr(value, "json_order", declared):
+            f = declared[name]
+            item = getattr(value, f.name)
+            if f.metadata.get("always") or not _is_default(f, item):
+                out[f.name] = _encode(item, f"{path}.{f.name}")
+        return out
+    if isinstance(value, (tuple, list)):
+        return [_encode(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        return dict(value)
+    if callable(value):
+        raise SpecError([(path, f"the Python function {getattr(value, '__name__', value)!r} "
+                                "cannot be written to JSON; use a named op so other languages "
+                                "and the expansion service can read the spec")])
+    return value
 
 
-def _op_to_dict(op: Step, path: str) -> dict[str, Any]:
-    if not isinstance(op, Op):
-        raise SpecError([(path, f"the Python function {getattr(op, '__name__', op)!r} cannot be "
-                                "written to JSON; use a named op so other languages and the "
-                                "expansion service can read the spec")])
-    return {"op": op.name, **dict(op.params)}
-
-
-def _is_default(f: Any, value: Any) -> bool:
+def _is_default(f: Field[Any], value: Any) -> bool:
     if f.default is not MISSING:
-        return value == f.default
+        return bool(value == f.default)
     if f.default_factory is not MISSING:
-        return value == f.default_factory()
+        return bool(value == f.default_factory())
     return False

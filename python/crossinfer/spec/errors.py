@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from crossinfer.errors import CrossinferError
 
-class SpecError(ValueError):
+
+class SpecError(CrossinferError, ValueError):
     """A spec is invalid. ``errors`` lists ``(field_path, message)`` pairs.
 
     The text reads ``node.arms[1].node.uri: no such file 'm.pt'`` - one line per

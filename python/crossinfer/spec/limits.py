@@ -2,8 +2,10 @@
 
 Three tables:
 
-* :data:`FIELD_BOUNDS` - the range of each numeric field, with where the field
-  lives in ``schema.json`` (tests check the schema states the same range);
+* :data:`FIELD_BOUNDS` - the range of each numeric field; a field's declaration
+  names its row (``Number("keyed.max_models_per_worker")``, see
+  :mod:`crossinfer.spec.constraints`), which both validates it and states the
+  range in the generated ``schema.json`` (``schema``: where, checked by a test);
 * :data:`DERIVED_BOUNDS` - sizes and quantities computed from several fields
   (the product of ``input_shape``, a model class's parameter count, ...);
 * :class:`SpecLimits` - the size of a whole request (bytes, nesting, nodes,
@@ -11,9 +13,8 @@ Three tables:
   field (``--max-nodes`` ...); ``load_spec(..., limits=SpecLimits(...))``
   takes others, and Python pipelines use the defaults.
 
-Validation (:mod:`crossinfer.spec.validate`, :mod:`crossinfer.processing.ops`)
-reads these tables; ``python -m crossinfer.spec.limits`` prints the Markdown
-table that docs/security.md holds (a test checks they agree).
+``python -m crossinfer.spec.limits`` prints the Markdown tables that
+docs/security.md holds (a test checks they agree).
 """
 
 from __future__ import annotations
@@ -75,24 +76,24 @@ class Bound:
 #: Numeric spec fields, by their path pattern (``[]``: every item of a list).
 FIELD_BOUNDS: Mapping[str, Bound] = {
     "model.batching.min_batch_size": Bound(
-        1, 100_000, schema="model.properties.batching.properties.min_batch_size",
+        1, 100_000, schema="batching.properties.min_batch_size",
         why="elements per model call"),
     "model.batching.max_batch_size": Bound(
-        1, 100_000, schema="model.properties.batching.properties.max_batch_size",
+        1, 100_000, schema="batching.properties.max_batch_size",
         why="elements per model call"),
     "model.batching.max_wait_secs": Bound(
         0, 3600, integer=False, exclusive_minimum=True,
-        schema="model.properties.batching.properties.max_wait_secs",
+        schema="batching.properties.max_wait_secs",
         why="how long a streaming batch may wait, in seconds"),
     "model.memory.model_copies": Bound(
-        1, 64, schema="model.properties.memory.properties.model_copies",
+        1, 64, schema="memory.properties.model_copies",
         why="model copies per machine"),
     "model.input_shape[]": Bound(
         1, 1 << 20, schema="model.properties.input_shape.items",
         why="one dimension of a row's features"),
     "ab_test.arms[].weight": Bound(
         0, 1e6, integer=False, exclusive_minimum=True,
-        schema="ab_test.properties.arms.items.properties.weight",
+        schema="arm.properties.weight",
         why="relative share of elements"),
     "ab_test.seed": Bound(
         -(2**63), 2**63 - 1, schema="ab_test.properties.seed",
@@ -104,16 +105,16 @@ FIELD_BOUNDS: Mapping[str, Bound] = {
         1, 1024, schema="keyed.properties.shards",
         why="GroupByKey groups per route (workers one route can use)"),
     "op.pad_truncate.length": Bound(
-        1, 1 << 20, schema="op.properties.length", why="values per row after the op"),
-    "op.top_k.k": Bound(1, 1 << 16, schema="op.properties.k", why="labels per row"),
+        1, 1 << 20, schema="op_pad_truncate.properties.length", why="values per row after the op"),
+    "op.top_k.k": Bound(1, 1 << 16, schema="op_top_k.properties.k", why="labels per row"),
     "op.reshape.shape[]": Bound(
-        -1, 1 << 20, schema="op.properties.shape.items",
+        -1, 1 << 20, schema="op_reshape.properties.shape.items",
         why="one dimension; -1 (once) for the inferred one, never 0"),
     "op.threshold.index": Bound(
-        -(1 << 20), (1 << 20) - 1, schema="op.properties.index",
+        -(1 << 20), (1 << 20) - 1, schema="op_threshold.properties.index",
         why="which output to compare; negative counts from the end"),
     "op.*.{mean,std,factor,value,threshold}": Bound(
-        -_FLOAT32_MAX, _FLOAT32_MAX, integer=False,
+        -_FLOAT32_MAX, _FLOAT32_MAX, integer=False, schema="op_threshold.properties.threshold",
         why="applied as float32, so within float32's finite range"),
     "model.output": Bound(
         0, 1 << 10, schema="model.properties.output.oneOf.1",
