@@ -18,7 +18,7 @@ What is left between the last and the ragged variant is the cost of holding
 records back to group them.
 
 ``--held 16,24,32`` adds the ragged variant once per figure, with crossinfer
-holding up to that many batches' worth of records instead of
+holding up to that many batches' worth of rows instead of
 ``HELD_BATCHES`` (8). Every variant's facts count the garbage collector's
 full collections over all its rounds (``full_collections``): past some
 number of held records they are what holding costs.
@@ -42,7 +42,6 @@ from bench.harness import Variant
 from bench.models import MEANPOOL_PARAMS, BenchModels, prepare
 from bench.pipelines import Synthetic, count, run, warm_data
 from bench.variants import Runner, crossinfer_pipeline
-from crossinfer.patterns import to_records
 
 LOW, HIGH = 4, 64
 EQUAL = (LOW + HIGH) // 2
@@ -85,11 +84,24 @@ def beam_ragged(models: BenchModels, n: int) -> dict[str, Any]:
     return {"error": None}
 
 
+def _holding() -> Any:
+    """The module whose ``HELD_BATCHES`` the blocks' assembler reads
+    (``crossinfer.patterns.to_records`` in trees before the engine, for
+    ``bench.versions``)."""
+    try:
+        from crossinfer.engine import assemble
+    except ImportError:
+        from crossinfer.patterns import to_records  # type: ignore[import-not-found]
+
+        return to_records
+    return assemble
+
+
 def counting_collections(timed: Runner, held: int | None = None) -> Runner:
     """``timed`` with its full garbage collections counted over every round (the
-    facts' ``full_collections``), and with ``held`` batches' worth of records
-    held back at most instead of ``to_records.HELD_BATCHES`` (which
-    ``ToRecords`` reads when the pipeline is built, inside ``timed``)."""
+    facts' ``full_collections``), and with ``held`` batches' worth of rows
+    held back at most instead of ``HELD_BATCHES`` (:func:`_holding`; which
+    each ``Assembler`` reads when its DoFn is set up, inside ``timed``)."""
     full = [0]
 
     def on_collection(phase: str, info: dict[str, int]) -> None:
@@ -97,15 +109,16 @@ def counting_collections(timed: Runner, held: int | None = None) -> Runner:
             full[0] += 1
 
     def once() -> dict[str, Any]:
-        default = to_records.HELD_BATCHES
+        holding = _holding()
+        default = holding.HELD_BATCHES
         if held is not None:
-            to_records.HELD_BATCHES = held
+            holding.HELD_BATCHES = held
         gc.callbacks.append(on_collection)
         try:
             facts = timed() or {}
         finally:
             gc.callbacks.remove(on_collection)
-            to_records.HELD_BATCHES = default
+            holding.HELD_BATCHES = default
         return {**facts, "full_collections": full[0]}
 
     return once
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time the variants that take the ragged cost apart")
     parser.add_argument("--held", default="",
                         help="comma-separated batch counts: also time ragged input with "
-                             "that many batches' worth of records held back at most")
+                             "that many batches' worth of rows held back at most")
     harness.common_args(parser, "ragged")
     args = parser.parse_args(argv)
     harness.apply_threads(args.threads)

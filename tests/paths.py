@@ -1,20 +1,20 @@
 """Run one spec through each of crossinfer's engine paths, with the same rows.
 
-crossinfer has several ways of carrying elements to a model (``ToRecords``
-modes, batch-native elements, the batch transport, keyed chunks); a promise
-about models holds only if it holds on each:
+Every way in and out of crossinfer's one engine (rows -> blocks -> the model
+runner -> outputs, ``crossinfer.engine``) is a way a promise about models can
+break, so each is run:
 
-* ``per_element``: windowed input, one record per element, Beam's batching
-  (``ToRecords`` "items"; ``ModelNodeHandler`` on Beam's batches);
-* ``crossinfer_batches``: bounded input in the global window, batched by
-  crossinfer itself (``ToRecords`` "batches" / "bucket"; ``ItemBatch``);
+* ``per_element``: windowed input, a block per element, Beam's batching joins
+  them (``ToBlocks`` without a size; ``Arrival.ROWS``);
+* ``crossinfer_batches``: bounded input in the global window, blocks made by
+  crossinfer itself (``ToBlocks`` with the model's batch size; ``Arrival.BLOCKS``);
 * ``batch_native``: elements that are batches (``BatchedInference``;
-  ``BatchNodeHandler``) - model and sequence specs only;
+  ``BatchReader``, ``BatchRowFormat``) - model and sequence specs only;
 * ``batch_transport``: rows packed in batches as the Java SDK sends them to
-  the expansion service (``BatchTransportInference``): batch-native for model
-  and sequence specs, Items for A/B and keyed specs.
+  the expansion service (``BatchTransportInference``; ``BatchTransportReader``,
+  ``ResultBatchFormat``), any spec.
 
-A keyed spec takes the keyed path (route chunks) on each of them.
+A keyed spec takes the keyed route step (blocks grouped by route) on each of them.
 
 :func:`run_path` returns an :class:`Outcome` keyed by row id, whatever the path.
 """
@@ -35,6 +35,7 @@ import crossinfer as ci
 from crossinfer.expansion import transport
 from crossinfer.patterns.batched import BatchedInference, routing_node
 from crossinfer.spec import load_spec
+from crossinfer.wire import RESULT_COLUMNS
 from support import run
 
 PATHS = ("per_element", "crossinfer_batches", "batch_native", "batch_transport")
@@ -112,7 +113,7 @@ def _crossinfer_batches(rows: list[tuple], spec: Any, policy: ci.LoadPolicy) -> 
 
 class _Windowed(beam.PTransform):
     """Elements in 1-hour fixed windows, then ``inner``: crossinfer then hands
-    records on one by one (ToRecords "items")."""
+    on a block per element, for Beam's batching to join."""
 
     def __init__(self, inner: beam.PTransform) -> None:
         super().__init__()
@@ -203,7 +204,7 @@ def unpack(result_batches: list[Any], schema: schema_pb2.Schema) -> list[dict[st
     out = []
     for b in result_batches:
         node = np.frombuffer(b.node, "<i4")
-        cols = {n: np.frombuffer(getattr(b, n), d) for n, d in transport._COLUMNS.items()}
+        cols = {n: np.frombuffer(getattr(b, n), d) for n, d in RESULT_COLUMNS.items()}
         offsets = {n: 0 for n in ("inference", "labels", "scores")}
         for i, row in enumerate(b.rows):
             got = {"row": decode(row), "model": b.models[node[i]], "path": b.paths[node[i]]}

@@ -21,6 +21,8 @@ from apache_beam.portability.api import schema_pb2
 from apache_beam.typehints.schemas import named_tuple_to_schema
 
 import crossinfer as ci
+from crossinfer.engine.assemble import Assembler
+from crossinfer.engine.emit import ResultBatchFormat
 from crossinfer.expansion import payload as payload_mod
 from crossinfer.expansion import transport
 from crossinfer.expansion.schemas import InputSchemaError, atomic_type
@@ -77,8 +79,18 @@ def model_spec(models) -> dict:
 
 
 def test_a_failed_row_is_named_by_its_bytes() -> None:
-    assert transport.failure_row_bytes(ci.records.Failure(b"x", "n", "e")) == b"x"
-    assert transport.failure_row_bytes(ci.records.Failure([b"a", b"b"], "n", "e", 1)) == b"b"
+    """Each row's original is its bytes: a failed row's failure carries them."""
+    reader = transport.BatchTransportReader(
+        IOConfig(), named_tuple_to_schema(Packed).SerializeToString(), keyed=False)
+    reader.setup()
+    batch = Batch(rows=[b"a", b"b"], features=np.ones(2, "<f4").tobytes(), dtype="<f4",
+                  lengths=np.asarray([2, transport.UNPACKED], "<i4").tobytes(), keys=None)
+    (failed, block) = reader.read(batch, Assembler(None, "features", keyed=False))
+    assert block.originals == [b"a"] and len(block) == 1
+    assert [f.original for f in failed.failures] == [b"b"]
+    _, failure_type = transport.batch_output_types()
+    row = ResultBatchFormat(*transport.batch_output_types()).failure(failed.failures[0])
+    assert type(row) is failure_type and row.element == b"b"
 
 
 @pytest.mark.parametrize("name", ["model", "sequence", "ab", "keyed"])
@@ -140,9 +152,15 @@ def test_a_malformed_batch_fails_every_row_it_carries() -> None:
         fields = dict(rows=rows, features=b"\0" * 16, dtype="<f4",
                       lengths=np.asarray([2, 2], "<i4").tobytes(), keys=None)
         fields.update(bad)
-        records = transport.from_batch(Batch(**fields), IOConfig(), None, 8, True)
-        assert [r.original for r in records] == rows
-        assert all(r.error.startswith("malformed batch from the client: ") for r in records)
+        into = Assembler(8, "features", keyed=True)
+        reader = transport.BatchTransportReader(
+            IOConfig(), named_tuple_to_schema(Packed).SerializeToString(), keyed=True)
+        reader.setup()
+        blocks = [*reader.read(Batch(**fields), into), *into.finish()]
+        assert sum(len(b) for b in blocks) == 0
+        failures = [f for b in blocks for f in b.failures]
+        assert [f.original for f in failures] == rows
+        assert all(f.error.startswith("malformed batch from the client: ") for f in failures)
 
 
 def test_ragged_rows_are_grouped_by_length_and_all_accounted_for(models, digits_data,

@@ -10,9 +10,9 @@ import torch
 
 import crossinfer as ci
 from crossinfer.demo import DemoModels
+from crossinfer.engine.assemble import Assembler
 from crossinfer.models import MLP
-from crossinfer.patterns.batched import BatchedInference, to_batch
-from crossinfer.records import Batch, Failure
+from crossinfer.patterns.batched import BatchedInference, BatchReader
 from support import DIGITS_TOL, LiveModels, assert_same_label, metric, run
 
 SCALE = ci.Op("scale", {"factor": 1 / 16})
@@ -158,10 +158,12 @@ def test_ab_and_keyed_specs_are_refused_at_construction(models) -> None:
             BatchedInference(spec)
 
 
-def test_to_batch_splits_valid_rows_from_invalid_ones() -> None:
+def test_a_batch_reader_splits_valid_rows_from_invalid_ones() -> None:
     x = np.ones((4, 3), dtype=np.float32)
     x[2, 1] = np.nan
-    out = to_batch({"features": x}, "features", "shape")
-    assert [type(r) for r in out] == [Batch, Failure]
-    assert list(out[0].rows) == [0, 1, 3] and out[1].index == 2
-    assert [type(r) for r in to_batch(x, "features", "shape")] == [Batch, Failure]
+    for element in ({"features": x}, x):
+        (block,) = BatchReader("features", "shape").read(element, Assembler(None, "features",
+                                                                             keyed=False))
+        assert block.index.tolist() == [0, 1, 3]  # the valid rows, carried on
+        assert [(f.index, f.node) for f in block.failures] == [(2, "input")]
+        assert "NaN or infinity" in block.failures[0].error

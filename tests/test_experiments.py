@@ -8,6 +8,7 @@ result rows or on the models called directly.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -228,6 +229,52 @@ def test_latency_percentiles_per_arm_and_stage(batch: dict[str, list[Any]]) -> N
     assert arms["treatment"].stage_batch_size_mean == [32.0, 16.0]
     assert arms["treatment"].stage_batch_size_max == [32, 16]
     assert arms["control"].stage_batch_size_mean == [64.0]
+
+
+def test_timing_true_gives_the_report_its_latency(zoo: Zoo) -> None:
+    """``timing=True``: each result row carries ``model_ms`` and ``batch_size``,
+    one entry per model on its path, and ExperimentReport reports latency
+    percentiles per arm and stage from them."""
+    seq = ci.SequenceNode(name="seq", stages=(
+        ci.ModelNode(name="first", framework="sklearn", format="skops",
+                     uri=str(zoo.root / "small.skops"), method="predict_proba",
+                     batching=ci.Batching(max_batch_size=32)),
+        ci.ModelNode(name="second", framework="custom", handler_class="support:CountingHandler",
+                     handler_params={"name": "second_timed"}, postprocess=(ci.Op("argmax"),),
+                     batching=ci.Batching(max_batch_size=16))))
+    node = ab("timed", zoo.node("good"), seq, split="hash")
+    policy = ci.LoadPolicy(allowed_classes=("crossinfer.models:*", "support:*"))
+    rows = zoo.rows()
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(rows) | ci.ABTest(node, policy=policy, timing=True)
+        _collect("timed", out, out | ExperimentReport(node, ground_truth="truth"))
+    got = {key: STORE.pop(key) for key in list(STORE) if key.startswith("timed/")}
+    results = got["timed/results"]
+    assert "timed/failures" not in got and len(results) == len(rows)  # no failure collected
+    stages = {"control": 1, "treatment": 2}
+    for r in results:
+        n = stages[_arm(r)]
+        assert len(r.model_ms) == len(r.batch_size) == n
+        assert all(math.isfinite(ms) and ms >= 0 for ms in r.model_ms)
+        most = [256] if n == 1 else [32, 16]  # each call's rows, at most the node's batch size
+        assert all(1 <= size <= m for size, m in zip(r.batch_size, most, strict=True))
+    arms = _arms(got, "timed")
+    assert arms["treatment"].stages == ["first", "second"] and arms["control"].stages == ["good"]
+    for name, arm in arms.items():
+        mine = [r for r in results if _arm(r) == name]
+        assert arm.latency_count == len(mine) > 0
+        total = np.array([sum(r.model_ms) for r in mine])
+        lo = np.quantile(total, 0.5, method="lower") * (1 - 0.011)
+        hi = np.quantile(total, 0.5, method="higher") * (1 + 0.011)
+        assert lo <= arm.latency_p50_ms <= hi, (name, arm.latency_p50_ms, lo, hi)
+        assert arm.latency_p50_ms <= arm.latency_p95_ms <= arm.latency_p99_ms
+
+
+def test_timing_is_refused_where_outputs_have_no_place_for_it(zoo: Zoo) -> None:
+    from crossinfer.patterns.batched import BatchedInference
+
+    with pytest.raises(TypeError, match="does not take timing=True"):
+        BatchedInference(zoo.node("good"), timing=True)
 
 
 def test_no_timing_fields_no_latency(batch: dict[str, list[Any]]) -> None:

@@ -22,7 +22,6 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 import crossinfer as ci
 from crossinfer.patterns.shards import DEFAULT_SHARDS, ShardRuns, shards_of
-from crossinfer.records import Item
 from crossinfer.spec import spec_to_dict
 from support import DIGITS_TOL, STORE, Collect, LiveModels, assert_same_label, metric, run
 
@@ -70,8 +69,9 @@ def test_shards_are_in_the_spec_only_when_set() -> None:
         ci.load_spec({**doc, "node": {**doc["node"], "shards": 1025}}, POLICY)
 
 
-def _item(value: float) -> Item:
-    return Item(None, np.array([value], dtype=np.float32), "hot")
+def _item(value: float) -> np.ndarray:
+    """An element's features, as the route step hands them to ShardRuns."""
+    return np.array([value], dtype=np.float32)
 
 
 def test_shards_go_in_runs_of_the_route_batch_size_from_a_hash_of_the_first_element() -> None:

@@ -4,6 +4,7 @@ calling the models directly."""
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from collections import Counter
 
@@ -15,8 +16,16 @@ import torch
 
 import crossinfer as ci
 from crossinfer.demo import DemoModels
+from crossinfer.engine.block import Block
 from crossinfer.models import MLP
-from crossinfer.patterns.ab_test import hash_bucket, pick_arm
+from crossinfer.patterns.ab_test import (
+    _Split,
+    arm_tag,
+    element_points,
+    hash_bucket,
+    pick_arm,
+    split_key,
+)
 from support import DIGITS_TOL, assert_same_label, run
 
 SCALE = ci.Op("scale", {"factor": 1 / 16})
@@ -157,6 +166,55 @@ def test_random_split_follows_the_weights(models, digits_data):
     shares = Counter(r.path.split("/")[1] for r in results)
     assert abs(shares["a"] / len(x) - 0.7) < 0.05
     assert abs(shares["c"] / len(x) - 0.1) < 0.05
+
+
+def binomial_bound(n: int, p: float, sigmas: float = 5.0) -> float:
+    """How far a count of successes in ``n`` independent draws of probability
+    ``p`` may stray from ``n * p`` (``sigmas`` standard deviations: a false
+    alarm about once in 1.7 million runs)."""
+    return sigmas * math.sqrt(n * p * (1 - p))
+
+
+def test_seeded_random_split_instances_do_not_replay_each_others_draws(models) -> None:
+    """A 50/50 seeded split over many short-lived split instances (as new
+    workers, bundles and streaming windows make them), each given other rows:
+    the shares stay within a binomial bound. A generator seeded from the spec's
+    seed alone in each instance replayed the same first draws, and the shares
+    drifted far from the weights (43/57)."""
+    node = ci.ABTestNode(name="ab", split="random", seed=0, arms=(
+        ci.Arm("a", _cheap_ab(models, "random").arms[0].node, 1),
+        ci.Arm("b", _cheap_ab(models, "random").arms[1].node, 1)))
+    n, per_instance = 3000, 1
+    arm_a = 0
+    for i in range(n // per_instance):
+        split = _Split(node, "ab")
+        split.setup()  # a new instance, seeded as every other one
+        rows = np.arange(i * per_instance, (i + 1) * per_instance, dtype=np.float32)
+        block = Block([None] * per_instance, np.stack([rows, -rows], axis=1))
+        for out in split.process(block):
+            if out.tag == arm_tag(0):
+                arm_a += len(out.value)
+    assert abs(arm_a - n / 2) <= binomial_bound(n, 0.5), arm_a
+
+    # Reproducible: the same seed, salt and rows give the same points; another seed others.
+    x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    same = element_points(x, None, split_key(0, "ab"))
+    assert (same == element_points(x.copy(), None, split_key(0, "ab"))).all()
+    assert (same != element_points(x, None, split_key(1, "ab"))).mean() > 0.99
+    assert ((0 <= same) & (same < 1)).all()
+    # Rows alike in features but not in key split independently.
+    alike = np.zeros((n, 4), np.float32)
+    keyed = element_points(alike, [f"u{i}" for i in range(n)], split_key(0, "ab"))
+    assert abs((keyed < 0.5).sum() - n / 2) <= binomial_bound(n, 0.5)
+
+
+def test_random_split_share_is_within_a_binomial_bound(models, digits_data) -> None:
+    x, _ = digits_data
+    results, failures, _ = run(digit_rows(x), ci.ABTest(_cheap_ab(models, "random", seed=11)))
+    assert failures == [] and len(results) == len(x)
+    shares = Counter(r.path.split("/")[1] for r in results)
+    for arm, p in (("a", 0.7), ("b", 0.2), ("c", 0.1)):
+        assert abs(shares[arm] - len(x) * p) <= binomial_bound(len(x), p), shares
 
 
 def test_mirror_sends_every_element_to_every_arm(models, digits_data):

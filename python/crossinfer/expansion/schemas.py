@@ -19,7 +19,7 @@ from apache_beam.typehints.schemas import named_tuple_from_schema, typing_from_r
 from crossinfer.errors import CrossinferError
 from crossinfer.expansion.limits import RequestLimits, fixed
 from crossinfer.expansion.registry import content_id
-from crossinfer.rows import FAILURE_FIELDS, OUTPUT_FIELDS
+from crossinfer.wire import FAILURE_FIELDS, OUTPUT_FIELDS
 
 _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
                       schema_pb2.FLOAT, schema_pb2.DOUBLE})
@@ -62,7 +62,7 @@ OUTPUT_TYPES: dict[str, schema_pb2.FieldType] = {
     "labels": array_type(schema_pb2.INT64, nullable=True),
     "scores": array_type(schema_pb2.DOUBLE, nullable=True),
 }
-assert tuple(OUTPUT_TYPES) == OUTPUT_FIELDS, "keep in step with crossinfer.rows"
+assert tuple(OUTPUT_TYPES) == OUTPUT_FIELDS, "keep in step with crossinfer.wire"
 
 
 def describe(field_type: schema_pb2.FieldType) -> str:

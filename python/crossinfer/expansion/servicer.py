@@ -173,7 +173,7 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
         core: beam.PTransform = transport.BatchTransportInference(
             spec, input_schema=rows_schema, features_field=payload.features_field,
             key_field=payload.key_field, policy=policy, limits=limits)
-        results_type, failures_type = transport.output_types()
+        results_type, failures_type = transport.batch_output_types()
     else:
         results_type, failures_type = output_types(rows_schema)
         core = pattern.transform(spec, features_field=payload.features_field,

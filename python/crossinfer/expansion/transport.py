@@ -1,4 +1,4 @@
-"""The batch transport: many rows per element across the language boundary.
+"""The batch transport: many rows per element across the language boundary (the wire side).
 
 A Java (or any SDK's) pipeline with bounded input in the global window sends
 its rows to the service in *batches*, not one Beam element per row: the
@@ -18,42 +18,29 @@ Out: ``results`` elements are result batches (:data:`RESULT_FIELDS`): per
 result, its row's bytes and columns of model outputs; ``failures`` elements
 are one per failed row: the row's bytes, the node, the error.
 
-Model and sequence specs run batch-native
-(:mod:`crossinfer.patterns.batched`): the model runs on slices of the batch
-and nothing is done per row in Python. A/B and keyed specs route single rows:
-each batch is split into Items for the usual graph.
+This module is only the wire format: :class:`BatchTransportReader` reads a
+batch's rows into the engine (each row's original is its bytes, so every
+failure names its row) and :class:`~crossinfer.engine.emit.ResultBatchFormat`
+writes result batches; any spec runs between them as it does on rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam import pvalue
 from apache_beam.coders import RowCoder
 from apache_beam.portability.api import schema_pb2
-from apache_beam.transforms.window import GlobalWindows
 from apache_beam.typehints.schemas import named_tuple_from_schema
 
+from crossinfer.engine.assemble import Assembler
+from crossinfer.engine.block import Block, Failure
+from crossinfer.engine.emit import Format, ResultBatchFormat
 from crossinfer.expansion.schemas import InputSchemaError, array_type, atomic_type, describe
-from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH
-from crossinfer.patterns.batched import expand_batched, routing_node
-from crossinfer.patterns.graph import expand_node
-from crossinfer.patterns.transforms import Inference, InferenceOutputs, first_model
-from crossinfer.records import Batch, Failure, Item, RecordBase
-from crossinfer.rows import IOConfig, check_features, inference_values, surely_finite, to_item
-
-#: ``lengths`` value of a row the client could not pack.
-UNPACKED = -1
-#: Feature dtypes a batch may carry: packed float32, float64 (float and double
-#: arrays), int64 (integer arrays) - what the row transport would make of them.
-DTYPES = ("<f4", "<f8", "<i8")
-#: Results per result batch at most.
-RESULT_BATCH_ROWS = 1024
-_FAILURES = "failures"
-
+from crossinfer.patterns import Inference, InferenceOutputs
+from crossinfer.rows import IOConfig, check_features, features_of, fields_view, key_of
+from crossinfer.wire import BATCH_DTYPES, INPUT_NODE, UNPACKED
 
 _BYTES, _STRING = schema_pb2.BYTES, schema_pb2.STRING
 
@@ -80,7 +67,7 @@ RESULT_FIELDS: dict[str, schema_pb2.FieldType] = {
     "scores": atomic_type(_BYTES),          # <f8, concatenated
     "scores_lengths": atomic_type(_BYTES),  # <i4, -1 = null
 }
-FAILURE_FIELDS: dict[str, schema_pb2.FieldType] = {
+FAILURE_ROW_FIELDS: dict[str, schema_pb2.FieldType] = {
     "element": atomic_type(_BYTES), "node": atomic_type(_STRING), "error": atomic_type(_STRING)}
 
 
@@ -93,11 +80,11 @@ def _schema(fields: dict[str, schema_pb2.FieldType], schema_id: str) -> schema_p
 
 BATCH_SCHEMA = _schema(BATCH_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b101")
 RESULT_BATCH_SCHEMA = _schema(RESULT_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b102")
-FAILURE_SCHEMA = _schema(FAILURE_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b103")
+FAILURE_SCHEMA = _schema(FAILURE_ROW_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b103")
 
 
-def output_types() -> tuple[type, type]:
-    """(result batch type, failure row type)."""
+def batch_output_types() -> tuple[type, type]:
+    """(result batch type, failure row type) of the batch transport."""
     return named_tuple_from_schema(RESULT_BATCH_SCHEMA), named_tuple_from_schema(FAILURE_SCHEMA)
 
 
@@ -131,79 +118,74 @@ def _spell(t: schema_pb2.FieldType) -> str:
 # ------------------------------------------------------------------ in
 
 
-class _FromBatches(beam.DoFn):
-    """A batch element -> Batch records (batch-native) or Items, plus Failures."""
+class BatchTransportReader:
+    """A client's batch -> rows, each with its row's bytes as its original.
+    Packed rows are sliced from the batch's feature values (grouped by length);
+    a row the client could not pack is decoded with the input schema and read
+    as the row transport reads it; a malformed batch fails each of its rows."""
 
-    def __init__(self, io: IOConfig, input_schema: bytes, chunk: int, native: bool) -> None:
+    def __init__(self, io: IOConfig, input_schema: bytes, keyed: bool) -> None:
         self._io = io
         self._input_schema = input_schema
-        self._chunk = chunk
-        self._native = native
+        self._keyed = keyed
 
     def setup(self) -> None:
-        coder = RowCoder(schema_pb2.Schema.FromString(self._input_schema))
-        self._decode = coder.decode
+        self._decode = RowCoder(schema_pb2.Schema.FromString(self._input_schema)).decode
 
-    def process(self, element: Any) -> Iterator[RecordBase]:
-        return iter(from_batch(element, self._io, self._decode, self._chunk, self._native))
-
-
-def from_batch(element: Any, io: IOConfig, decode_row: Any, chunk: int,
-               native: bool) -> list[RecordBase]:
-    """The records of one batch element: every row becomes exactly one record
-    (a row of a :class:`Batch`, an :class:`Item` or a :class:`Failure`); each
-    record's original is the row's bytes (a Batch's: the batch's list of
-    row bytes, with its rows' indices)."""
-    rows = list(element.rows or ())
-    try:
-        lengths, values, keys = _columns(element, len(rows))
-    except ValueError as exc:
-        return [Failure(row, "input", f"malformed batch from the client: {exc}")
-                for row in rows]
-    out: list[RecordBase] = []
-    for i in np.flatnonzero(lengths == UNPACKED).tolist():
-        record = _decoded(rows[i], io, decode_row)
-        if native and type(record) is Item:
-            record = Batch([rows[i]], record.features[None], np.zeros(1, dtype=np.int64))
-        out.append(record)
-    ok = np.flatnonzero(lengths >= 0)
-    if not ok.size:
-        return out
-    starts = np.concatenate(([0], np.cumsum(lengths[ok], dtype=np.int64)))
-    lens = lengths[ok]
-    same = bool((lens == lens[0]).all())
-    finite = values.dtype.kind != "f" or surely_finite(values)
-    if not native:
-        order = range(len(ok)) if same else np.argsort(lens, kind="stable").tolist()
-        for j in order:
-            i = int(ok[j])
-            features = values[starts[j]:starts[j + 1]]
-            problem = check_features(features, io.features_field, finite=not finite)
-            if problem is not None:
-                out.append(Failure(rows[i], "input", problem))
-            else:
-                key = keys[i] if keys is not None else None
-                out.append(Item(rows[i], features, key))
-        return out
-    for length in ([int(lens[0])] if same else np.unique(lens).tolist()):
-        if same:
-            idx = ok
-            x = values.reshape(len(ok), length)
-        else:
+    def read(self, element: Any, into: Assembler) -> tuple[Block, ...]:
+        rows = list(element.rows or ())
+        released: list[Block] = []
+        try:
+            lengths, values, keys = _columns(element, len(rows))
+        except ValueError as exc:
+            for row in rows:
+                released += into.fail(Failure(row, INPUT_NODE,
+                                              f"malformed batch from the client: {exc}"))
+            return tuple(released)
+        if not self._keyed:
+            keys = None
+        for i in np.flatnonzero(lengths == UNPACKED).tolist():
+            released += self._read_unpacked(rows[i], into)
+        ok = np.flatnonzero(lengths >= 0)
+        if not ok.size:
+            return tuple(released)
+        lens = lengths[ok]
+        starts = np.concatenate(([0], np.cumsum(lens, dtype=np.int64)))
+        name = self._io.features_field
+        for length in ([int(lens[0])] if (lens == lens[0]).all() else np.unique(lens).tolist()):
             pick = np.flatnonzero(lens == length)
-            idx = ok[pick]
-            x = values[starts[pick][:, None] + np.arange(length)]
-        if length == 0 or not finite:
-            x, idx = _screen(x, idx, rows, io.features_field, out)
-        for lo in range(0, len(idx), chunk):
-            out.append(Batch(rows, x[lo:lo + chunk], idx[lo:lo + chunk]))
-    return out
+            idx = ok[pick].tolist()
+            if length == 0:  # nothing to slice: each row fails as the row transport's would
+                problem = check_features(values[:0], name) or ""
+                for i in idx:
+                    released += into.fail(Failure(rows[i], INPUT_NODE, problem))
+                continue
+            if len(pick) == len(ok):
+                x = values.reshape(len(ok), length)
+            else:
+                x = values[starts[pick][:, None] + np.arange(length)]
+            released += into.add_rows([rows[i] for i in idx], x,
+                                      keys=None if keys is None else [keys[i] for i in idx])
+        return tuple(released)
+
+    def _read_unpacked(self, row: bytes, into: Assembler) -> tuple[Block, ...]:
+        """A row the client could not pack, decoded and read as the row transport would."""
+        try:
+            fields = fields_view(self._decode(row))
+        except Exception as exc:  # bytes that are not a row of the schema
+            return into.fail(Failure(row, INPUT_NODE, f"the row does not decode with the input "
+                                                      f"schema: {type(exc).__name__}: {exc}"))
+        features = features_of(fields, self._io.features_field)
+        if isinstance(features, str):
+            return into.fail(Failure(row, INPUT_NODE, features))
+        key = key_of(fields, self._io.key_field) if self._keyed else None
+        return into.add_rows([row], features[None], keys=[key])
 
 
 def _columns(element: Any, n: int) -> tuple[np.ndarray, np.ndarray, list[Any] | None]:
     dtype = element.dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in BATCH_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(BATCH_DTYPES)}")
     lengths = np.frombuffer(element.lengths or b"", "<i4")
     if len(lengths) != n:
         raise ValueError(f"{len(lengths)} lengths for {n} rows")
@@ -221,185 +203,35 @@ def _columns(element: Any, n: int) -> tuple[np.ndarray, np.ndarray, list[Any] | 
     return lengths, values, keys
 
 
-def _decoded(row: bytes, io: IOConfig, decode_row: Any) -> RecordBase:
-    """A row the client could not pack, decoded and checked as the row transport would."""
-    try:
-        record = to_item(decode_row(row), io)
-    except Exception as exc:  # bytes that are not a row of the schema
-        return Failure(row, "input", f"the row does not decode with the input schema: "
-                                     f"{type(exc).__name__}: {exc}")
-    if type(record) is Failure:
-        return Failure(row, record.node, record.error)
-    return Item(row, record.features, record.key)  # type: ignore[union-attr]
-
-
-def _screen(x: np.ndarray, idx: np.ndarray, rows: list[bytes], name: str,
-            out: list[RecordBase]) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``idx`` without the rows that cannot be inferred (empty, NaN,
-    infinity), each of which leaves as a Failure with the row transport's message."""
-    keep = np.ones(len(idx), dtype=bool)
-    for j in range(len(idx)):
-        problem = check_features(x[j], name)
-        if problem is not None:
-            keep[j] = False
-            out.append(Failure(rows[int(idx[j])], "input", problem))
-    return (x, idx) if keep.all() else (x[keep], idx[keep])
-
-
-# ------------------------------------------------------------------ out
-
-
-class _Column:
-    """One result column being filled: whole arrays (from Batch records) or
-    single values (from Items), turned into little-endian bytes at the end."""
-
-    __slots__ = ("dtype", "parts", "tail")
-
-    def __init__(self, dtype: str) -> None:
-        self.dtype = dtype
-        self.parts: list[Any] = []
-        self.tail: list[Any] = []
-
-    def add_array(self, values: np.ndarray) -> None:
-        if self.tail:
-            self.parts.append(self.tail)
-            self.tail = []
-        self.parts.append(values)
-
-    def tobytes(self) -> bytes:
-        parts = [*self.parts, self.tail] if self.tail else self.parts
-        if not parts:
-            return b""
-        return np.concatenate([np.asarray(p, self.dtype).reshape(-1) for p in parts]).tobytes()
-
-
-_COLUMNS = {"node": "<i4", "inference": "<f8", "inference_lengths": "<i4", "label": "<i8",
-            "label_set": "u1", "score": "<f8", "score_set": "u1", "labels": "<i8",
-            "labels_lengths": "<i4", "scores": "<f8", "scores_lengths": "<i4"}
-
-
-class ResultBatchBuilder:
-    """Finished records -> result batches; one builder per bundle."""
-
-    def __init__(self, factory: Any) -> None:
-        self._factory = factory
-        self.clear()
-
-    def clear(self) -> None:
-        self.size = 0
-        self._rows: list[bytes] = []
-        self._nodes: dict[tuple[str, str], int] = {}
-        self._c = {name: _Column(dtype) for name, dtype in _COLUMNS.items()}
-
-    def _node(self, model: Any, path: Any) -> int:
-        key = (str(model), str(path))
-        found = self._nodes.get(key)
-        if found is None:
-            found = self._nodes[key] = len(self._nodes)
-        return found
-
-    def add_batch(self, batch: Batch) -> None:
-        k = len(batch.rows)
-        c = self._c
-        original = batch.original
-        self._rows.extend(original[i] for i in batch.rows.tolist())
-        c["node"].add_array(np.full(k, self._node(batch.model, batch.path)))
-        inference = np.asarray(batch.inference if batch.inference is not None
-                               else batch.features).reshape(k, -1)
-        c["inference"].add_array(inference)
-        c["inference_lengths"].add_array(np.full(k, inference.shape[1]))
-        for name in ("label", "score"):
-            value = getattr(batch, name)
-            c[name].add_array(np.zeros(k) if value is None else np.asarray(value).reshape(k))
-            c[name + "_set"].add_array(np.full(k, value is not None))
-        for name in ("labels", "scores"):
-            value = getattr(batch, name)
-            if value is None:
-                c[name + "_lengths"].add_array(np.full(k, -1))
-            else:
-                value = np.asarray(value).reshape(k, -1)
-                c[name].add_array(value)
-                c[name + "_lengths"].add_array(np.full(k, value.shape[1]))
-        self.size += k
-
-    def add_item(self, item: Item) -> None:
-        c = self._c
-        self._rows.append(item.original)
-        c["node"].tail.append(self._node(item.model, item.path))
-        inference = inference_values(item)
-        c["inference"].tail.extend(inference)
-        c["inference_lengths"].tail.append(len(inference))
-        for name in ("label", "score"):
-            value = getattr(item, name)
-            c[name].tail.append(0 if value is None else value)
-            c[name + "_set"].tail.append(value is not None)
-        for name in ("labels", "scores"):
-            value = getattr(item, name)
-            if value is None:
-                c[name + "_lengths"].tail.append(-1)
-            else:
-                c[name].tail.extend(value)
-                c[name + "_lengths"].tail.append(len(value))
-        self.size += 1
-
-    def build(self) -> Any:
-        pairs = list(self._nodes)
-        values = {name: column.tobytes() for name, column in self._c.items()}
-        batch = self._factory(rows=self._rows, models=[m for m, _ in pairs],
-                              paths=[p for _, p in pairs], **values)
-        self.clear()
-        return batch
-
-
-def failure_row_bytes(failure: Failure) -> bytes:
-    """The row bytes of a failed row (a Batch's failures name their row by index)."""
-    return failure.original if failure.index is None else failure.original[failure.index]
-
-
-class _ToResultBatches(beam.DoFn):
-    """Finished records -> result batches (main) and failure rows (tagged)."""
-
-    def __init__(self, results_type: type, failures_type: type) -> None:
-        self._results_type = results_type
-        self._failures_type = failures_type
-
-    def start_bundle(self) -> None:
-        self._builder = ResultBatchBuilder(self._results_type)
-
-    def process(self, record: Any) -> Iterator[Any]:
-        t = type(record)
-        if t is Failure:
-            yield pvalue.TaggedOutput(_FAILURES, self._failures_type(
-                element=failure_row_bytes(record), node=record.node, error=record.error))
-            return
-        if t is Batch:
-            self._builder.add_batch(record)
-        elif t is Item:
-            self._builder.add_item(record)
-        else:  # pragma: no cover - a bug
-            raise TypeError(f"unexpected record {record!r}")
-        if self._builder.size >= RESULT_BATCH_ROWS:
-            yield self._builder.build()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        if self._builder.size:
-            yield GlobalWindows.windowed_value_at_end_of_window(self._builder.build())
-
-
 # ------------------------------------------------------------------ transform
 
 
 class BatchTransportInference(Inference):
     """Any spec, on batch elements (see the module doc); outputs result batches
     and failure rows. Takes :class:`Inference`'s arguments plus ``input_schema``,
-    the schema of the rows inside the batches."""
+    the schema of the rows inside the batches.
+
+    Raises:
+      TypeError: ``timing=True`` (result batches have no timing columns).
+
+    Raises (when applied):
+      ValueError: the input is unbounded or not in the global window.
+    """
+
+    timing_fields = False
 
     def __init__(self, spec: Any, *, input_schema: schema_pb2.Schema, **kwargs: Any) -> None:
         kwargs.pop("output_factory", None)
         kwargs.pop("failure_factory", None)
         super().__init__(spec, **kwargs)
         self._input_schema = input_schema.SerializeToString()
-        self.results_type, self.failures_type = output_types()
+        self.results_type, self.failures_type = batch_output_types()
+
+    def _reader(self) -> BatchTransportReader:
+        return BatchTransportReader(self.io, self._input_schema, self.keyed)
+
+    def _format(self) -> Format:
+        return ResultBatchFormat(self.results_type, self.failures_type)
 
     def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
         if not (pcoll.is_bounded and pcoll.windowing.is_default()):
@@ -407,17 +239,4 @@ class BatchTransportInference(Inference):
             # windows cannot tell (the client sends rows one by one otherwise).
             raise ValueError("transport 'batches' needs bounded input in the global window; "
                              "send rows one by one (transport 'rows') for other input")
-        node = self.spec.node
-        native = routing_node(node) is None
-        first = first_model(node)
-        chunk = (first.batching.max_batch_size if first is not None else None) \
-            or DEFAULT_MAX_BATCH
-        records = pcoll | "FromBatches" >> beam.ParDo(_FromBatches(
-            self.io, self._input_schema, chunk, native)).with_output_types(RecordBase)
-        if native:
-            finished = expand_batched(records, node, "", self._ctx)
-        else:
-            finished = expand_node(records, node, "", self._ctx)
-        out = finished | "ToResultBatches" >> beam.ParDo(_ToResultBatches(
-            self.results_type, self.failures_type)).with_outputs(_FAILURES, main="results")
-        return InferenceOutputs(out.results, out[_FAILURES])
+        return super().expand(pcoll)

@@ -10,9 +10,22 @@ from dataclasses import dataclass
 
 from crossinfer.patterns import ABTest, Inference, Keyed, Model, Sequence
 from crossinfer.spec.nodes import ABTestNode, KeyedNode, ModelNode, Node, SequenceNode
+from crossinfer.wire import (
+    AB_TEST_URN,
+    FAILURES_TAG,
+    KEYED_URN,
+    MODEL_URN,
+    REPORT_URN,
+    RESULTS_TAG,
+    SEQUENCE_URN,
+    URN_PREFIX,
+    urn,
+)
 
-URN_PREFIX = "beam:transform:crossinfer:"
-VERSION = "v1"
+# The URNs and tags live in crossinfer.wire; re-exported for the service's callers.
+__all__ = ["AB_TEST_URN", "BY_URN", "FAILURES_TAG", "KEYED_URN", "MODEL_URN", "PATTERNS",
+           "REPORT_URN", "RESULTS_TAG", "SEQUENCE_URN", "URN_PREFIX", "Pattern",
+           "pattern_for_urn", "urn_for_node"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +38,7 @@ class Pattern:
 
     @property
     def urn(self) -> str:
-        return f"{URN_PREFIX}{self.name}:{VERSION}"
+        return urn(self.name)
 
 
 PATTERNS: tuple[Pattern, ...] = (
@@ -37,18 +50,7 @@ PATTERNS: tuple[Pattern, ...] = (
 
 BY_URN: dict[str, Pattern] = {p.urn: p for p in PATTERNS}
 
-MODEL_URN = PATTERNS[0].urn
-AB_TEST_URN = PATTERNS[1].urn
-SEQUENCE_URN = PATTERNS[2].urn
-KEYED_URN = PATTERNS[3].urn
-
-#: The experiment report (crossinfer.expansion.report): report input rows in,
-#: ``arms`` and ``pairs`` out.
-REPORT_URN = f"{URN_PREFIX}experiment_report:{VERSION}"
-
-#: The output tags of every crossinfer inference transform.
-RESULTS_TAG = "results"
-FAILURES_TAG = "failures"
+assert [p.urn for p in PATTERNS] == [MODEL_URN, AB_TEST_URN, SEQUENCE_URN, KEYED_URN]
 
 
 def pattern_for_urn(urn: str) -> Pattern | None:

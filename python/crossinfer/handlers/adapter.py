@@ -108,9 +108,6 @@ class FrameworkAdapter:
     def release(self, model: Any) -> None:
         """Free what the model holds beyond Python references (GPU memory)."""
 
-    def describe_device(self) -> str:
-        return self.node.device
-
 
 def read_verified(location: str, expected: str | None, name: str) -> bytes:
     """The bytes of the model file at ``location`` (local path or FileSystems URI),

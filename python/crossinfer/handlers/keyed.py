@@ -1,17 +1,18 @@
-"""The keyed handler: per-route chunks in, one bounded model cache per worker.
+"""The keyed handler: blocks of one route in, one bounded model cache per worker.
 
 Beam's KeyedModelHandler receives batches that mix keys, so with a model bound
 below the number of models it reloads models inside nearly every batch. Here
-elements are grouped by route *before* RunInference (see
+rows are grouped by route *before* RunInference (see
 :mod:`crossinfer.patterns.keyed`): each element of this handler is a
-:class:`Chunk` - elements of one route, sized by that route's own batching -
-and consecutive chunks of one route reuse the resident model.
+:class:`~crossinfer.engine.block.Block` of one route (its ``route``), sized by
+that route's own batching, and consecutive blocks of one route reuse the
+resident model.
 
-Each route keeps its own model settings: its batching (chunk sizes), its
+Each route keeps its own model settings: its batching (block sizes), its
 ``inference_args`` and ``output``, and its ``memory``: a route with
 ``large_model`` or ``model_copies`` is shared by the machine's processes
 (:mod:`crossinfer.handlers.sharing`), and a route whose model cannot load
-fails its own elements only.
+fails its own rows only.
 """
 
 from __future__ import annotations
@@ -20,41 +21,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from apache_beam import coders
 from apache_beam.ml.inference.base import ModelHandler
 
+from crossinfer.engine.block import Block
 from crossinfer.handlers.model_cache import ModelCache
-from crossinfer.handlers.node_handler import ModelNodeHandler, Record
+from crossinfer.handlers.node_handler import ModelNodeHandler
 from crossinfer.handlers.sharing import SharedModel
-from crossinfer.records import RecordCoder
 
 
-class Chunk:
-    """Elements routed to one model, inferred together."""
-
-    __slots__ = ("items", "route")
-
-    def __init__(self, route: str, items: list[Record]) -> None:
-        self.route = route
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Chunk, (self.route, self.items))
-
-
-# Without a coder Beam would pickle every sampled chunk whole to measure its size.
-coders.registry.register_coder(Chunk, RecordCoder)
-
-
-class KeyedChunkHandler(ModelHandler[Chunk, Record, ModelCache]):
-    """Runs chunks with the handler of their route; RunInference gives it no
-    batching of its own (chunks are already batches)."""
+class KeyedHandler(ModelHandler[Block, Block, ModelCache]):
+    """Runs each block with the model node of its route; RunInference gives
+    it no batching of its own (the blocks are made per route already)."""
 
     def __init__(self, handlers: dict[str, ModelNodeHandler], max_models: int,
                  namespace: str) -> None:
@@ -82,18 +59,21 @@ class KeyedChunkHandler(ModelHandler[Chunk, Record, ModelCache]):
         tag = f"{self._share_tag}_{route}"
         return lambda: SharedModel(handler.load_model, tag, handler.model_copies())
 
-    def run_inference(self, batch: Any, model: ModelCache,
-                      inference_args: dict[str, Any] | None = None) -> list[Record]:
-        chunks: Sequence[Chunk] = [batch] if isinstance(batch, Chunk) else batch
-        results: list[Record] = []
-        for chunk in chunks:
-            with model.lease(chunk.route) as loaded:
-                results.extend(self.handlers[chunk.route].infer(chunk.items, loaded))
-        return results
+    def run_inference(self, batch: Block | Sequence[Block], model: ModelCache,
+                      inference_args: dict[str, Any] | None = None) -> list[Block]:
+        blocks = [batch] if type(batch) is Block else batch
+        finished: list[Block] = []
+        for block in blocks:
+            if block.route is None:  # failures only: nothing to route
+                finished.append(block)
+                continue
+            with model.lease(block.route) as loaded:
+                finished.extend(self.handlers[block.route].runner.run([block], loaded))
+        return finished
 
-    def get_num_bytes(self, batch: Any) -> int:
-        chunks = [batch] if isinstance(batch, Chunk) else batch
-        return sum(self.handlers[c.route].get_num_bytes(c.items) for c in chunks)
+    def get_num_bytes(self, batch: Block | Sequence[Block]) -> int:
+        blocks = [batch] if type(batch) is Block else batch
+        return sum(int(b.features.nbytes) for b in blocks)
 
     def get_metrics_namespace(self) -> str:
         return self.namespace

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from crossinfer.engine.block import error_text
 from crossinfer.handlers.adapter import FrameworkAdapter
 from crossinfer.handlers.signatures import loaded_args_problem
-from crossinfer.records import error_text
 
 _LOG = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crossinfer.handlers.adapter import FrameworkAdapter
-from crossinfer.handlers.node_handler import ModelNodeHandler
+from crossinfer.handlers.node_handler import Arrival, ModelNodeHandler
 from crossinfer.policy import LoadPolicy
 from crossinfer.spec.nodes import ModelNode
 
@@ -28,5 +28,8 @@ def adapter_for(node: ModelNode, policy: LoadPolicy) -> FrameworkAdapter:
     raise ValueError(f"unknown framework {node.framework!r}")
 
 
-def model_handler(node: ModelNode, policy: LoadPolicy, path: str) -> ModelNodeHandler:
-    return ModelNodeHandler(node, adapter_for(node, policy), path)
+def model_handler(node: ModelNode, policy: LoadPolicy, path: str, *,
+                  arrival: Arrival = Arrival.ROWS, bounded: bool = False) -> ModelNodeHandler:
+    """The handler of the model node at ``path`` (see :class:`ModelNodeHandler`)."""
+    return ModelNodeHandler(node, adapter_for(node, policy), path, arrival=arrival,
+                            bounded=bounded)

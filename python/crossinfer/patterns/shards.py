@@ -32,7 +32,6 @@ interleaved with other routes' could cost one more load.
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 import numpy as np
 
@@ -57,7 +56,8 @@ class ShardRuns:
     """Hands out shards for one bundle: runs of each route's batch size.
 
     ``sizes``: route -> its ``max_batch_size``. Call :meth:`reset` at the start
-    of every bundle; :meth:`shard` once per element, in order.
+    of every bundle; :meth:`runs` for each block's rows of a route, in order
+    (:meth:`shard` for one element).
     """
 
     def __init__(self, shards: int, sizes: dict[str, int]) -> None:
@@ -69,24 +69,31 @@ class ShardRuns:
     def reset(self) -> None:
         self._runs = {}
 
-    def shard(self, route: str, record: Any) -> int:
-        """The shard (0 to shards - 1) of ``record``, the next element of ``route``."""
+    def runs(self, route: str, first: np.ndarray, n: int) -> list[tuple[int, int]]:
+        """The shards of the next ``n`` elements of ``route`` (``first``: the
+        first one's features), as (shard, elements) runs in order."""
         if self._shards == 1:
-            return 0
+            return [(0, n)]
         run = self._runs.get(route)
         if run is None:
-            run = self._runs[route] = [_first_shard(record, self._shards), 0]
-        elif run[1] >= self._sizes[route]:
-            run[0] = (run[0] + 1) % self._shards
-            run[1] = 0
-        run[1] += 1
-        return run[0]
+            run = self._runs[route] = [_first_shard(first, self._shards), 0]
+        size, out = self._sizes[route], []
+        while n:
+            if run[1] >= size:
+                run[0] = (run[0] + 1) % self._shards
+                run[1] = 0
+            take = min(n, size - run[1])
+            out.append((run[0], take))
+            run[1] += take
+            n -= take
+        return out
+
+    def shard(self, route: str, features: np.ndarray) -> int:
+        """The shard (0 to shards - 1) of the next element of ``route``."""
+        return self.runs(route, features, 1)[0][0]
 
 
-def _first_shard(record: Any, shards: int) -> int:
-    """A stable hash of the record's features (CRC-32: the same in every process,
+def _first_shard(features: np.ndarray, shards: int) -> int:
+    """A stable hash of an element's features (CRC-32: the same in every process,
     unlike Python's ``hash`` of bytes, which is salted per process)."""
-    features = getattr(record, "features", None)
-    if not isinstance(features, np.ndarray):
-        return 0
     return zlib.crc32(np.ascontiguousarray(features).tobytes()) % shards

@@ -7,22 +7,28 @@ Each takes Rows (or dicts / NamedTuples) and returns :class:`InferenceOutputs`:
 
 The spec is validated when the transform is constructed, so a bad spec fails
 at pipeline construction with the field path, not later on a worker.
+
+Every transform is the same three parts: a way in (:meth:`Inference._reader`:
+elements -> rows -> blocks), the spec's nodes over blocks
+(:mod:`crossinfer.patterns.graph`), a way out (:meth:`Inference._format`:
+finished blocks -> outputs). Batch-native input and the batch transport are
+subclasses that change only the two ways.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam import pvalue
 
-from crossinfer.patterns.context import ExpandContext
-from crossinfer.patterns.graph import expand_node
-from crossinfer.patterns.to_records import ToRecords
+from crossinfer.engine.block import Block
+from crossinfer.engine.emit import Format, RowFactory, RowFormat
+from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH, batch_bounds
+from crossinfer.patterns.context import ExpandContext, Flow
+from crossinfer.patterns.edges import Reader, RowReader, ToBlocks, ToOutputs
+from crossinfer.patterns.graph import expand_node, first_model, needs_keys
 from crossinfer.policy import LoadPolicy
-from crossinfer.records import Failure, Item, ItemBatch, RecordBase
-from crossinfer.rows import IOConfig, RowFactory, to_failure_row, to_output_row
+from crossinfer.rows import IOConfig
 from crossinfer.spec import SpecError, load_spec
 from crossinfer.spec.limits import SpecLimits
 from crossinfer.spec.nodes import (
@@ -32,31 +38,19 @@ from crossinfer.spec.nodes import (
     ModelNode,
     Node,
     SequenceNode,
+    walk,
 )
-
-_FAILURES = "failures"
+from crossinfer.wire import (
+    DEFAULT_FEATURES_FIELD,
+    DEFAULT_KEY_FIELD,
+    FAILURES_TAG,
+    RESULTS_TAG,
+)
 
 
 class InferenceOutputs(NamedTuple):
     results: beam.PCollection
     failures: beam.PCollection
-
-
-class _ToRows(beam.DoFn):
-    """Finished records -> result rows (main) and failure rows (tagged)."""
-
-    def __init__(self, output_factory: RowFactory | None,
-                 failure_factory: RowFactory | None) -> None:
-        self._output_factory = output_factory or beam.Row
-        self._failure_factory = failure_factory or beam.Row
-
-    def process(self, record: Any) -> Iterable[Any]:
-        if type(record) is Item:
-            return (to_output_row(record, self._output_factory),)
-        if type(record) is Failure:
-            return (pvalue.TaggedOutput(
-                _FAILURES, to_failure_row(record, self._failure_factory)),)
-        raise TypeError(f"unexpected record {record!r}")  # pragma: no cover - a bug
 
 
 class Inference(beam.PTransform):
@@ -70,6 +64,12 @@ class Inference(beam.PTransform):
         which the expansion service's ``--max-*`` flags change for its specs).
       output_factory / failure_factory: build output rows (default ``beam.Row``);
         the expansion service passes schema'd NamedTuple types here.
+      timing: measure each model call and add two fields to every result row
+        (the fields :class:`~crossinfer.experiments.ExperimentReport` reads for
+        latency percentiles): ``model_ms`` (list of float, one per model on
+        the row's path, in path order: the call's wall time divided by its
+        rows, in milliseconds) and ``batch_size`` (list of int: the rows of
+        that call). Off by default: result rows keep their fields.
 
     Keyword arguments of a model's call belong to its node
     (``ModelNode(inference_args=...)``): each model gets its own. The
@@ -79,21 +79,32 @@ class Inference(beam.PTransform):
     Raises:
       SpecError: the spec is invalid, or a model cannot take its inference args
         (where the framework tells before loading), with each field path.
-      TypeError: ``inference_args`` is given, or the spec's root is not the
-        node kind this transform takes.
+      TypeError: ``inference_args`` is given, the spec's root is not the
+        node kind this transform takes, or ``timing`` is asked of a transform
+        whose outputs have no place for it (batch-native, the batch transport).
     """
 
     expected_kind: type | None = None
+    #: Whether an input element holds many rows (batch-native input).
+    multirow = False
+    #: Whether the outputs can carry ``model_ms`` / ``batch_size`` (``timing=True``).
+    timing_fields = True
 
     def __init__(self, spec: InferenceSpec | Node | str | dict[str, Any], *,
-                 features_field: str = "features", key_field: str = "key",
+                 features_field: str = DEFAULT_FEATURES_FIELD,
+                 key_field: str = DEFAULT_KEY_FIELD,
                  policy: LoadPolicy | None = None,
                  limits: SpecLimits | None = None,
                  inference_args: dict[str, Any] | None = None,
                  output_factory: RowFactory | None = None,
                  failure_factory: RowFactory | None = None,
+                 timing: bool = False,
                  label: str | None = None) -> None:
         super().__init__(label)
+        if timing and not self.timing_fields:
+            raise TypeError(f"{type(self).__name__} does not take timing=True: its outputs "
+                            "have no model_ms / batch_size fields (use crossinfer.Inference)")
+        self.timing = timing
         if inference_args is not None:
             raise TypeError(
                 "inference_args is a setting of each model node: ModelNode(..., "
@@ -109,6 +120,8 @@ class Inference(beam.PTransform):
                             f"a {type(self.spec.node).__name__}; use crossinfer.Inference for "
                             "any node")
         self.io = IOConfig(features_field, key_field)
+        #: Whether the spec splits or routes rows by their key (rows then carry it).
+        self.keyed = needs_keys(self.spec.node)
         self._ctx = ExpandContext(self.policy, self.io)
         self._output_factory = output_factory
         self._failure_factory = failure_factory
@@ -119,7 +132,6 @@ class Inference(beam.PTransform):
     def _check_handlers(self) -> None:
         from crossinfer.handlers.registry import adapter_for
         from crossinfer.handlers.signatures import construction_problems
-        from crossinfer.spec.nodes import walk
 
         problems: list[tuple[str, str]] = []
         for path, node in walk(self.spec.node):
@@ -130,42 +142,40 @@ class Inference(beam.PTransform):
         if problems:
             raise SpecError(problems)
 
-    def _records_mode(self, pcoll: beam.PCollection) -> tuple[str, int, type]:
-        """How ToRecords hands records on (see :mod:`crossinfer.patterns.to_records`):
-        batched by shape for a first model with a fixed batch size, regrouped
-        by shape before other nodes - both only for bounded input in the
-        global window - else one by one."""
-        from crossinfer.handlers.node_handler import DEFAULT_MAX_BATCH
-        from crossinfer.spec.nodes import walk
+    # ---------------------------------------------------------------- the ways in and out
 
-        if not (pcoll.is_bounded and pcoll.windowing.is_default()):
-            return "items", DEFAULT_MAX_BATCH, RecordBase
+    def _reader(self) -> Reader:
+        """How an input element is read: one row per element."""
+        return RowReader(self.io, self.keyed)
+
+    def _format(self) -> Format:
+        """How finished blocks are written: a result row per row."""
+        return RowFormat(self._output_factory, self._failure_factory)
+
+    def _block_rows(self) -> int:
+        """Rows per block when crossinfer makes the blocks: the first model's
+        batch size, or else the largest of the spec's (each model's step cuts
+        blocks to its own)."""
         first = first_model(self.spec.node)
-        if first is not None and first.batching.min_batch_size in (
-                None, first.batching.max_batch_size):  # a fixed batch size
-            return "batches", first.batching.max_batch_size or DEFAULT_MAX_BATCH, ItemBatch
-        largest = max((n.batching.max_batch_size or DEFAULT_MAX_BATCH
-                       for _, n in walk(self.spec.node) if isinstance(n, ModelNode)),
-                      default=DEFAULT_MAX_BATCH)
-        return "bucket", largest, RecordBase
+        if first is not None:
+            return batch_bounds(first.batching)[1]
+        return max((batch_bounds(n.batching)[1] for _, n in walk(self.spec.node)
+                    if isinstance(n, ModelNode)), default=DEFAULT_MAX_BATCH)
 
     def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
-        mode, chunk, output_type = self._records_mode(pcoll)
-        records = pcoll | "ToRecords" >> beam.ParDo(
-            ToRecords(self.io, mode, chunk)).with_output_types(output_type)
-        finished = expand_node(records, self.spec.node, "", self._ctx)
-        rows = finished | "ToRows" >> beam.ParDo(
-            _ToRows(self._output_factory, self._failure_factory)).with_outputs(
-            _FAILURES, main="results")
-        return InferenceOutputs(rows.results, rows[_FAILURES])
-
-
-def first_model(node: Node) -> ModelNode | None:
-    """The model every element meets first, if there is one (a model, or the
-    first stage of a sequence that starts with one)."""
-    while isinstance(node, SequenceNode) and node.stages:
-        node = node.stages[0]
-    return node if isinstance(node, ModelNode) else None
+        # crossinfer makes the blocks only where that cannot be observed:
+        # bounded input in the global window (RunInference's own batching
+        # would give every output the end of the window as its timestamp).
+        size = self._block_rows() if pcoll.is_bounded and pcoll.windowing.is_default() \
+            else None
+        node = self.spec.node
+        blocks = pcoll | "ToBlocks" >> beam.ParDo(ToBlocks(
+            self._reader(), size, self.io.features_field, self.keyed,
+            self.timing)).with_output_types(Block)
+        finished = expand_node(Flow(blocks, size, self.multirow), node, "", self._ctx)
+        out = finished.blocks | "ToOutputs" >> beam.ParDo(ToOutputs(self._format())).with_outputs(
+            FAILURES_TAG, main=RESULTS_TAG)
+        return InferenceOutputs(out[RESULTS_TAG], out[FAILURES_TAG])
 
 
 class Model(Inference):

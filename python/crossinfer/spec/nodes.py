@@ -271,11 +271,15 @@ class Arm:
 class ABTestNode:
     """Split elements between arms.
 
-    * ``random``: each element picks an arm by weight from a generator seeded
-      with ``seed``.
+    * ``random``: each element picks an arm by weight, from a number fixed
+      by ``seed``, the salt, the element's features and its key (when it has
+      one): distinct elements split independently, the same seed and data
+      split the same way on every run and runner, and elements alike in
+      features and key land in the same arm.
     * ``hash``: sticky on the element's key: ``sha256(salt + key)`` picks the arm,
       so a key always lands in the same arm, in batch and in streaming. ``salt``
-      defaults to the node name, so two experiments split independently.
+      (of both splits) defaults to the node name, so two experiments split
+      independently.
     * ``mirror``: every element reaches every arm (side-by-side comparison).
     """
 
