@@ -201,9 +201,50 @@ def test_mirror_agreement_flips_and_mcnemar_equal_a_direct_computation(
     assert pair.p_value == pytest.approx(
         mcnemar([[0, only_good], [only_small, 0]], exact=True).pvalue, rel=1e-9)
     assert pair.difference_ci_low < pair.difference < pair.difference_ci_high
+    assert (pair.difference_ci_low, pair.difference_ci_high) == pytest.approx(
+        _exact_mcnemar_interval(only_good, only_small, len(zoo.y), 0.95), rel=1e-9)
     assert pair.test == "McNemar exact (paired)"
     assert arms["control"].srm_p_value is None and arms["control"].expected_share is None
     assert arms["control"].share == arms["treatment"].share == 0.5
+
+
+def _exact_mcnemar_interval(b: int, c: int, n: int, confidence: float) -> tuple[float, float]:
+    """scipy's exact (Clopper-Pearson) interval of c / (b + c), as a difference (c - b) / n."""
+    ci = sps.binomtest(c, b + c, 0.5).proportion_ci(confidence, method="exact")
+    return (b + c) * (2 * ci.low - 1) / n, (b + c) * (2 * ci.high - 1) / n
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9, 0.99])
+def test_the_mirror_interval_excludes_0_exactly_when_mcnemar_rejects(confidence: float) -> None:
+    """Interval and test of a mirror's accuracy difference never disagree (a t
+    interval did: 5 discordant pairs of 1,000, all one way, gave a 95% interval
+    excluding 0 with p = 0.062), and both equal scipy's exact binomial test
+    and Clopper-Pearson interval of the discordant pairs."""
+    from crossinfer.experiments.stats import paired_proportions
+
+    alpha = 1 - confidence
+    checked = rejected = 0
+    for n in (10, 50, 1000, 100_000):
+        for b in range(0, 31):
+            for c in range(0, 31):
+                if b + c > n:
+                    continue
+                r = paired_proportions(c, b, n, confidence)
+                assert r.difference == (c - b) / n
+                assert r.p_value == pytest.approx(
+                    sps.binomtest(c, b + c, 0.5).pvalue if b + c else 1.0, rel=1e-9)
+                excludes_0 = r.low > 0 or r.high < 0
+                assert excludes_0 == (r.p_value < alpha), (b, c, n, r)
+                assert r.low <= r.difference <= r.high
+                if b + c:  # scipy finds the bounds with brentq (xtol 2e-12 on the
+                    # proportion, doubled by the mapping); statsmodels with beta.ppf
+                    assert (r.low, r.high) == pytest.approx(
+                        _exact_mcnemar_interval(b, c, n, confidence), rel=1e-9, abs=5e-12)
+                checked += 1
+                rejected += excludes_0
+    assert checked > 2800 and 0 < rejected < checked
+    five = paired_proportions(0, 5, 1000, 0.95)  # the newcomer's case: now both say "no"
+    assert five.p_value == 0.0625 and five.high > 0
 
 
 def test_latency_percentiles_per_arm_and_stage(batch: dict[str, list[Any]]) -> None:
