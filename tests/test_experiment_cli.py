@@ -158,6 +158,53 @@ def test_cli_errors_name_the_problem(written: dict[str, Any], tmp_path: Path,
     assert "bad.jsonl:2: not a JSON object" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_mistyped_field_or_another_experiments_spec(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out: Path = written["dir"]
+    raw = [str(out / "ab" / "raw" / "results-*"), "--failures",
+           str(out / "ab" / "raw" / "failures-*")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", *raw, "--spec", str(out / "ab.json"), "--ground-truth", "trut"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--ground-truth: no result row has the field 'trut' (fields: " in err
+    assert "truth" in err.split("fields: ")[1] and "features" in err
+    # the mirror's spec on the A/B test's results
+    with pytest.raises(SystemExit):
+        main(["report", *raw, "--spec", str(out / "mirror.json"), "--ground-truth", "truth"])
+    assert ("--spec: the spec's experiment is 'shadow', but the results are of 'digits_ab'"
+            in capsys.readouterr().err)
+    # --window without the time field (raw rows carry "ts", not event_time_ms)
+    with pytest.raises(SystemExit):
+        main(["report", *raw, "--spec", str(out / "ab.json"), "--window", "10"])
+    assert ("--window: no row has the event time field 'event_time_ms' (name the field with "
+            "--time-field)" in capsys.readouterr().err)
+    # some rows without it: a warning, and the windows hold the others
+    rows = [json.loads(line) for path in sorted((out / "ab").glob("report-*.jsonl"))
+            for line in path.read_text().splitlines()]
+    assert rows
+    rows[0]["event_time_ms"] = None
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(partial), "--spec", str(out / "ab.json"), "--window", "10"]) == 0
+    assert (f"warning: --window: 1 of {len(rows):,} rows have no event time in 'event_time_ms'"
+            in capsys.readouterr().err)
+
+
+def test_cli_warns_that_a_hash_splits_srm_counts_elements(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out: Path = written["dir"]
+    spec = json.loads((out / "ab.json").read_text())
+    spec["node"]["split"] = "hash"
+    (tmp_path / "hash.json").write_text(json.dumps(spec))
+    assert main(["report", str(out / "ab" / "report-*.jsonl"), "--spec",
+                 str(tmp_path / "hash.json")]) == 0
+    assert "the test assumes independent elements" in capsys.readouterr().err
+    assert main(["report", str(out / "ab" / "report-*.jsonl"), "--spec",
+                 str(out / "ab.json")]) == 0
+    assert "independent elements" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ in a browser
 
 #: Added to a copy of the report: writes what the browser rendered into the DOM.

@@ -99,6 +99,12 @@ def batch(zoo: Zoo) -> dict[str, list[Any]]:
             report = out | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth",
                                                                 **settings)
             _collect(tag, out, report)
+        # A sound hash split on 4 heavy keys: 898 elements, but 4 units of assignment.
+        heavy = ab("heavy", zoo.node("good"), zoo.node("good", "good2"), split="hash")
+        heavy_rows = [beam.Row(id=r.id, key=f"k{j % 4}", features=r.features,
+                               truth=r.truth) for j, r in enumerate(rows)]
+        out = p | "heavy/in" >> beam.Create(heavy_rows) | "heavy/ab" >> ci.ABTest(heavy)
+        _collect("heavy", out, out | "heavy/report" >> ExperimentReport(heavy))
         # The broken split: routed 60/40, analysed against the 50/50 it should have been.
         node_6040 = experiments["srm_ok"][0]
         planned = ab("srm", zoo.node("good"), zoo.node("good", "good2"), weights=(50, 50))
@@ -174,6 +180,24 @@ def test_srm_flags_a_broken_split_and_passes_a_sound_one(batch: dict[str, list[A
     assert broken["control"].srm_p_value < 0.01 < sound["control"].srm_p_value
     assert broken["control"].metric is None  # no ground truth configured there
     assert _pair(batch, "srm_bad").p_value is None
+
+
+def test_a_hash_split_srm_counts_distinct_keys_not_elements(
+        batch: dict[str, list[Any]]) -> None:
+    """A sound hash split on 4 heavy keys: counted by element its SRM would
+    fire (898 elements split by key, e.g. 3 keys to 1); counted by key, the
+    unit of assignment, it does not."""
+    arms = _arms(batch, "heavy")
+    results = batch["heavy/results"]
+    keys = {arm: len({r.key for r in results if _arm(r) == arm}) for arm in arms}
+    assert sum(keys.values()) == 4, keys
+    routed = [arms["control"].routed, arms["treatment"].routed]
+    element_p = sps.chisquare(routed, [sum(routed) / 2] * 2).pvalue
+    assert element_p < 1e-3  # what counting elements said
+    for arm in arms.values():
+        assert arm.srm_p_value == pytest.approx(
+            sps.chisquare([keys["control"], keys["treatment"]], [2, 2]).pvalue, rel=1e-9)
+        assert arm.srm_p_value > 0.001
 
 
 def _direct(zoo: Zoo, name: str) -> np.ndarray:
@@ -340,6 +364,33 @@ def test_bad_settings_fail_at_construction_naming_the_setting(
     with pytest.raises(ReportSettingsError, match=message.replace("(", r"\(").replace(
             ")", r"\)")):
         ExperimentReport(ab("e", zoo.node("good"), zoo.node("bad")), **settings)
+
+
+def test_a_ground_truth_field_the_results_lack_is_refused_or_logged(
+        zoo: Zoo, caplog: pytest.LogCaptureFixture) -> None:
+    """Where the results' schema is known at construction, a missing
+    ground-truth field is refused, naming it and the fields; where it is not
+    (Python result rows are untyped), it is logged and counted."""
+    node = ab("gt", zoo.node("good"), zoo.node("bad"), split="hash")
+    rows = [beam.Row(id=i, key=f"u{i}", path=f"gt/{arm}/m", label=i % 3, score=0.5,
+                     label_true=i % 2) for i, arm in enumerate(["control", "treatment"] * 20)]
+    with pytest.raises(ReportSettingsError,
+                       match=r"ground_truth: the results have no field 'nope' \(fields: id, "
+                             r"key, path, label, score, label_true\)"):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            typed = p | "typed" >> beam.Create(rows)
+            failures = p | "none" >> beam.Create([])
+            _ = ci.InferenceOutputs(typed, failures) | ExperimentReport(
+                node, ground_truth="nope")
+    with caplog.at_level("WARNING"), beam.Pipeline(runner="FnApiRunner") as p:
+        untyped = (p | "untyped" >> beam.Create(rows)
+                   | beam.Map(lambda r: r).with_output_types(Any))
+        failures = p | "none" >> beam.Create([])
+        report = ci.InferenceOutputs(untyped, failures) | ExperimentReport(
+            node, ground_truth="nope")
+        _ = report.arms | beam.Map(Collect("gt/arms"))
+    assert [a.metric_count for a in STORE.pop("gt/arms")] == [0, 0]
+    assert "ground_truth: the results have no field 'nope' (fields: id, key, path" in caplog.text
 
 
 def test_the_report_reads_only_an_ab_test(zoo: Zoo) -> None:
