@@ -8,7 +8,9 @@ result rows or on the models called directly.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -25,6 +27,7 @@ from crossinfer.experiments import (
     ReportSettings,
     ReportSettingsError,
 )
+from crossinfer.experiments.io import WriteForReport
 from experiment_fixtures import Zoo, ab, train_zoo
 from support import STORE, Collect
 
@@ -433,11 +436,13 @@ def test_an_aa_test_rejects_at_about_its_nominal_rate(zoo: Zoo) -> None:
 # ------------------------------------------------------------------ streaming
 
 
-def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
-                                                      batch: dict[str, list[Any]]) -> None:
+def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo, batch: dict[str, list[Any]],
+                                                      tmp_path: Path) -> None:
     """The same rows and hash split as the batch "twin" experiment, arriving
     over 90 s of event time: the fixed 10 s windows add up to the batch
-    report's totals, and sliding windows (20 s every 10 s) to twice them."""
+    report's totals, and sliding windows (20 s every 10 s) to twice them.
+    WriteForReport writes windowed (unbounded) results too: with a time field
+    each row's own event time, without one the window's end for every row."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms.window import FixedWindows, SlidingWindows, TimestampedValue
@@ -446,8 +451,9 @@ def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
     stream = TestStream()
     for start in range(0, len(rows), 50):
         stream = stream.advance_watermark_to(start / 10)
-        stream = stream.add_elements([TimestampedValue(row, (start + j) / 10)
-                                      for j, row in enumerate(rows[start:start + 50])])
+        stream = stream.add_elements([
+            TimestampedValue(beam.Row(**row.as_dict(), ts=(start + j) * 100), (start + j) / 10)
+            for j, row in enumerate(rows[start:start + 50])])
     stream = stream.advance_watermark_to_infinity()
     node = ab("twin", zoo.node("good"), zoo.node("bad"), split="hash")
     options = PipelineOptions()
@@ -459,7 +465,20 @@ def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
                    | f"{tag}/ab" >> ci.ABTest(node))
             report = out | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth")
             _ = report.arms | f"{tag}/arms" >> beam.Map(Collect(f"stream/{tag}"))
+            if tag == "fixed":
+                _ = out | "timed" >> WriteForReport(str(tmp_path / "timed"), time_field="ts")
+                _ = out | "untimed" >> WriteForReport(str(tmp_path / "untimed"))
     fixed, sliding = STORE.pop("stream/fixed"), STORE.pop("stream/sliding")
+    written = {name: [json.loads(line) for path in tmp_path.glob(f"{name}*")
+                      for line in path.read_text().splitlines()]
+               for name in ("timed", "untimed")}
+    assert len(written["timed"]) == len(written["untimed"]) == len(rows) * 1  # 1 result each
+    by_id = {r.id: j * 100 for j, r in enumerate(rows)}
+    assert sorted(r["event_time_ms"] for r in written["timed"]) == sorted(
+        by_id[int(r["id"])] for r in written["timed"])
+    # without a time field: each row's window end (its last millisecond), not its time
+    assert {r["event_time_ms"] for r in written["untimed"]} == {
+        end - 1 for end in range(10_000, 100_000, 10_000)}
     assert {r.window_start_ms for r in fixed} == set(range(0, 90_000, 10_000))
     assert {r.window_start_ms for r in sliding} == set(range(-10_000, 90_000, 10_000))
     for arm, whole in _arms(batch, "twin").items():
