@@ -203,6 +203,35 @@ def test_a_hash_split_srm_counts_distinct_keys_not_elements(
         assert arm.srm_p_value > 0.001
 
 
+def test_the_decision_and_summary_from_python(batch: dict[str, list[Any]]) -> None:
+    """docs/experiments.md, "Decisions": decide() and summary_text() on a
+    pipeline's rows; a mirror's header counts elements, a window's names it."""
+    from crossinfer.experiments import ALPHA, SRM_ALPHA, decide, summary_text
+
+    arms, pair = list(_arms(batch, "worse").values()), _pair(batch, "worse")
+    decision = decide(arms, [pair])
+    assert decision.srm_ok is True and decision.srm_p_value == arms[0].srm_p_value
+    assert pair.p_value < ALPHA and arms[0].srm_p_value >= SRM_ALPHA
+    (verdict,) = decision.verdicts
+    assert verdict.startswith("control better than treatment at p=")
+    assert decision.text.startswith(verdict + "; SRM ok (p=")
+    text = summary_text(arms, [pair])
+    assert text.splitlines()[0] == f"Experiment worse: {sum(a.routed for a in arms):,} routed " \
+                                   "elements, 5 failed before any arm"
+    assert text.endswith(f"Decision: {decision.text}\n")
+    assert decide(arms, [pair], alpha=pair.p_value / 2).verdicts[0].startswith(
+        "no significant difference between treatment and control")
+    mirror = list(_arms(batch, "mirror").values())
+    n = mirror[0].routed
+    assert summary_text(mirror, [_pair(batch, "mirror")]).splitlines()[0] == (
+        f"Experiment shadow: {n:,} mirrored elements ({2 * n:,} results and failures over "
+        "2 arms)")
+    windowed = [a._replace(window_start_ms=30_000, window_end_ms=60_000) for a in arms]
+    assert summary_text(windowed, [pair]).splitlines()[0].startswith(
+        f"Experiment worse: {sum(a.routed for a in arms):,} routed elements, "
+        "window 1970-01-01 00:00:30 - 00:01:00 UTC")
+
+
 def _direct(zoo: Zoo, name: str) -> np.ndarray:
     return zoo.model(name).predict_proba(zoo.x)
 
