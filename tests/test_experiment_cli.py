@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -263,6 +264,20 @@ def test_the_html_report_shows_every_plot_in_a_browser(
     _report(written, tag, "jsonl", "--window", "10", "--html", str(page), capsys=capsys)
     text = page.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text
+    # per-window counts, times from the first window (ts = 100 ms per row from 0) and in UTC
+    assert "<h2>Windows</h2>" in text and "td { white-space: nowrap; }" in text
+    windows = re.findall(r"<tr><td>([\d.]+)-([\d.]+)</td><td>([^<]+)</td>"
+                         r"<td class=\"name\">(\w+)</td><td>([\d,]+)</td>", text)
+    assert {(a, b) for a, b, *_ in windows} == {(f"{10 * i}", f"{10 * (i + 1)}")
+                                                for i in range(9)}
+    assert ("0", "10", "1970-01-01 00:00:00 UTC") in {tuple(w[:3]) for w in windows}
+    arms = {a["arm"]: a["routed"] for a in json.loads(
+        "[" + ",".join(line for line in (out / f"{tag}-jsonl.jsonl").read_text().splitlines()
+                       if '"kind": "arm"' in line) + "]")}
+    for arm, routed in arms.items():
+        assert sum(int(w[4].replace(",", "")) for w in windows if w[3] == arm) == routed
+    if tag == "mirror":
+        assert "mirrored elements" in text and "<th>agreement</th>" in text
     shot = Path(os.environ.get("CROSSINFER_SCREENSHOTS", out)) / f"experiment-report-{tag}.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     figures = render_checked(page, shot)

@@ -90,7 +90,7 @@ def _window(arm: ArmReport) -> str:
         return ""
 
     def utc(ms: int) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
 
     start, end = utc(arm.window_start_ms), utc(arm.window_end_ms)
     end_text = end.strftime("%H:%M:%S" if end.date() == start.date() else "%Y-%m-%d %H:%M:%S")
