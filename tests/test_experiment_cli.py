@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -158,6 +159,53 @@ def test_cli_errors_name_the_problem(written: dict[str, Any], tmp_path: Path,
     assert "bad.jsonl:2: not a JSON object" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_mistyped_field_or_another_experiments_spec(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out: Path = written["dir"]
+    raw = [str(out / "ab" / "raw" / "results-*"), "--failures",
+           str(out / "ab" / "raw" / "failures-*")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", *raw, "--spec", str(out / "ab.json"), "--ground-truth", "trut"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--ground-truth: no result row has the field 'trut' (fields: " in err
+    assert "truth" in err.split("fields: ")[1] and "features" in err
+    # the mirror's spec on the A/B test's results
+    with pytest.raises(SystemExit):
+        main(["report", *raw, "--spec", str(out / "mirror.json"), "--ground-truth", "truth"])
+    assert ("--spec: the spec's experiment is 'shadow', but the results are of 'digits_ab'"
+            in capsys.readouterr().err)
+    # --window without the time field (raw rows carry "ts", not event_time_ms)
+    with pytest.raises(SystemExit):
+        main(["report", *raw, "--spec", str(out / "ab.json"), "--window", "10"])
+    assert ("--window: no row has the event time field 'event_time_ms' (name the field with "
+            "--time-field)" in capsys.readouterr().err)
+    # some rows without it: a warning, and the windows hold the others
+    rows = [json.loads(line) for path in sorted((out / "ab").glob("report-*.jsonl"))
+            for line in path.read_text().splitlines()]
+    assert rows
+    rows[0]["event_time_ms"] = None
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(partial), "--spec", str(out / "ab.json"), "--window", "10"]) == 0
+    assert (f"warning: --window: 1 of {len(rows):,} rows have no event time in 'event_time_ms'"
+            in capsys.readouterr().err)
+
+
+def test_cli_warns_that_a_hash_splits_srm_counts_elements(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out: Path = written["dir"]
+    spec = json.loads((out / "ab.json").read_text())
+    spec["node"]["split"] = "hash"
+    (tmp_path / "hash.json").write_text(json.dumps(spec))
+    assert main(["report", str(out / "ab" / "report-*.jsonl"), "--spec",
+                 str(tmp_path / "hash.json")]) == 0
+    assert "the test assumes independent elements" in capsys.readouterr().err
+    assert main(["report", str(out / "ab" / "report-*.jsonl"), "--spec",
+                 str(out / "ab.json")]) == 0
+    assert "independent elements" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ in a browser
 
 #: Added to a copy of the report: writes what the browser rendered into the DOM.
@@ -216,6 +264,20 @@ def test_the_html_report_shows_every_plot_in_a_browser(
     _report(written, tag, "jsonl", "--window", "10", "--html", str(page), capsys=capsys)
     text = page.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text
+    # per-window counts, times from the first window (ts = 100 ms per row from 0) and in UTC
+    assert "<h2>Windows</h2>" in text and "td { white-space: nowrap; }" in text
+    windows = re.findall(r"<tr><td>([\d.]+)-([\d.]+)</td><td>([^<]+)</td>"
+                         r"<td class=\"name\">(\w+)</td><td>([\d,]+)</td>", text)
+    assert {(a, b) for a, b, *_ in windows} == {(f"{10 * i}", f"{10 * (i + 1)}")
+                                                for i in range(9)}
+    assert ("0", "10", "1970-01-01 00:00:00 UTC") in {tuple(w[:3]) for w in windows}
+    arms = {a["arm"]: a["routed"] for a in json.loads(
+        "[" + ",".join(line for line in (out / f"{tag}-jsonl.jsonl").read_text().splitlines()
+                       if '"kind": "arm"' in line) + "]")}
+    for arm, routed in arms.items():
+        assert sum(int(w[4].replace(",", "")) for w in windows if w[3] == arm) == routed
+    if tag == "mirror":
+        assert "mirrored elements" in text and "<th>agreement</th>" in text
     shot = Path(os.environ.get("CROSSINFER_SCREENSHOTS", out)) / f"experiment-report-{tag}.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     figures = render_checked(page, shot)

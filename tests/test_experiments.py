@@ -8,8 +8,10 @@ result rows or on the models called directly.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -26,6 +28,7 @@ from crossinfer.experiments import (
     ReportSettings,
     ReportSettingsError,
 )
+from crossinfer.experiments.io import WriteForReport
 from experiment_fixtures import Zoo, ab, train_zoo
 from support import STORE, Collect
 
@@ -100,6 +103,12 @@ def batch(zoo: Zoo) -> dict[str, list[Any]]:
             report = out | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth",
                                                                 **settings)
             _collect(tag, out, report)
+        # A sound hash split on 4 heavy keys: 898 elements, but 4 units of assignment.
+        heavy = ab("heavy", zoo.node("good"), zoo.node("good", "good2"), split="hash")
+        heavy_rows = [beam.Row(id=r.id, key=f"k{j % 4}", features=r.features,
+                               truth=r.truth) for j, r in enumerate(rows)]
+        out = p | "heavy/in" >> beam.Create(heavy_rows) | "heavy/ab" >> ci.ABTest(heavy)
+        _collect("heavy", out, out | "heavy/report" >> ExperimentReport(heavy))
         # The broken split: routed 60/40, analysed against the 50/50 it should have been.
         node_6040 = experiments["srm_ok"][0]
         planned = ab("srm", zoo.node("good"), zoo.node("good", "good2"), weights=(50, 50))
@@ -177,6 +186,53 @@ def test_srm_flags_a_broken_split_and_passes_a_sound_one(batch: dict[str, list[A
     assert _pair(batch, "srm_bad").p_value is None
 
 
+def test_a_hash_split_srm_counts_distinct_keys_not_elements(
+        batch: dict[str, list[Any]]) -> None:
+    """A sound hash split on 4 heavy keys: counted by element its SRM would
+    fire (898 elements split by key, e.g. 3 keys to 1); counted by key, the
+    unit of assignment, it does not."""
+    arms = _arms(batch, "heavy")
+    results = batch["heavy/results"]
+    keys = {arm: len({r.key for r in results if _arm(r) == arm}) for arm in arms}
+    assert sum(keys.values()) == 4, keys
+    routed = [arms["control"].routed, arms["treatment"].routed]
+    element_p = sps.chisquare(routed, [sum(routed) / 2] * 2).pvalue
+    assert element_p < 1e-3  # what counting elements said
+    for arm in arms.values():
+        assert arm.srm_p_value == pytest.approx(
+            sps.chisquare([keys["control"], keys["treatment"]], [2, 2]).pvalue, rel=1e-9)
+        assert arm.srm_p_value > 0.001
+
+
+def test_the_decision_and_summary_from_python(batch: dict[str, list[Any]]) -> None:
+    """docs/experiments.md, "Decisions": decide() and summary_text() on a
+    pipeline's rows; a mirror's header counts elements, a window's names it."""
+    from crossinfer.experiments import ALPHA, SRM_ALPHA, decide, summary_text
+
+    arms, pair = list(_arms(batch, "worse").values()), _pair(batch, "worse")
+    decision = decide(arms, [pair])
+    assert decision.srm_ok is True and decision.srm_p_value == arms[0].srm_p_value
+    assert pair.p_value < ALPHA and arms[0].srm_p_value >= SRM_ALPHA
+    (verdict,) = decision.verdicts
+    assert verdict.startswith("control better than treatment at p=")
+    assert decision.text.startswith(verdict + "; SRM ok (p=")
+    text = summary_text(arms, [pair])
+    assert text.splitlines()[0] == f"Experiment worse: {sum(a.routed for a in arms):,} routed " \
+                                   "elements, 5 failed before any arm"
+    assert text.endswith(f"Decision: {decision.text}\n")
+    assert decide(arms, [pair], alpha=pair.p_value / 2).verdicts[0].startswith(
+        "no significant difference between treatment and control")
+    mirror = list(_arms(batch, "mirror").values())
+    n = mirror[0].routed
+    assert summary_text(mirror, [_pair(batch, "mirror")]).splitlines()[0] == (
+        f"Experiment shadow: {n:,} mirrored elements ({2 * n:,} results and failures over "
+        "2 arms)")
+    windowed = [a._replace(window_start_ms=30_000, window_end_ms=60_000) for a in arms]
+    assert summary_text(windowed, [pair]).splitlines()[0].startswith(
+        f"Experiment worse: {sum(a.routed for a in arms):,} routed elements, "
+        "window 1970-01-01 00:00:30 - 00:01:00 UTC")
+
+
 def _direct(zoo: Zoo, name: str) -> np.ndarray:
     return zoo.model(name).predict_proba(zoo.x)
 
@@ -202,9 +258,50 @@ def test_mirror_agreement_flips_and_mcnemar_equal_a_direct_computation(
     assert pair.p_value == pytest.approx(
         mcnemar([[0, only_good], [only_small, 0]], exact=True).pvalue, rel=1e-9)
     assert pair.difference_ci_low < pair.difference < pair.difference_ci_high
+    assert (pair.difference_ci_low, pair.difference_ci_high) == pytest.approx(
+        _exact_mcnemar_interval(only_good, only_small, len(zoo.y), 0.95), rel=1e-9)
     assert pair.test == "McNemar exact (paired)"
     assert arms["control"].srm_p_value is None and arms["control"].expected_share is None
     assert arms["control"].share == arms["treatment"].share == 0.5
+
+
+def _exact_mcnemar_interval(b: int, c: int, n: int, confidence: float) -> tuple[float, float]:
+    """scipy's exact (Clopper-Pearson) interval of c / (b + c), as a difference (c - b) / n."""
+    ci = sps.binomtest(c, b + c, 0.5).proportion_ci(confidence, method="exact")
+    return (b + c) * (2 * ci.low - 1) / n, (b + c) * (2 * ci.high - 1) / n
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9, 0.99])
+def test_the_mirror_interval_excludes_0_exactly_when_mcnemar_rejects(confidence: float) -> None:
+    """Interval and test of a mirror's accuracy difference never disagree (a t
+    interval did: 5 discordant pairs of 1,000, all one way, gave a 95% interval
+    excluding 0 with p = 0.062), and both equal scipy's exact binomial test
+    and Clopper-Pearson interval of the discordant pairs."""
+    from crossinfer.experiments.stats import paired_proportions
+
+    alpha = 1 - confidence
+    checked = rejected = 0
+    for n in (10, 50, 1000, 100_000):
+        for b in range(0, 31):
+            for c in range(0, 31):
+                if b + c > n:
+                    continue
+                r = paired_proportions(c, b, n, confidence)
+                assert r.difference == (c - b) / n
+                assert r.p_value == pytest.approx(
+                    sps.binomtest(c, b + c, 0.5).pvalue if b + c else 1.0, rel=1e-9)
+                excludes_0 = r.low > 0 or r.high < 0
+                assert excludes_0 == (r.p_value < alpha), (b, c, n, r)
+                assert r.low <= r.difference <= r.high
+                if b + c:  # scipy finds the bounds with brentq (xtol 2e-12 on the
+                    # proportion, doubled by the mapping); statsmodels with beta.ppf
+                    assert (r.low, r.high) == pytest.approx(
+                        _exact_mcnemar_interval(b, c, n, confidence), rel=1e-9, abs=5e-12)
+                checked += 1
+                rejected += excludes_0
+    assert checked > 2800 and 0 < rejected < checked
+    five = paired_proportions(0, 5, 1000, 0.95)  # the newcomer's case: now both say "no"
+    assert five.p_value == 0.0625 and five.high > 0
 
 
 def test_latency_percentiles_per_arm_and_stage(batch: dict[str, list[Any]]) -> None:
@@ -348,6 +445,33 @@ def test_bad_settings_fail_at_construction_naming_the_setting(
         ExperimentReport(ab("e", zoo.node("good"), zoo.node("bad")), **settings)
 
 
+def test_a_ground_truth_field_the_results_lack_is_refused_or_logged(
+        zoo: Zoo, caplog: pytest.LogCaptureFixture) -> None:
+    """Where the results' schema is known at construction, a missing
+    ground-truth field is refused, naming it and the fields; where it is not
+    (Python result rows are untyped), it is logged and counted."""
+    node = ab("gt", zoo.node("good"), zoo.node("bad"), split="hash")
+    rows = [beam.Row(id=i, key=f"u{i}", path=f"gt/{arm}/m", label=i % 3, score=0.5,
+                     label_true=i % 2) for i, arm in enumerate(["control", "treatment"] * 20)]
+    with pytest.raises(ReportSettingsError,
+                       match=r"ground_truth: the results have no field 'nope' \(fields: id, "
+                             r"key, path, label, score, label_true\)"):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            typed = p | "typed" >> beam.Create(rows)
+            failures = p | "none" >> beam.Create([])
+            _ = ci.InferenceOutputs(typed, failures) | ExperimentReport(
+                node, ground_truth="nope")
+    with caplog.at_level("WARNING"), beam.Pipeline(runner="FnApiRunner") as p:
+        untyped = (p | "untyped" >> beam.Create(rows)
+                   | beam.Map(lambda r: r).with_output_types(Any))
+        failures = p | "none" >> beam.Create([])
+        report = ci.InferenceOutputs(untyped, failures) | ExperimentReport(
+            node, ground_truth="nope")
+        _ = report.arms | beam.Map(Collect("gt/arms"))
+    assert [a.metric_count for a in STORE.pop("gt/arms")] == [0, 0]
+    assert "ground_truth: the results have no field 'nope' (fields: id, key, path" in caplog.text
+
+
 def test_the_report_reads_only_an_ab_test(zoo: Zoo) -> None:
     with pytest.raises(ReportSettingsError, match="experiment: the report reads an A/B"):
         ExperimentReport(zoo.node("good"))
@@ -388,11 +512,13 @@ def test_an_aa_test_rejects_at_about_its_nominal_rate(zoo: Zoo) -> None:
 # ------------------------------------------------------------------ streaming
 
 
-def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
-                                                      batch: dict[str, list[Any]]) -> None:
+def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo, batch: dict[str, list[Any]],
+                                                      tmp_path: Path) -> None:
     """The same rows and hash split as the batch "twin" experiment, arriving
     over 90 s of event time: the fixed 10 s windows add up to the batch
-    report's totals, and sliding windows (20 s every 10 s) to twice them."""
+    report's totals, and sliding windows (20 s every 10 s) to twice them.
+    WriteForReport writes windowed (unbounded) results too: with a time field
+    each row's own event time, without one the window's end for every row."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms.window import FixedWindows, SlidingWindows, TimestampedValue
@@ -401,8 +527,9 @@ def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
     stream = TestStream()
     for start in range(0, len(rows), 50):
         stream = stream.advance_watermark_to(start / 10)
-        stream = stream.add_elements([TimestampedValue(row, (start + j) / 10)
-                                      for j, row in enumerate(rows[start:start + 50])])
+        stream = stream.add_elements([
+            TimestampedValue(beam.Row(**row.as_dict(), ts=(start + j) * 100), (start + j) / 10)
+            for j, row in enumerate(rows[start:start + 50])])
     stream = stream.advance_watermark_to_infinity()
     node = ab("twin", zoo.node("good"), zoo.node("bad"), split="hash")
     options = PipelineOptions()
@@ -414,7 +541,20 @@ def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo,
                    | f"{tag}/ab" >> ci.ABTest(node))
             report = out | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth")
             _ = report.arms | f"{tag}/arms" >> beam.Map(Collect(f"stream/{tag}"))
+            if tag == "fixed":
+                _ = out | "timed" >> WriteForReport(str(tmp_path / "timed"), time_field="ts")
+                _ = out | "untimed" >> WriteForReport(str(tmp_path / "untimed"))
     fixed, sliding = STORE.pop("stream/fixed"), STORE.pop("stream/sliding")
+    written = {name: [json.loads(line) for path in tmp_path.glob(f"{name}*")
+                      for line in path.read_text().splitlines()]
+               for name in ("timed", "untimed")}
+    assert len(written["timed"]) == len(written["untimed"]) == len(rows) * 1  # 1 result each
+    by_id = {r.id: j * 100 for j, r in enumerate(rows)}
+    assert sorted(r["event_time_ms"] for r in written["timed"]) == sorted(
+        by_id[int(r["id"])] for r in written["timed"])
+    # without a time field: each row's window end (its last millisecond), not its time
+    assert {r["event_time_ms"] for r in written["untimed"]} == {
+        end - 1 for end in range(10_000, 100_000, 10_000)}
     assert {r.window_start_ms for r in fixed} == set(range(0, 90_000, 10_000))
     assert {r.window_start_ms for r in sliding} == set(range(-10_000, 90_000, 10_000))
     for arm, whole in _arms(batch, "twin").items():

@@ -20,8 +20,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 import crossinfer
 from crossinfer.demo import digits
-from crossinfer.experiments import ExperimentReport
-from crossinfer.experiments.summary import summary_text
+from crossinfer.experiments import ExperimentReport, summary_text
 
 
 def _print_window(kv) -> None:

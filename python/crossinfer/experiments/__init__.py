@@ -6,11 +6,14 @@
   its interval and p-value, and for a mirror the agreement and label flips.
 * :class:`ReportSettings` - its settings; :class:`ArmReport`,
   :class:`PairReport`, :class:`ReportInput` - its rows (fixed Beam schemas).
+* :func:`decide`, :func:`summary_text` - a window's decision, and its
+  one-screen text (:class:`Decision`; levels :data:`ALPHA`, :data:`SRM_ALPHA`).
 * ``crossinfer report`` (:mod:`crossinfer.experiments.cli`) - the HTML report.
 """
 
 from crossinfer.experiments.schema import TIMING_FIELDS, ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import ReportSettings, ReportSettingsError
+from crossinfer.experiments.summary import ALPHA, SRM_ALPHA, Decision, decide, summary_text
 from crossinfer.experiments.transform import (
     ExperimentReport,
     ReportFromInputs,
@@ -19,8 +22,11 @@ from crossinfer.experiments.transform import (
 )
 
 __all__ = [
+    "ALPHA",
+    "SRM_ALPHA",
     "TIMING_FIELDS",
     "ArmReport",
+    "Decision",
     "ExperimentReport",
     "PairReport",
     "ReportFromInputs",
@@ -29,4 +35,6 @@ __all__ = [
     "ReportSettings",
     "ReportSettingsError",
     "ToReportInput",
+    "decide",
+    "summary_text",
 ]

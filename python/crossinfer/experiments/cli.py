@@ -117,19 +117,72 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_ground_truth(rows: list[dict[str, Any]], field: str | None) -> None:
+    """A ``--ground-truth`` that no result row has is a typo, not "no ground truth".
+
+    Raises:
+      ValueError: naming the field and the rows' fields.
+    """
+    raw = [row for row in rows if "failed" not in row]  # report rows carry ``truth``
+    if field and raw and not any(field in row for row in raw):
+        fields = sorted(set().union(*(row.keys() for row in raw[:100])))
+        raise ValueError(f"--ground-truth: no result row has the field {field!r} "
+                         f"(fields: {', '.join(fields)})")
+
+
+def _check_experiment(inputs: Sequence[tuple[ReportInput, int | None]],
+                      settings: ReportSettings) -> None:
+    """Rows of another experiment than the spec's would all be "unrouted".
+
+    Raises:
+      ValueError: naming the spec's experiment and the rows'.
+    """
+    paths = [row.path for row, _ in inputs if not row.failed]
+    if paths and not any(settings.arm_of(path) for path in paths):
+        found = sorted({path.split("/", 1)[0] for path in paths})
+        raise ValueError(f"--spec: the spec's experiment is {settings.name!r}, but the "
+                         f"results are of {', '.join(map(repr, found[:5]))}")
+
+
+def _check_times(inputs: Sequence[tuple[ReportInput, int | None]], time_field: str) -> None:
+    """``--window`` reads the event time in ``time_field``; rows without it
+    are left out of the windows (not of the whole-run report).
+
+    Raises:
+      ValueError: no row has it.
+    """
+    missing = sum(1 for _, time in inputs if time is None)
+    if missing == len(inputs):
+        raise ValueError(f"--window: no row has the event time field {time_field!r} "
+                         "(name the field with --time-field)")
+    if missing:
+        sys.stderr.write(f"warning: --window: {missing:,} of {len(inputs):,} rows have no "
+                         f"event time in {time_field!r} and are left out of the windows "
+                         "(name the field with --time-field)\n")
+
+
 def report_main(args: argparse.Namespace) -> int:
     settings = ReportSettings.from_spec(
         Path(args.spec).read_text(encoding="utf-8"), ground_truth=args.ground_truth,
         id_field=args.id_field, metric=args.metric, control=args.control or "",
         confidence=args.confidence)
-    inputs = to_report_inputs(read_rows(args.results), args.ground_truth, args.id_field,
-                              False, args.time_field)
+    rows = read_rows(args.results)
+    _check_ground_truth(rows, args.ground_truth)
+    inputs = to_report_inputs(rows, args.ground_truth, args.id_field, False, args.time_field)
     if args.failures:
         inputs += to_report_inputs(read_rows(args.failures), args.ground_truth,
                                    args.id_field, True, args.time_field)
+    _check_experiment(inputs, settings)
+    if args.window:
+        _check_times(inputs, args.time_field)
     if settings.ground_truth is None and any(r.truth is not None for r, _ in inputs):
         # report rows carry the ground truth already projected, under "truth"
         settings = dataclasses.replace(settings, ground_truth="truth")
+    if settings.experiment.split == "hash":
+        sys.stderr.write(
+            "warning: SRM counts elements, but a hash split assigns keys: the test assumes "
+            "independent elements and fires on a sound split when few keys carry many "
+            "elements (run ExperimentReport in the pipeline for an SRM on distinct keys)\n")
     arms, pairs, windows, window_pairs = run_report(inputs, settings, args.window)
     n_windows = len({a.window_start_ms for a in windows})
     text = summary_text(arms, pairs, windows=max(1, n_windows), alpha=args.alpha,

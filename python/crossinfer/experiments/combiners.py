@@ -269,17 +269,29 @@ class PairCombineFn(beam.CombineFn):
         return acc.compact()
 
 
+class _Sum:
+    """Distinct keys per arm (a hash split): counts, summed."""
+
+    def merge_accumulators(self, counts: Any) -> int:
+        return sum(counts)
+
+    def extract_output(self, count: int) -> int:
+        return count
+
+
 class WindowCombineFn(beam.CombineFn):
-    """A window's per-bundle accumulators, tagged ``("arm", arm, ArmAcc)`` or
-    ``("pair", (control, other), PairAcc)`` -> ``({arm: ArmAcc}, {pair: PairAcc})``,
+    """A window's per-bundle accumulators, tagged ``("arm", arm, ArmAcc)``,
+    ``("pair", (control, other), PairAcc)`` or ``("keys", arm, distinct keys)``
+    -> ``{"arm": {arm: ArmAcc}, "pair": {pair: PairAcc}, "keys": {arm: int}}``,
     one accumulator per arm and pair (merged with :class:`ArmCombineFn` and
     :class:`PairCombineFn`). Beam lifts it: each bundle sends one on."""
 
     def __init__(self, metric: str) -> None:
-        self._fns = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric)}
+        self._fns = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric),
+                     "keys": _Sum()}
 
     def create_accumulator(self) -> dict[str, dict[Any, Any]]:
-        return {"arm": {}, "pair": {}}
+        return {"arm": {}, "pair": {}, "keys": {}}
 
     def add_input(self, acc: dict[str, dict[Any, Any]], tagged: tuple[str, Any, Any]
                   ) -> dict[str, dict[Any, Any]]:

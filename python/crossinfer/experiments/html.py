@@ -7,6 +7,7 @@ URIs: the file opens offline, with no script and nothing fetched.
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import io
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ pre.summary { background: #f5f5f5; padding: 1em; border-radius: 4px; font-size: 
 div.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+td { white-space: nowrap; }
 th { background: #eee; } td.name { text-align: left; }
 figure { display: inline-block; margin: 1em 1em 1em 0; vertical-align: top; }
 figure img { border: 1px solid #ddd; }
@@ -50,6 +52,20 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _origin_ms(rows: Sequence[Any]) -> int:
+    """The first window's start: time axes count seconds from it."""
+    return min(r.window_start_ms for r in rows)
+
+
+def _utc(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+def _time_label(origin_ms: int) -> str:
+    return f"window start, s after {_utc(origin_ms)}"
 
 
 def metric_plot(arms: Sequence[ArmReport]) -> str | None:
@@ -174,12 +190,13 @@ def agreement_plot(windowed_pairs: Sequence[PairReport]) -> str | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
+    origin = _origin_ms(rows)
     for other in sorted({p.treatment for p in rows}):
         mine = sorted((p for p in rows if p.treatment == other), key=lambda p: p.window_start_ms)
-        ax.plot([p.window_start_ms / 1000 for p in mine], [p.agreement for p in mine],
+        ax.plot([(p.window_start_ms - origin) / 1000 for p in mine], [p.agreement for p in mine],
                 marker="o", label=f"{other} vs {mine[0].control}")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("window start (s)")
+    ax.set_xlabel(_time_label(origin))
     ax.set_ylabel("label agreement")
     ax.set_title("agreement over time")
     ax.legend(fontsize=8)
@@ -195,19 +212,20 @@ def share_plot(windowed: Sequence[ArmReport]) -> str | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     arms = sorted({a.arm for a in rows}, key=[a.arm for a in rows].index)
+    origin = _origin_ms(rows)
     for arm in arms:
         mine = sorted((a for a in rows if a.arm == arm), key=lambda a: a.window_start_ms)
-        xs = [a.window_start_ms / 1000 for a in mine]
+        xs = [(a.window_start_ms - origin) / 1000 for a in mine]
         line, = ax.plot(xs, [a.share for a in mine], marker="o", label=f"{arm} share")
         if mine[0].expected_share is not None:
             ax.axhline(mine[0].expected_share, color=line.get_color(), linestyle="--",
                        label=f"{arm} weight")
-    flagged = sorted({a.window_start_ms / 1000 for a in rows
+    flagged = sorted({(a.window_start_ms - origin) / 1000 for a in rows
                       if a.srm_p_value is not None and a.srm_p_value < 0.001})
     for x in flagged:
         ax.axvline(x, color="red", alpha=0.3)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("window start (s)")
+    ax.set_xlabel(_time_label(origin))
     ax.set_ylabel("share of routed elements")
     ax.set_title("share vs weights over time")
     ax.legend(fontsize=8)
@@ -230,6 +248,44 @@ def _table(rows: Sequence[Any], fields: Sequence[str]) -> str:
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<div class=\"wide\"><table><tr>{head}</tr>{''.join(body)}</table></div>"
+
+
+def _windows_table(windowed: Sequence[ArmReport], windowed_pairs: Sequence[PairReport]) -> str:
+    """Per window: its start (seconds after the first window, and UTC) and each
+    arm's routed count, share and SRM p-value; each comparison's pairs (mirror),
+    difference and p-value - how much each point on the time plots stands on."""
+    rows = [a for a in windowed if a.window_start_ms is not None]
+    if not rows:
+        return ""
+    origin = _origin_ms(rows)
+    pairs = {(p.window_start_ms, p.treatment): p for p in windowed_pairs}
+    mirror = any(p.paired for p in windowed_pairs)
+    head = ["window (s)", "start", "arm", "routed", "share", "SRM p", "metric"]
+    head += ["vs control", "pairs", "agreement", "p"] if mirror else ["vs control", "p"]
+    body = []
+    for a in rows:
+        pair = pairs.get((a.window_start_ms, a.arm))
+        cells = [f"{(a.window_start_ms - origin) / 1000:g}-{(a.window_end_ms - origin) / 1000:g}",
+                 _utc(a.window_start_ms), a.arm, f"{a.routed:,}", _fmt(a.share),
+                 _fmt(a.srm_p_value), _fmt(a.metric_value)]
+        cells.append("-" if pair is None else _fmt(pair.difference))
+        if mirror:
+            cells += ["-" if pair is None else f"{pair.pairs:,}",
+                      "-" if pair is None else _fmt(pair.agreement)]
+        cells.append("-" if pair is None else _fmt(pair.p_value))
+        body.append("<tr>" + "".join(
+            f"<td{_NAME if i == 2 else ''}>{html.escape(c)}</td>"
+            for i, c in enumerate(cells)) + "</tr>")
+    return ("<h2>Windows</h2><div class=\"wide\"><table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join(body) + "</table></div>")
+
+
+_NAME = ' class="name"'
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 _ARM_FIELDS = ("arm", "count", "failures", "failure_rate", "share", "expected_share",
@@ -281,4 +337,5 @@ def render(arms: Sequence[ArmReport], pairs: Sequence[PairReport],
                       for n in _missing(arms, pairs, windowed, windowed_pairs))
             + "<h2>Arms</h2>" + _table(arms, _ARM_FIELDS)
             + "<h2>Comparisons</h2>" + _table(pairs, pair_fields)
+            + _windows_table(windowed, windowed_pairs)
             + "</body></html>\n")

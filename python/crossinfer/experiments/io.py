@@ -89,11 +89,15 @@ class WriteForReport(beam.PTransform):
     ``out/exp-00000-of-0000N.jsonl`` (or ``.parquet`` with
     ``file_format="parquet"``): one row per result and per failure, with the
     :class:`ReportInput` fields and ``event_time_ms``: milliseconds since the
-    epoch, from the input field ``time_field`` when given, else the element's
-    Beam timestamp (null in the global window, where batch inference stamps
-    results with the window's end: give batch pipelines a ``time_field``).
-    Bounded input (Beam's file sinks); for unbounded input run the report in
-    the pipeline (:class:`~crossinfer.experiments.ExperimentReport`).
+    epoch, from the input field ``time_field`` when given, else the result's
+    Beam timestamp - which inference sets to the end of the element's window
+    (the last millisecond of a fixed window; null in the global window), not
+    the element's own time: give a ``time_field`` whenever the report is to
+    have windows (``crossinfer report --window``).
+    Bounded or windowed unbounded input: Beam's file sinks write one set of
+    files per window in streaming (``<prefix>-[start, end)-...``); to report
+    a stream as it runs, apply :class:`~crossinfer.experiments.ExperimentReport`
+    in the pipeline.
 
     Raises:
       ValueError: an unknown ``file_format``.

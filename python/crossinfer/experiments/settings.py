@@ -29,6 +29,10 @@ class ReportSettings:
       id_field: the input field that identifies an element, joining a
         mirror's arms (``id`` by default; ids must be unique per window: an
         id seen twice in one arm is not paired).
+      key_field: the input field a ``hash`` split is sticky on (``key`` by
+        default, as :class:`~crossinfer.ABTest`'s ``key_field``): the unit of
+        assignment, so the sample-ratio-mismatch test counts distinct keys per
+        arm, not elements (elements of one key are not independent).
       metric: ``accuracy`` (``label == truth``) or ``mean_abs_error``
         (``|inference[0] - truth|``, for regression outputs).
       control: the arm the others are compared with (default: the first).
@@ -42,6 +46,7 @@ class ReportSettings:
     experiment: ABTestNode
     ground_truth: str | None = None
     id_field: str = "id"
+    key_field: str = "key"
     metric: str = "accuracy"
     control: str = ""
     confidence: float = 0.95
@@ -64,7 +69,7 @@ class ReportSettings:
                                       f"{', '.join(METRICS)}")
         if not (isinstance(self.confidence, float | int) and 0 < self.confidence < 1):
             raise ReportSettingsError(f"confidence: {self.confidence!r} is not in (0, 1)")
-        for name in ("ground_truth", "id_field"):
+        for name in ("ground_truth", "id_field", "key_field"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.isidentifier()):
                 raise ReportSettingsError(f"{name}: {value!r} is not a field name")

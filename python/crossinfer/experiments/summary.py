@@ -1,7 +1,17 @@
-"""The one-screen text summary of a report, and its decision."""
+"""The one-screen text summary of a report, and its decision.
+
+::
+
+    from crossinfer.experiments import decide, summary_text
+
+    decision = decide(arm_rows, pair_rows)       # one window's ArmReport / PairReport rows
+    decision.text    # "control better than treatment at p=1.2e-05; SRM ok (p=0.41)"
+    print(summary_text(arm_rows, pair_rows))     # the table and the decision
+"""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +27,10 @@ ALPHA = 0.05
 
 @dataclass(frozen=True)
 class Decision:
+    """One window's decision: ``srm_ok`` (None for a mirror: no split to
+    check), the SRM p-value, and one sentence per arm compared with the
+    control (``verdicts``); ``text`` joins them."""
+
     srm_ok: bool | None  # None: mirror (no split to check)
     srm_p_value: float | None
     verdicts: tuple[str, ...]  # one sentence per compared arm
@@ -38,7 +52,18 @@ def _p(p: float | None) -> str:
 
 def decide(arms: Sequence[ArmReport], pairs: Sequence[PairReport], alpha: float = ALPHA,
            srm_alpha: float = SRM_ALPHA) -> Decision:
-    """The decision for one window's rows (the global window's, in batch)."""
+    """The decision for one window's rows (the global window's, in batch).
+
+    Args:
+      arms / pairs: one window's :class:`ArmReport` and :class:`PairReport` rows.
+      alpha: significance level of each comparison (keep it ``1 -
+        confidence`` for the verdict to agree with the reported interval).
+      srm_alpha: the sample-ratio-mismatch threshold.
+
+    A per-window decision is for monitoring: deciding "as soon as a window is
+    significant" tests again and again, and the chance of a false winner
+    grows with the number of looks (docs/experiments.md).
+    """
     srm_p = arms[0].srm_p_value if arms else None
     srm_ok = None if not arms or arms[0].expected_share is None else \
         (srm_p is None or srm_p >= srm_alpha)
@@ -59,6 +84,19 @@ def decide(arms: Sequence[ArmReport], pairs: Sequence[PairReport], alpha: float 
     return Decision(srm_ok, srm_p, tuple(verdicts))
 
 
+def _window(arm: ArmReport) -> str:
+    """", window <start> - <end> UTC" (event time), or "" for the global window."""
+    if arm.window_start_ms is None or arm.window_end_ms is None:
+        return ""
+
+    def utc(ms: int) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+
+    start, end = utc(arm.window_start_ms), utc(arm.window_end_ms)
+    end_text = end.strftime("%H:%M:%S" if end.date() == start.date() else "%Y-%m-%d %H:%M:%S")
+    return f", window {start:%Y-%m-%d %H:%M:%S} - {end_text} UTC"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -69,12 +107,19 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def summary_text(arms: Sequence[ArmReport], pairs: Sequence[PairReport],
                  windows: int = 1, alpha: float = ALPHA, srm_alpha: float = SRM_ALPHA) -> str:
-    """A screen of text: the arms, the comparisons, the decision."""
+    """A screen of text: the arms, the comparisons, the decision (one
+    window's rows; ``windows``: how many windows the run also has, said in
+    the header). Same arguments as :func:`decide`."""
     if not arms:
         return "no rows: nothing to report\n"
     first = arms[0]
     total = sum(a.routed for a in arms)
-    lines = [f"Experiment {first.experiment}: {total:,} routed elements"
+    if first.expected_share is None:  # a mirror: every element reaches every arm
+        count = (f"{max(a.routed for a in arms):,} mirrored elements "
+                 f"({total:,} results and failures over {len(arms)} arms)")
+    else:
+        count = f"{total:,} routed elements"
+    lines = [f"Experiment {first.experiment}: {count}" + _window(first)
              + (f", {windows} windows" if windows > 1 else "")
              + (f", {first.unrouted_failures:,} failed before any arm"
                 if first.unrouted_failures else "")]

@@ -21,6 +21,7 @@ client already projected.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -39,7 +40,7 @@ from crossinfer.experiments.combiners import (
     WindowCombineFn,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
-from crossinfer.experiments.settings import ReportSettings
+from crossinfer.experiments.settings import ReportSettings, ReportSettingsError
 from crossinfer.rows import fields_view
 
 PAIRS_TAG = "pairs"
@@ -163,12 +164,67 @@ class ExperimentReport(beam.PTransform):
     def expand(self, outputs: Any) -> ReportOutputs:
         results, failures = outputs
         s = self.settings
+        _check_schema(results, s)
         id_field = s.id_field if s.mirror else None
+        keys = None
+        if s.experiment.split == "hash":
+            # The unit of assignment is the key: SRM counts distinct keys per arm.
+            keys = ((results | "ResultKeys" >> beam.ParDo(_ArmKey(s, failed=False)),
+                     failures | "FailureKeys" >> beam.ParDo(_ArmKey(s, failed=True)))
+                    | "Keys" >> beam.Flatten() | "DistinctKeys" >> beam.Distinct()
+                    | "TagKeys" >> beam.Map(_tag_keys, s.name))
         return _report(s, [
             ("Results", results, functools.partial(read_result, ground_truth=s.ground_truth,
                                                    id_field=id_field)),
             ("Failures", failures, functools.partial(read_failure, ground_truth=s.ground_truth,
-                                                     id_field=id_field))])
+                                                     id_field=id_field))], keys)
+
+
+def _check_schema(results: beam.PCollection, s: ReportSettings) -> None:
+    """Where the results' schema is known at construction (a schema'd
+    PCollection), a ground-truth field it lacks is refused; otherwise
+    :class:`_Accumulate` logs it and counts ``missing_ground_truth``.
+
+    Raises:
+      ReportSettingsError: naming the field and the results' fields.
+    """
+    from apache_beam.typehints.row_type import RowTypeConstraint
+
+    t = results.element_type
+    if s.ground_truth is None or not isinstance(t, RowTypeConstraint):
+        return
+    fields = [name for name, _ in t._fields]
+    if s.ground_truth not in fields:
+        raise ReportSettingsError(f"ground_truth: the results have no field "
+                                  f"{s.ground_truth!r} (fields: {', '.join(fields)})")
+
+
+class _ArmKey(beam.DoFn):
+    """A result (failure) row -> ``(arm, key)`` of its element, for a hash split's SRM."""
+
+    def __init__(self, settings: ReportSettings, failed: bool) -> None:
+        self._s = settings
+        self._failed = failed
+
+    def process(self, row: Any) -> Iterator[tuple[str, str]]:
+        fields = fields_view(row)
+        if self._failed:
+            path = str(fields.get("node"))
+            try:
+                fields = fields_view(fields.get("element"))
+            except TypeError:
+                return
+        else:
+            path = str(fields.get("path"))
+        arm = self._s.arm_of(path)
+        key = fields.get(self._s.key_field)
+        if arm is not None and key is not None:
+            yield arm, str(key)
+
+
+def _tag_keys(arm_key: tuple[str, str], name: str) -> Any:
+    """A distinct ``(arm, key)`` -> one key counted for ``arm`` (summed per window)."""
+    return name, ("keys", arm_key[0], 1)
 
 
 class ReportFromInputs(beam.PTransform):
@@ -187,11 +243,11 @@ _GLOBAL = GlobalWindow()
 
 
 def _report(s: ReportSettings,
-            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]]
-            ) -> ReportOutputs:
+            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]],
+            keys: beam.PCollection | None = None) -> ReportOutputs:
     """The report's steps: per element only :class:`_Accumulate` (and, for a
-    mirror, the join on the id); everything after works on a few accumulators
-    per window."""
+    mirror, the join on the id; for a hash split with its rows, the distinct
+    keys per arm); everything after works on a few accumulators per window."""
     pipeline = parts[0][1].pipeline
     accs, joins = [], []
     for name, pcoll, read in parts:
@@ -204,6 +260,8 @@ def _report(s: ReportSettings,
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
                     | "ById" >> beam.GroupByKey()
                     | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
+    if keys is not None:
+        accs.append(keys)
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
             | "PerWindow" >> beam.CombinePerKey(WindowCombineFn(s.metric))
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
@@ -247,6 +305,8 @@ class _Accumulate(beam.DoFn):
         namespace = f"crossinfer/{self._s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
+        self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
+        self._warned = False
 
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
@@ -265,6 +325,9 @@ class _Accumulate(beam.DoFn):
     def accumulate(self, element: Any, window: Any) -> Any:
         """``window``: the element's window, None for the global window."""
         row = self._read(element) if self._read is not None else element
+        if row.truth is None and self._s.ground_truth and not row.failed \
+                and self._read is not None:
+            self._check_truth(element)
         arm = self._arms.get(row.path)
         if arm is None:
             arm = self._s.arm_of(row.path) or _UNROUTED
@@ -291,6 +354,20 @@ class _Accumulate(beam.DoFn):
             self._paired += 1
             self._pair(window, sides)
         return ()
+
+    def _check_truth(self, element: Any) -> None:
+        """A result without the ground-truth field (a null value is fine):
+        counted, and logged once per worker, naming the field and the row's."""
+        fields = fields_view(element)
+        if self._s.ground_truth in fields:
+            return
+        self._missing_truth.inc()
+        if not self._warned:
+            self._warned = True
+            logging.getLogger(__name__).warning(
+                "experiment report %r: ground_truth: the results have no field %r "
+                "(fields: %s); they count as without ground truth", self._s.name,
+                self._s.ground_truth, ", ".join(fields))
 
     def _pair(self, window: Any, sides: dict[str, tuple[Any, ...]]) -> None:
         control = sides[self._control]
@@ -395,8 +472,12 @@ class _Finish(beam.DoFn):
         routed = {name: acc.results + acc.failures for name, acc in accs.items()}
         total = sum(routed.values())
         expected = s.expected_shares
+        # A hash split assigns keys, not elements: its SRM counts distinct keys
+        # per arm when the rows carry them (not in ReportFromInputs' rows).
+        keys = kv[1].get("keys") or {}
+        units = {a: keys.get(a, 0) for a in s.arm_names} if keys else routed
         srm = None if expected is None else stats.srm_p_value(
-            [routed[a] for a in s.arm_names], [expected[a] for a in s.arm_names])
+            [units[a] for a in s.arm_names], [expected[a] for a in s.arm_names])
         for name, acc in accs.items():
             yield _arm_row(s, name, acc, start, end, routed[name], total, expected, srm, unrouted)
         for other in s.others:
