@@ -20,9 +20,9 @@ from xlang_fixtures import Plain, build_request
 
 AB = {"version": 1, "node": {"kind": "ab_test", "name": "exp", "split": "random", "arms": [
     {"name": "control", "weight": 50, "node": {"kind": "model", "name": "a",
-                                               "framework": "sklearn", "uri": "a.skops"}},
+                                               "framework": "sklearn", "uri": "a.pkl"}},
     {"name": "treatment", "weight": 50, "node": {"kind": "model", "name": "b",
-                                                 "framework": "sklearn", "uri": "b.skops"}}]}}
+                                                 "framework": "sklearn", "uri": "b.pkl"}}]}}
 
 
 def _servicer() -> CrossinferExpansionServicer:

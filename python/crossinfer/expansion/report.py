@@ -51,7 +51,7 @@ from crossinfer.experiments import (
     ReportSettingsError,
 )
 from crossinfer.experiments.schema import SCHEMA_IDS
-from crossinfer.policy import LoadPolicy
+from crossinfer.policy import CODE_FORMATS, LoadPolicy
 from crossinfer.spec import load_spec
 from crossinfer.spec.limits import SpecLimits
 
@@ -123,11 +123,15 @@ def decode_report_payload(data: bytes, limits: SpecLimits | None = None) -> Repo
 def report_settings(payload: ReportPayload, policy: LoadPolicy,
                     limits: SpecLimits | None = None) -> ReportSettings:
     """The checked settings of a decoded payload: its spec validated as this
-    service validates an inference spec (``load_spec`` with ``policy`` and
-    ``limits``: the envelope, sizes, names, every number) except that no model
-    file is opened and no class imported (the report reads the spec's structure,
-    never its models); SpecError naming each field, or PayloadError."""
-    spec = load_spec(payload.spec, replace(policy, check_files=False), limits)
+    service validates an inference spec (``load_spec`` with ``limits``: the
+    envelope, sizes, names, every number, field paths), except the rules for
+    loading models - nothing is loaded: the report reads the spec's structure,
+    never its models. So no file is opened and no class imported, and model
+    roots, formats and pins are not checked (class names must still be ones
+    ``policy`` allows); SpecError naming each field, or PayloadError."""
+    structure_only = replace(policy, check_files=False, model_roots=None,
+                             code_formats=tuple(CODE_FORMATS), require_sha256=False)
+    spec = load_spec(payload.spec, structure_only, limits)
     try:
         return ReportSettings.from_spec(spec, **payload.settings)
     except ReportSettingsError as exc:
