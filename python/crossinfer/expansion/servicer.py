@@ -93,8 +93,8 @@ class Plan:
 class Checked:
     """A request checked cheaply, before admission: its size decides its lane.
 
-    ``payload`` and ``rows_schema`` are None for the report URN (its spec is
-    ``report_spec``; it is validated in its lane, as an inference spec is)."""
+    ``payload`` and ``rows_schema`` are None for the report URN (its payload is
+    ``report``; its spec is validated in its lane, as an inference spec is)."""
 
     urn: str
     payload: Payload | None = None
