@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from apache_beam.portability.api import (
 )
 from google.protobuf import duration_pb2
 
-from attack_payloads import evil_pickle
+from attack_payloads import evil_pickle, evil_skops
 from crossinfer.demo import DemoModels, sha256_of
 from crossinfer.expansion import encode_payload, transport
 from crossinfer.expansion.environments import build_environment
@@ -47,7 +48,7 @@ from crossinfer.expansion.registry import BUDGET
 from crossinfer.expansion.server import MAX_WAITING
 from crossinfer.expansion.service import build_policy
 from crossinfer.expansion.servicer import CrossinferExpansionServicer
-from crossinfer.expansion.urns import MODEL_URN
+from crossinfer.expansion.urns import AB_TEST_URN, KEYED_URN, MODEL_URN, REPORT_URN
 from crossinfer.handlers.adapter import ModelLoadError, read_verified
 from crossinfer.handlers.files import FileRefused, open_file
 from crossinfer.policy import LoadPolicy
@@ -133,10 +134,12 @@ def schema(*fields: tuple[str, schema_pb2.FieldType], schema_id: str = "") -> sc
 
 def request(node: dict | str, input_schema: schema_pb2.Schema | None = None, *,
             payload: bytes | None = None, unique_name: str = "ci",
-            window: beam_runner_api_pb2.FunctionSpec | None = None
+            window: beam_runner_api_pb2.FunctionSpec | None = None,
+            trigger: beam_runner_api_pb2.Trigger | None = None, urn: str = MODEL_URN
             ) -> beam_expansion_api_pb2.ExpansionRequest:
     """The request a client sends: an input PCollection of rows of ``input_schema``
-    (default: ``features`` only), its coder and windowing, an Impulse producing it."""
+    (default: ``features`` only), its coder and windowing (``trigger``: default),
+    an Impulse producing it."""
     rows = input_schema if input_schema is not None else schema(FEATURES)
     text = node if isinstance(node, str) else json.dumps({"version": 1, "node": node})
     components = beam_runner_api_pb2.Components()
@@ -150,7 +153,8 @@ def request(node: dict | str, input_schema: schema_pb2.Schema | None = None, *,
     components.windowing_strategies["ws"].CopyFrom(beam_runner_api_pb2.WindowingStrategy(
         window_fn=window or beam_runner_api_pb2.FunctionSpec(urn=common_urns.global_windows.urn),
         window_coder_id="w", merge_status=beam_runner_api_pb2.MergeStatus.NON_MERGING,
-        trigger=beam_runner_api_pb2.Trigger(default=beam_runner_api_pb2.Trigger.Default()),
+        trigger=trigger or beam_runner_api_pb2.Trigger(
+            default=beam_runner_api_pb2.Trigger.Default()),
         accumulation_mode=beam_runner_api_pb2.AccumulationMode.DISCARDING,
         output_time=beam_runner_api_pb2.OutputTime.END_OF_WINDOW,
         closing_behavior=beam_runner_api_pb2.ClosingBehavior.EMIT_IF_NONEMPTY,
@@ -164,7 +168,7 @@ def request(node: dict | str, input_schema: schema_pb2.Schema | None = None, *,
     return beam_expansion_api_pb2.ExpansionRequest(
         components=components, namespace="ns", transform=beam_runner_api_pb2.PTransform(
             unique_name=unique_name, inputs={"input": "in"}, spec=beam_runner_api_pb2.
-            FunctionSpec(urn=MODEL_URN, payload=payload if payload is not None
+            FunctionSpec(urn=urn, payload=payload if payload is not None
                          else encode_payload(text))))
 
 
@@ -489,6 +493,166 @@ def test_onnx_external_data_is_refused_wherever_it_hides(tmp_path: Path,
         ort.InferenceSession(model("constant_sparse"), sess_options=session_options(ort),
                              providers=["CPUExecutionProvider"])
 
+
+
+def test_pins_and_skops_types_are_checked_at_expansion(service: Service) -> None:
+    """Red team 2 #1: with the file check gone from the transform's construction, the
+    service expanded a wrong pin and a skops file naming an untrusted type (the
+    refusal came only from the workers, as failure rows)."""
+    refused(service, request(lr(service.root, sha256="ab" * 32)), "node.sha256: the file",
+            "but the spec pins " + "ab" * 32)
+    evil = evil_skops(service.root / "evil.skops", service.markers / "skops-ran")
+    try:
+        refused(service, request(lr(service.root, uri=str(evil))), "node.uri: the skops file",
+                "names types outside skops' trusted defaults", "RunsCommand")
+        # In an A/B arm too, with the arm's field path.
+        arms = [{"name": "a", "weight": 1, "node": lr(service.root)},
+                {"name": "b", "weight": 1, "node": lr(service.root, name="bad", uri=str(evil))}]
+        refused(service, request({"kind": "ab_test", "name": "ab", "arms": arms},
+                                 urn=AB_TEST_URN),
+                "node.arms[1].node.uri: the skops file")
+    finally:
+        evil.unlink()
+    # The right pin expands.
+    assert_valid_expansion(service.expand(request(lr(service.root, sha256=sha256_of(
+        service.root / "digits_lr.skops")))))
+
+
+def report_request(spec: dict | str, trigger: beam_runner_api_pb2.Trigger | None = None,
+                   **settings: Any) -> Any:
+    """An experiment report request over rows of the report input schema."""
+    from apache_beam.typehints.schemas import schema_from_element_type
+
+    from crossinfer.expansion.report import encode_report_payload
+    from crossinfer.experiments import ReportInput
+
+    rows = schema_from_element_type(ReportInput)
+    rows.id = "5e2b8c1a-0000-4000-8000-0000000000cc"
+    text = spec if isinstance(spec, str) else json.dumps(spec)
+    return request(text, rows, urn=REPORT_URN, trigger=trigger,
+                   payload=encode_report_payload(text, **settings))
+
+
+def _ab(root: Path, n: int = 2, **changes: Any) -> dict:
+    node = {"kind": "ab_test", "name": "ab", "split": "random", "arms": [
+        {"name": f"a{i}", "weight": 1, "node": lr(root, name=f"m{i}")} for i in range(n)]}
+    node.update(changes)
+    return {"version": 1, "node": node}
+
+
+def test_report_specs_are_validated_and_sized_as_inference_specs(service: Service) -> None:
+    """Red team 2 #2: the report URN skipped spec validation and lane sizing: it took
+    2,500 arms past --max-arms (20 such reports at once slowed a one-model request to
+    24-35 s), weights 0/0 (then ZeroDivisionError in the pipeline), -1 and 1e300,
+    duplicate arm names, a seed of 2^80, a salt of 100,000 characters, and a spec
+    without its envelope."""
+    from crossinfer.expansion.admission import SMALL_SPEC_NODES
+    from crossinfer.expansion.limits import RequestLimits
+    from crossinfer.expansion.servicer import check
+    from crossinfer.spec.limits import SpecLimits
+
+    root = service.root
+    control = service.expand(report_request(_ab(root)))
+    assert not control.error and set(control.transform.outputs) == {"arms", "pairs"}
+
+    def weights(a: float, b: float) -> dict:
+        spec = _ab(root)
+        spec["node"]["arms"][0]["weight"], spec["node"]["arms"][1]["weight"] = a, b
+        return spec
+
+    duplicate = _ab(root)
+    duplicate["node"]["arms"][1]["name"] = "a0"
+    many = _ab(root, arms=[{"name": f"a{i}", "weight": 1, "node": {
+        "kind": "model", "name": f"m{i}", "framework": "sklearn", "uri": "x"}}
+        for i in range(2_000)])  # small arms: within --max-spec-bytes
+    for spec, fragments in (
+            (many, ("node: has 2001 nodes; at most 64 are allowed (--max-nodes)",)),
+            (_ab(root, 17), ("node.arms: has 17 arms; at most 16", "--max-arms")),
+            (weights(0, 0), ("node.arms[0].weight: must be a number above 0",
+                             "node.arms[1].weight")),
+            (weights(-1, 1), ("node.arms[0].weight: must be a number above 0",)),
+            (weights(1e300, 1e300), ("node.arms[0].weight: must be a number above 0 and at "
+                                     "most 1,000,000",)),
+            (duplicate, ("node.arms[1].name: arm name 'a0' is used twice",)),
+            (_ab(root, split="hash", seed=2**80), ("node.seed: must be an integer",)),
+            (_ab(root, split="hash", salt="s" * 100_000), ("node.salt: longer than 256",)),
+            (_ab(root)["node"], ("node: is required",)),
+            (_ab(root, 0), ("node.arms: an A/B test needs at least two arms",))):
+        refused(service, report_request(spec), *fragments)
+    # The report's own settings keep their field paths.
+    refused(service, report_request(_ab(root), control="zzz"), "payload.control")
+    # Its lane is sized by its spec, as an inference request's is (a report of 16
+    # arms is a large request, not a small one).
+    checked = check(report_request(_ab(root, 16)), SpecLimits(), RequestLimits())
+    assert checked.nodes == 17 > SMALL_SPEC_NODES
+    assert check(report_request(_ab(root)), SpecLimits(), RequestLimits()).nodes == 3
+
+
+def _keyed(root: Path) -> dict:
+    return {"kind": "keyed", "name": "k", "routes": [{"keys": ["a"], "node": lr(root)}]}
+
+
+KEYED_ROWS = schema(FEATURES, ("key", schema_pb2.FieldType(atomic_type=schema_pb2.STRING)))
+
+
+def _after_count(n: int) -> beam_runner_api_pb2.Trigger:
+    return beam_runner_api_pb2.Trigger(element_count=beam_runner_api_pb2.Trigger.ElementCount(
+        element_count=n))
+
+
+def test_an_unsafe_trigger_on_grouped_input_is_refused_naming_the_windowing(
+        service: Service) -> None:
+    """Red team 2 #3: a keyed spec over input triggered AfterCount(1) came back as
+    ``internal error while expanding: ValueError: GroupByRoute[k]: Unsafe trigger``,
+    and a 360 KB AfterAny of 60,000 triggers wrote 906 KB of traceback to the log."""
+    refused(service, request(_keyed(service.root), KEYED_ROWS, urn=KEYED_URN,
+                             trigger=_after_count(1)),
+            "input: the windowing strategy 'ws' has the trigger AfterCount(1)",
+            "may lose data", "the keyed node at node groups its input by route")
+    refused(service, report_request(_ab(service.root), trigger=_after_count(1)),
+            "input: the windowing strategy 'ws'", "the report groups its input")
+    # The same trigger is fine where nothing groups (one model), and a repeated
+    # trigger where something does.
+    assert_valid_expansion(service.expand(request(lr(service.root), trigger=_after_count(1))))
+    assert_valid_expansion(service.expand(request(
+        _keyed(service.root), KEYED_ROWS, urn=KEYED_URN, trigger=beam_runner_api_pb2.Trigger(
+            repeat=beam_runner_api_pb2.Trigger.Repeat(subtrigger=_after_count(1))))))
+    wide = beam_runner_api_pb2.Trigger(after_any=beam_runner_api_pb2.Trigger.AfterAny(
+        subtriggers=[_after_count(1)] * 60_000))
+    req = request(_keyed(service.root), KEYED_ROWS, urn=KEYED_URN, trigger=wide)
+    before = service.proc.log.stat().st_size
+    error, _ = refused(service, req, "input: the windowing strategy 'ws'", "may lose data")
+    written = service.proc.log.stat().st_size - before
+    print(f"a {req.ByteSize():,}-byte request: {len(error):,} characters of error, "
+          f"{written:,} bytes of log")
+    assert len(error) < 2_000 and written < 20_000, (len(error), written)
+
+
+def test_out_of_root_refusals_never_say_where_links_lead(service: Service) -> None:
+    """Red team 2 #4: "(it resolves to ...)" told any client the target of
+    /proc/self/exe, the service's working directory, its descriptors and the
+    symlinks under a root. Only the URI's lexical form is shown."""
+    link = service.root / "elsewhere"
+    link.symlink_to(service.outside)
+    try:
+        error, _ = refused(service, request(lr(service.root, uri=str(link / "evil.pkl"))),
+                           "node.uri: ", "is outside the allowed model roots",
+                           "a symbolic link on its path leads outside them")
+        assert str(service.outside) not in error, error
+    finally:
+        link.unlink()
+    secrets = [os.path.realpath(sys.executable), os.getcwd()]
+    for uri in ("/proc/self/exe", "/proc/self/cwd/x.skops", "/proc/self/fd/0",
+                "/proc/self/fd/3", "/proc/self/root" + str(service.outside / "evil.pkl")):
+        error, _ = refused(service, request(lr(service.root, uri=uri)), "node.uri: ",
+                           "is outside the allowed model roots")
+        assert "resolves to" not in error and not any(s in error for s in secrets), error
+    # '..' is still shown resolved (lexically), and a relative path keeps its hint.
+    error, _ = refused(service, request(lr(service.root, uri=str(
+        service.root / ".." / service.outside.name / "evil.pkl"))), "node.uri: ")
+    assert f"(that is '{service.outside / 'evil.pkl'}')" in error, error
+    refused(service, request(lr(service.root, uri="evil.pkl")), "a relative path resolves "
+            "against the working directory")
 
 # ------------------------------------------------------------------ memory
 

@@ -656,5 +656,5 @@ def test_a_relative_location_refusal_shows_where_it_resolved(tmp_path: Path,
     with pytest.raises(LocationRefused) as info:
         policy.resolve_location("digits_lr.skops")
     message = str(info.value)
-    assert f"it resolves to '{tmp_path / 'digits_lr.skops'}'" in message
+    assert f"(that is '{tmp_path / 'digits_lr.skops'}')" in message
     assert "not against a model root: give the full path" in message

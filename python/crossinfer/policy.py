@@ -203,7 +203,13 @@ class LoadPolicy:
                     path.startswith(root.rstrip("/") + "/"):
                 return path
         roots = ", ".join(self.model_roots) or "none configured"
-        where = "" if path == uri else f" (it resolves to {path!r})"
+        # Only the URI's own lexical form is shown, never where symlinks lead: a
+        # refusal must not tell a client what /proc/self/exe, the working directory,
+        # a descriptor or a symlink points to.
+        lexical = os.path.abspath(normalize_uri(uri)) if is_local(path) else path
+        where = "" if lexical == uri else f" (that is {lexical!r})"
+        if is_local(path) and self._under_a_root(lexical):
+            where += " (a symbolic link on its path leads outside them)"
         hint = ""
         if is_local(path) and is_local(uri) and not uri.startswith(("/", "file:")):
             hint = ("; a relative path resolves against the working directory of the process "
@@ -211,6 +217,12 @@ class LoadPolicy:
                     "give the full path")
         raise LocationRefused(f"{uri!r} is outside the allowed model roots ({roots}){where}"
                               f"{hint}")
+
+    def _under_a_root(self, path: str) -> bool:
+        """Whether the local ``path`` lies, lexically, under a local model root."""
+        return any(is_local(root) and os.path.commonpath(
+            [path, os.path.abspath(normalize_uri(root))]) == os.path.abspath(normalize_uri(root))
+            for root in self.model_roots or ())
 
     def location_problem(self, uri: str) -> str | None:
         """Why ``uri`` may not be loaded, or None when it may."""

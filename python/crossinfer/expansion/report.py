@@ -24,17 +24,23 @@ from __future__ import annotations
 import math
 import typing
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import RowCoder
-from apache_beam.portability.api import beam_expansion_api_pb2, external_transforms_pb2, schema_pb2
+from apache_beam.portability.api import external_transforms_pb2, schema_pb2
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 from google.protobuf.message import DecodeError
 
 from crossinfer.expansion.payload import PayloadError, parse_spec_json
 from crossinfer.expansion.registry import content_id
-from crossinfer.expansion.security import CleanRequest, RequestRefused, check_with_beam, sanitize
+from crossinfer.expansion.security import (
+    CleanRequest,
+    RequestRefused,
+    check_grouping,
+    check_with_beam,
+)
 from crossinfer.expansion.urns import REPORT_URN
 from crossinfer.experiments import (
     ArmReport,
@@ -45,7 +51,8 @@ from crossinfer.experiments import (
     ReportSettingsError,
 )
 from crossinfer.experiments.schema import SCHEMA_IDS
-from crossinfer.spec import SpecError
+from crossinfer.policy import CODE_FORMATS, LoadPolicy
+from crossinfer.spec import load_spec
 from crossinfer.spec.limits import SpecLimits
 
 ARMS_TAG = "arms"
@@ -78,9 +85,18 @@ def encode_report_payload(spec_json: str, ground_truth: str | None = None,
         spec_json, ground_truth, metric, control, confidence)).payload()
 
 
-def decode_report_payload(data: bytes, limits: SpecLimits | None = None) -> ReportSettings:
-    """Decode the payload into checked settings, or raise PayloadError / SpecError /
-    ReportSettingsError naming the field."""
+@dataclass(frozen=True)
+class ReportPayload:
+    """A decoded report payload: the spec as plain JSON (within the spec limits'
+    bytes and nesting, not yet validated) and the report's other settings."""
+
+    spec: dict[str, Any]
+    settings: dict[str, Any]
+
+
+def decode_report_payload(data: bytes, limits: SpecLimits | None = None) -> ReportPayload:
+    """Decode the payload (cheap: no spec validation), or raise PayloadError naming
+    the field."""
     try:
         config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
     except DecodeError as exc:
@@ -101,7 +117,28 @@ def decode_report_payload(data: bytes, limits: SpecLimits | None = None) -> Repo
         "control": values.get("control") or "",
         "confidence": 0.95 if confidence is None else confidence,
     }
-    return ReportSettings.from_spec(parse_spec_json(values.get("spec"), limits), **settings)
+    return ReportPayload(parse_spec_json(values.get("spec"), limits), settings)
+
+
+def report_settings(payload: ReportPayload, policy: LoadPolicy,
+                    limits: SpecLimits | None = None) -> ReportSettings:
+    """The checked settings of a decoded payload: its spec validated as this
+    service validates an inference spec (``load_spec`` with ``limits``: the
+    envelope, sizes, names, every number, field paths), except the rules for
+    loading models - nothing is loaded: the report reads the spec's structure,
+    never its models. So no file is opened and no class imported, and model
+    roots, formats and pins are not checked (class names must still be ones
+    ``policy`` allows); SpecError naming each field, or PayloadError."""
+    structure_only = replace(policy, check_files=False, model_roots=None,
+                             code_formats=tuple(CODE_FORMATS), require_sha256=False)
+    spec = load_spec(payload.spec, structure_only, limits)
+    try:
+        return ReportSettings.from_spec(spec, **payload.settings)
+    except ReportSettingsError as exc:
+        text = str(exc)
+        if text.startswith("experiment"):
+            text = "spec.node" + text[len("experiment"):]
+        raise PayloadError(f"payload.{text}") from exc
 
 
 def _checked_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
@@ -175,27 +212,17 @@ class ExpandedReport(beam.PTransform):
         return {ARMS_TAG: out.arms, PAIRS_TAG: out.pairs}
 
 
-def plan_report(request: beam_expansion_api_pb2.ExpansionRequest,
-                limits: SpecLimits | None = None) -> tuple[CleanRequest, beam.PTransform]:
-    """Check a report request; the sanitised request and the transform, or raise.
-
-    ``limits`` bounds the spec text's bytes and nesting as for inference payloads."""
-    try:
-        settings = decode_report_payload(request.transform.spec.payload, limits)
-    except ReportSettingsError as exc:
-        text = str(exc)
-        if text.startswith("experiment"):
-            text = "spec.node" + text[len("experiment"):]
-        raise PayloadError(f"payload.{text}") from exc
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, (PayloadError, SpecError)):
-            raise
-        raise PayloadError(f"payload.spec: {exc}") from exc
-    clean = sanitize(request)
+def plan_report(payload: ReportPayload, clean: CleanRequest, policy: LoadPolicy,
+                limits: SpecLimits | None = None) -> beam.PTransform:
+    """Check a decoded report request (``clean``: the sanitised request); the
+    transform, or raise (PayloadError, SpecError, RequestRefused)."""
+    settings = report_settings(payload, policy, limits)
     check_report_input(clean.input_schema)
-    check_with_beam(clean)
-    return clean, ExpandedReport(settings)
+    windowing = check_with_beam(clean)
+    check_grouping(clean, windowing, "the report groups its input by arm and window")
+    return ExpandedReport(settings)
 
 
 assert set(SCHEMA_IDS) == {ReportInput, ArmReport, PairReport}
-__all__ = ["REPORT_URN", "decode_report_payload", "encode_report_payload", "plan_report"]
+__all__ = ["REPORT_URN", "ReportPayload", "decode_report_payload", "encode_report_payload",
+           "plan_report", "report_settings"]

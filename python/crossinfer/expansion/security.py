@@ -25,6 +25,7 @@ rebuilt from validated pieces only:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_expansion_api_pb2, beam_runner_api_pb2, schema_pb2
@@ -224,10 +225,11 @@ def restore_client_components(response: beam_expansion_api_pb2.ExpansionResponse
                 out[cid].CopyFrom(given[cid])
 
 
-def check_with_beam(clean: CleanRequest) -> None:
+def check_with_beam(clean: CleanRequest) -> Any:
     """Decode the input coder and windowing strategy with Beam's own code, as its
     expansion will; whatever it raises is the client's and is refused as ``input:``
-    (bad window payloads raised ZeroDivisionError deep inside Beam's expansion)."""
+    (bad window payloads raised ZeroDivisionError deep inside Beam's expansion).
+    Returns the input's ``apache_beam.transforms.core.Windowing``."""
     from apache_beam.runners import pipeline_context
 
     request = clean.request
@@ -235,7 +237,7 @@ def check_with_beam(clean: CleanRequest) -> None:
     pcoll = request.components.pcollections[pcoll_id]
     context = pipeline_context.PipelineContext(request.components)
     try:
-        context.windowing_strategies.get_by_id(pcoll.windowing_strategy_id)
+        windowing = context.windowing_strategies.get_by_id(pcoll.windowing_strategy_id)
     except Exception as exc:  # Beam's windowing code on the client's payload
         raise RequestRefused(f"input: the windowing strategy {pcoll.windowing_strategy_id!r} "
                              f"cannot be read: {_reason(exc)}") from exc
@@ -243,6 +245,45 @@ def check_with_beam(clean: CleanRequest) -> None:
         context.coders.get_by_id(pcoll.coder_id)
     except Exception as exc:  # Beam's coder code on the client's coders
         raise RequestRefused(f"input: {failing_field(clean.input_schema, exc)}") from exc
+    return windowing
+
+
+def input_bounded(clean: CleanRequest) -> bool:
+    """Whether the request's input PCollection is bounded."""
+    (pcoll_id,) = clean.request.transform.inputs.values()
+    return clean.request.components.pcollections[pcoll_id].is_bounded != \
+        beam_runner_api_pb2.IsBounded.UNBOUNDED
+
+
+def check_grouping(clean: CleanRequest, windowing: Any, why: str) -> None:
+    """RequestRefused (``input:``) when a GroupByKey over the input's windowing
+    (``windowing``, from :func:`check_with_beam`) would fail Beam's own check:
+    a trigger that may lose data, or unbounded input in the global window with
+    the default trigger. ``why`` says which part of the request groups. (Beam
+    raised it deep in its expansion, as an internal error with the trigger's
+    whole repr.)"""
+    from apache_beam.transforms.trigger import DataLossReason, DefaultTrigger
+    from apache_beam.transforms.window import GlobalWindows
+
+    (pcoll_id,) = clean.request.transform.inputs.values()
+    ws_id = clean.request.components.pcollections[pcoll_id].windowing_strategy_id
+    trigger = windowing.triggerfn
+    if not input_bounded(clean) and isinstance(windowing.windowfn, GlobalWindows) and \
+            isinstance(trigger, DefaultTrigger):
+        raise RequestRefused(f"input: the windowing strategy {_clip(ws_id, 100)!r} is the "
+                             f"global window with the default trigger over unbounded input, "
+                             f"which never fires; {why}: window the input or set a trigger")
+    reason = trigger.may_lose_data(windowing)
+    if reason != DataLossReason.NO_POTENTIAL_LOSS:
+        raise RequestRefused(
+            f"input: the windowing strategy {_clip(ws_id, 100)!r} has the trigger "
+            f"{_clip(str(trigger), 200)}, which may lose data "
+            f"({str(reason).replace('DataLossReason.', '')}); {why}: use a trigger that "
+            "fires repeatedly (Repeatedly(...), AfterWatermark) or the default trigger")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _reason(exc: BaseException) -> str:

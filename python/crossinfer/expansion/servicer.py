@@ -5,9 +5,9 @@ URN, a strictly decoded payload within the size limits, a sanitised request
 with bounded row schemas, see :mod:`.security`), is admitted to a lane by its
 size (:mod:`.admission`), then goes through :func:`plan`: the input read with
 Beam's own code, a spec validated against the service's load policy and
-limits, the input schema checked, and the core transform constructed (which
-checks local model files - pins, skops types - and surfaces framework
-problems). Only then does
+limits, local model files checked (pins, the types a skops file names:
+:func:`check_model_files`), the input schema checked, and the core transform
+constructed (which surfaces framework problems). Only then does
 Beam's ``ExpansionServiceServicer.Expand`` run, on the sanitised request. Any
 problem with the request becomes ``ExpansionResponse.error`` - the handler
 never raises, so one bad request cannot take the service down. A request the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,12 @@ from crossinfer.expansion.admission import Admission, Busy, TimedOut, check_dead
 from crossinfer.expansion.limits import RequestLimits
 from crossinfer.expansion.payload import Payload, PayloadError, decode_payload
 from crossinfer.expansion.registry import BUDGET
-from crossinfer.expansion.report import REPORT_URN, plan_report
+from crossinfer.expansion.report import (
+    REPORT_URN,
+    ReportPayload,
+    decode_report_payload,
+    plan_report,
+)
 from crossinfer.expansion.schemas import (
     InputSchemaError,
     check_input_schema,
@@ -45,8 +51,10 @@ from crossinfer.expansion.schemas import (
 from crossinfer.expansion.security import (
     CleanRequest,
     RequestRefused,
+    check_grouping,
     check_with_beam,
     checked_schema,
+    input_bounded,
     restore_client_components,
     sanitize,
 )
@@ -85,8 +93,8 @@ class Plan:
 class Checked:
     """A request checked cheaply, before admission: its size decides its lane.
 
-    ``payload``, ``clean`` and ``rows_schema`` are None for the report URN
-    (checked in its lane: its input schema is fixed and small)."""
+    ``payload`` and ``rows_schema`` are None for the report URN (its payload is
+    ``report``; its spec is validated in its lane, as an inference spec is)."""
 
     urn: str
     payload: Payload | None = None
@@ -95,6 +103,8 @@ class Checked:
     rows_schema: schema_pb2.Schema | None = None
     nodes: int = 1
     fields: int = 0
+    #: The report URN's decoded payload (None for inference).
+    report: ReportPayload | None = None
 
 
 def unknown_urn_message(urn: str) -> str:
@@ -117,7 +127,11 @@ def check(request: beam_expansion_api_pb2.ExpansionRequest, limits: SpecLimits,
     row schemas bounded and given content-derived ids; or raise."""
     urn = request.transform.spec.urn
     if urn == REPORT_URN:  # the experiment report (crossinfer.expansion.report)
-        return Checked(urn)
+        report = decode_report_payload(request.transform.spec.payload, limits)
+        clean = sanitize(request, request_limits)
+        # Its lane by its size, as for inference: the spec's nodes, the input's fields.
+        return Checked(urn, clean=clean, nodes=count_nodes(report.spec),
+                       fields=field_count(clean.input_schema), report=report)
     if pattern_for_urn(urn) is None:
         raise RequestRefused(unknown_urn_message(urn))
     payload = decode_payload(request.transform.spec.payload, limits)
@@ -144,13 +158,14 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
     checked = checked or check(request, limits, request_limits)
     urn = checked.urn
     if urn == REPORT_URN:
-        clean, report = plan_report(request, limits)
-        return Plan(urn, clean.request, report, clean)
+        assert checked.report is not None and checked.clean is not None
+        report = plan_report(checked.report, checked.clean, policy, limits)
+        return Plan(urn, checked.clean.request, report, checked.clean)
     pattern = pattern_for_urn(urn)
     payload, clean, rows_schema = checked.payload, checked.clean, checked.rows_schema
     assert pattern is not None and payload is not None and clean is not None
     assert rows_schema is not None
-    check_with_beam(clean)
+    windowing = check_with_beam(clean)
     _check(deadline, "while its input was read")
     spec = load_spec(payload.spec, policy, limits)
     # The model files themselves (pins, skops types): checked here, at expansion;
@@ -163,6 +178,11 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
         raise RequestRefused(
             f"spec.node.kind: {urn} expands a {pattern.name!r} spec, but the root node is "
             f"{spec.node.kind!r}; use {urn_for_node(spec.node)}")
+    grouping = grouping_node(spec, input_bounded(clean))
+    if grouping is not None:
+        check_grouping(clean, windowing, f"the keyed node at {grouping} groups its input by "
+                                         "route")
+    check_model_files(spec, policy)
     batches = payload.input_schema is not None  # the batch transport
     check_input_schema(rows_schema, payload.features_field, payload.key_field,
                        key_required=payload.key_field_given or needs_key(spec))
@@ -187,11 +207,45 @@ def _check(deadline: float | None, phase: str) -> None:
         check_deadline(deadline, phase)
 
 
+def check_model_files(spec: InferenceSpec, policy: LoadPolicy) -> None:
+    """SpecError naming each field when a local model file differs from its pin,
+    names skops types the policy does not trust, or cannot be read safely
+    (:func:`crossinfer.handlers.files.file_problems`): checked at expansion, so a
+    client learns it here rather than from failure rows. (Python pipelines built
+    directly check these on the workers only, when they load.)"""
+    problems = [(f"{path}.{field}", message) for path, node in walk(spec.node)
+                if isinstance(node, ModelNode) for field, message in file_problems(node, policy)]
+    if problems:
+        raise SpecError(problems)
+
+
+def grouping_node(spec: InferenceSpec, bounded: bool) -> str | None:
+    """The field path of the first node whose expansion groups its input by key
+    (a keyed node over bounded input: a GroupByKey), or None."""
+    if not bounded:
+        return None  # unbounded keyed input is batched with state, not grouped
+    return next((path for path, node in walk(spec.node) if isinstance(node, KeyedNode)),
+                None)
+
+
 def needs_key(spec: InferenceSpec) -> bool:
     """Whether any node routes or splits by the element's key."""
     return any(isinstance(node, KeyedNode) or (isinstance(node, ABTestNode)
                                                and node.split == "hash")
                for _, node in walk(spec.node))
+
+
+#: Most characters of a traceback the log keeps per request (its head and its tail).
+_LOG_TRACEBACK_CHARS = 8000
+
+
+def _bounded(text: str, limit: int = _LOG_TRACEBACK_CHARS) -> str:
+    """A traceback for the log, at most ``limit`` characters: its head and its tail
+    (an exception's message can quote the client's request, e.g. a trigger's repr)."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit:,} characters left out] ...\n{text[-half:]}"
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -251,7 +305,8 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
                       status_of(exc).name.lower(), (time.perf_counter() - start) * 1000)
             raise
         except Exception as exc:  # a handler that raises fails the RPC: answer instead
-            _LOG.exception("internal error expanding %r", _short(urn))
+            _LOG.error("internal error expanding %r:\n%s", _short(urn),
+                       _bounded("".join(traceback.format_exception(exc))))
             response = beam_expansion_api_pb2.ExpansionResponse(
                 error=f"{ERROR_PREFIX}internal error: {type(exc).__name__}: {_short(str(exc))}")
         ms = (time.perf_counter() - start) * 1000
@@ -293,9 +348,11 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
             response = super().Expand(prepared_plan.request, None)
         check_deadline(deadline, "while Beam expanded it")
         if response.error:
-            # Beam returns a traceback; keep it in our log, give the client its
-            # last line (the exception) after our prefix.
-            _LOG.error("Beam failed to expand %s:\n%s", prepared_plan.urn, response.error)
+            # Beam returns a traceback; keep it in our log (bounded: its last line
+            # can quote the client's request), give the client its last line (the
+            # exception) after our prefix.
+            _LOG.error("Beam failed to expand %s:\n%s", prepared_plan.urn,
+                       _bounded(response.error))
             last = response.error.strip().splitlines()[-1]
             return beam_expansion_api_pb2.ExpansionResponse(
                 error=f"{ERROR_PREFIX}internal error while expanding: {_short(last)}")

@@ -15,9 +15,10 @@ race the reader (docs/security.md):
 * the SHA-256, the skops type check and the load all use bytes read from that
   descriptor; nothing is opened again by path.
 
-:func:`file_problems` is the one check of a spec's model files at construction
-(pins, and the types a skops file names), used by the service and by Python
-pipelines alike; :func:`read_model` is the worker's read.
+:func:`file_problems` is the one check of a spec's model files before they
+are loaded (pins, and the types a skops file names), used by the expansion
+service (Python pipelines built directly leave it to the workers, whose load
+checks the same); :func:`read_model` is the worker's read.
 """
 
 from __future__ import annotations
