@@ -251,8 +251,8 @@ def check_with_beam(clean: CleanRequest) -> Any:
 def input_bounded(clean: CleanRequest) -> bool:
     """Whether the request's input PCollection is bounded."""
     (pcoll_id,) = clean.request.transform.inputs.values()
-    return clean.request.components.pcollections[pcoll_id].is_bounded != \
-        beam_runner_api_pb2.IsBounded.UNBOUNDED
+    return bool(clean.request.components.pcollections[pcoll_id].is_bounded
+                != beam_runner_api_pb2.IsBounded.UNBOUNDED)
 
 
 def check_grouping(clean: CleanRequest, windowing: Any, why: str) -> None:

@@ -168,12 +168,6 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
     windowing = check_with_beam(clean)
     _check(deadline, "while its input was read")
     spec = load_spec(payload.spec, policy, limits)
-    # The model files themselves (pins, skops types): checked here, at expansion;
-    # Python pipelines leave them to the workers (sec2, see handlers.files).
-    problems = [(f"{at}.{field}", message) for at, node in walk(spec.node)
-                if isinstance(node, ModelNode) for field, message in file_problems(node, policy)]
-    if problems:
-        raise SpecError(problems)
     if not isinstance(spec.node, pattern.node_type):
         raise RequestRefused(
             f"spec.node.kind: {urn} expands a {pattern.name!r} spec, but the root node is "

@@ -197,9 +197,11 @@ def report_main(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         with args.json.open("w", encoding="utf-8") as f:
-            for kind, rows in (("arm", arms), ("pair", pairs), ("window", windows),
-                               ("window_pair", window_pairs)):
-                for row in rows:
+            tables: tuple[tuple[str, Sequence[ArmReport | PairReport]], ...] = (
+                ("arm", arms), ("pair", pairs), ("window", windows),
+                ("window_pair", window_pairs))
+            for kind, table in tables:
+                for row in table:
                     f.write(json.dumps({"kind": kind, **row._asdict()}) + "\n")
         print(f"report rows: {args.json.resolve()}")
     return 0
