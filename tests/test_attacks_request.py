@@ -526,7 +526,10 @@ def report_request(spec: dict | str, trigger: beam_runner_api_pb2.Trigger | None
     from crossinfer.expansion.report import encode_report_payload
     from crossinfer.experiments import ReportInput
 
-    rows = schema_from_element_type(ReportInput)
+    # A copy: Beam hands out the schema it keeps for the type, and the report's
+    # own id must stay as it is for the tests that come later.
+    rows = schema_pb2.Schema()
+    rows.CopyFrom(schema_from_element_type(ReportInput))
     rows.id = "5e2b8c1a-0000-4000-8000-0000000000cc"
     text = spec if isinstance(spec, str) else json.dumps(spec)
     return request(text, rows, urn=REPORT_URN, trigger=trigger,
