@@ -95,8 +95,9 @@ public class ModelSettingsIT {
                 .withPreprocess(scale)),
             ABTest.Arm.of("handler", Model.custom("s_handler", lrPickle, BEAM_HANDLER, Map.of())
                 .withPreprocess(scale)),
-            ABTest.Arm.of("handler_params", Model.custom("s_handler_params", BEAM_HANDLER)
-                .withHandlerClass(BEAM_HANDLER, Map.of("model_uri", lrPickle))
+            ABTest.Arm.of("handler_params", Model.custom("s_handler_params", lrPickle, BEAM_HANDLER, Map.of())
+                // model_uri always comes from the node's uri (the spec refuses it here)
+                .withHandlerClass(BEAM_HANDLER, Map.of("max_batch_size", 64))
                 .withPreprocess(scale)),
             ABTest.Arm.of("predict", Model.sklearn("s_predict", lr).withFormat(Format.SKOPS)
                 .withMethod(SklearnMethod.PREDICT).withPreprocess(scale)),
