@@ -89,49 +89,49 @@ class NewShape(Rule):
                 "items": number_schema(self.dimension)}
 
 
+class OpDeclaration:
+    """What every op's parameter dataclass shares: pydantic's settings and the
+    stages it may run at (both, unless a subclass says ``("post",)``)."""
+
+    __pydantic_config__ = OP_CONFIG
+    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
+
+
 Float32 = Annotated[float, Number("op.*.{mean,std,factor,value,threshold}")]
 
 
 @dataclass(frozen=True)
-class Cast:
+class Cast(OpDeclaration):
     """Cast each element's values to ``dtype``."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "cast"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
     dtype: Annotated[str, Dtype()]
     """A numeric numpy dtype name, e.g. "float32"."""
 
 
 @dataclass(frozen=True)
-class Reshape:
+class Reshape(OpDeclaration):
     """Reshape each element (each row of a batch)."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "reshape"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
     shape: Annotated[list[int], NewShape()]
     """The new shape of one row; -1 (once) for the inferred dimension."""
 
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(OpDeclaration):
     """Flatten each element to one dimension."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "flatten"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
 
 @dataclass(frozen=True)
-class Normalize:
+class Normalize(OpDeclaration):
     """``(x - mean) / std``, per value or per column."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "normalize"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
     mean: Annotated[float | list[float], Floats()] = 0.0
     """One number, or one per column."""
@@ -140,25 +140,21 @@ class Normalize:
 
 
 @dataclass(frozen=True)
-class Scale:
+class Scale(OpDeclaration):
     """``x * factor``, per value or per column."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "scale"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
     factor: Annotated[float | list[float], Floats()]
     """One number, or one per column."""
 
 
 @dataclass(frozen=True)
-class PadTruncate:
+class PadTruncate(OpDeclaration):
     """Flatten, then pad with ``value`` or cut to ``length`` values: ragged inputs
     become one length."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "pad_truncate"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
     length: Annotated[int, Number("op.pad_truncate.length")]
     """Values per row after the op."""
@@ -167,37 +163,31 @@ class PadTruncate:
 
 
 @dataclass(frozen=True)
-class Softmax:
+class Softmax(OpDeclaration):
     """Softmax over the last axis."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "softmax"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
 
 @dataclass(frozen=True)
-class Sigmoid:
+class Sigmoid(OpDeclaration):
     """The logistic function, per value."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "sigmoid"
-    stages: ClassVar[tuple[Stage, ...]] = ("pre", "post")
 
 
 @dataclass(frozen=True)
-class Argmax:
+class Argmax(OpDeclaration):
     """``label``: the index of each row's largest output; ``score``: that output."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "argmax"
     stages: ClassVar[tuple[Stage, ...]] = ("post",)
 
 
 @dataclass(frozen=True)
-class TopK:
+class TopK(OpDeclaration):
     """``labels``/``scores``: each row's ``k`` largest outputs, largest first."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "top_k"
     stages: ClassVar[tuple[Stage, ...]] = ("post",)
 
@@ -206,11 +196,10 @@ class TopK:
 
 
 @dataclass(frozen=True)
-class Threshold:
+class Threshold(OpDeclaration):
     """``score``: output ``index`` of each row; ``label``: 1 when it is at least
     ``threshold``, else 0."""
 
-    __pydantic_config__ = OP_CONFIG
     op: ClassVar[str] = "threshold"
     stages: ClassVar[tuple[Stage, ...]] = ("post",)
 
