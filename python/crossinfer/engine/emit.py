@@ -12,10 +12,14 @@ outputs, one row per row) and written in the output format of that way in:
   and one failure row (``element``, ``node``, ``error``) per failure;
 * :class:`BatchRowFormat` (batch-native input): one result row per input
   element and path, its outputs as arrays with a row per row, and ``index``
-  (the element's rows they are for); failure rows carry ``index`` too;
+  (the element's rows they are for), plus ``model_ms`` and ``batch_size``
+  with timing (an element's rows run in one model call per stage, so they
+  share them); failure rows carry ``index`` too;
 * :class:`ResultBatchFormat` (the batch transport): result batches of at
   most :data:`~crossinfer.wire.RESULT_BATCH_ROWS` results, columns of
-  little-endian bytes (``docs/wire-contract.md``); a failure row per failed row.
+  little-endian bytes (``docs/wire-contract.md``), plus the timing columns
+  (:data:`~crossinfer.wire.TIMING_COLUMNS`) with timing; a failure row per
+  failed row.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 
 from crossinfer.engine.block import Block, Failure
 from crossinfer.rows import fields_view, is_named_tuple
-from crossinfer.wire import OUTPUT_FIELDS, RESULT_BATCH_ROWS, RESULT_COLUMNS
+from crossinfer.wire import OUTPUT_FIELDS, RESULT_BATCH_ROWS, RESULT_COLUMNS, TIMING_COLUMNS
 
 RowFactory = Callable[..., Any]
 
@@ -172,6 +176,9 @@ class BatchRowFormat(RowFormat):
                           label=_part(c.label, lo, hi), score=_part(c.score, lo, hi),
                           labels=_part(c.labels, lo, hi), scores=_part(c.scores, lo, hi),
                           index=index[lo:hi])
+            if block.timing is not None:  # the element's rows ran together: its first's
+                ms, sizes = block.timing[lo]
+                values.update(model_ms=list(ms), batch_size=list(sizes))
             out.append(self._factory(**values))
         return out
 
@@ -189,18 +196,22 @@ class ResultBatchFormat:
     result's input row (the bytes that came in: a block's originals are row
     bytes), the distinct (model, path) pairs, and little-endian columns; one
     per :data:`RESULT_BATCH_ROWS` results, the rest at the end of the bundle.
-    ``factory`` makes a result batch, ``failure_factory`` a failure row."""
+    ``factory`` makes a result batch, ``failure_factory`` a failure row; with
+    ``timing``, batches carry the :data:`TIMING_COLUMNS` too."""
 
-    def __init__(self, factory: RowFactory, failure_factory: RowFactory) -> None:
+    def __init__(self, factory: RowFactory, failure_factory: RowFactory,
+                 timing: bool = False) -> None:
         self._factory = factory
         self._failure_factory = failure_factory
+        self._dtypes = {**RESULT_COLUMNS, **TIMING_COLUMNS} if timing else RESULT_COLUMNS
+        self._timing = timing
         self._clear()
 
     def _clear(self) -> None:
         self._size = 0
         self._rows: list[bytes] = []
         self._nodes: dict[tuple[str, str], int] = {}
-        self._parts: dict[str, list[np.ndarray]] = {name: [] for name in RESULT_COLUMNS}
+        self._parts: dict[str, list[np.ndarray]] = {name: [] for name in self._dtypes}
 
     def results(self, block: Block) -> list[Any]:
         n = len(block)
@@ -215,6 +226,8 @@ class ResultBatchFormat:
             hi = min(n, lo + RESULT_BATCH_ROWS - self._size)
             node = self._nodes.setdefault(pair, len(self._nodes))
             self._add(rows[lo:hi], node, Columns(*(None if v is None else v[lo:hi] for v in c)))
+            if self._timing:
+                self._add_timing(block, lo, hi)
             if self._size >= RESULT_BATCH_ROWS:
                 out.append(self._build())
             lo = hi
@@ -238,9 +251,18 @@ class ResultBatchFormat:
                 parts[name + "_lengths"].append(np.full(n, values.shape[1]))
         self._size += n
 
+    def _add_timing(self, block: Block, lo: int, hi: int) -> None:
+        """Rows ``lo:hi`` of ``block``'s timing (none measured: no stages)."""
+        parts = self._parts
+        timing = block.timing[lo:hi] if block.timing is not None else [((), ())] * (hi - lo)
+        parts["model_ms_lengths"].append(np.fromiter((len(ms) for ms, _ in timing), np.int32,
+                                                     hi - lo))
+        parts["model_ms"].append(np.array([m for ms, _ in timing for m in ms], np.float64))
+        parts["batch_size"].append(np.array([r for _, rows in timing for r in rows], np.int64))
+
     def _build(self) -> Any:
         pairs = list(self._nodes)
-        columns = {name: np.concatenate([np.asarray(p, RESULT_COLUMNS[name]).reshape(-1)
+        columns = {name: np.concatenate([np.asarray(p, self._dtypes[name]).reshape(-1)
                                          for p in parts]).tobytes() if parts else b""
                    for name, parts in self._parts.items()}
         batch = self._factory(rows=self._rows, models=[m for m, _ in pairs],

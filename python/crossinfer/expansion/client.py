@@ -60,16 +60,19 @@ class ExternalInference(beam.PTransform):
 
     ``urn`` overrides the URN picked from the spec's root kind (for tests of the
     service's own checks); ``features_field`` / ``key_field`` default, on the
-    service, to ``features`` / ``key``.
+    service, to ``features`` / ``key``; ``timing=True`` asks for the result rows'
+    ``model_ms`` and ``batch_size`` (the payload's ``timing`` field, as in
+    :class:`crossinfer.Inference`).
     """
 
     def __init__(self, spec: SpecLike, expansion_service: str, *,
                  features_field: str | None = None, key_field: str | None = None,
-                 urn: str | None = None, label: str | None = None) -> None:
+                 urn: str | None = None, timing: bool = False,
+                 label: str | None = None) -> None:
         super().__init__(label)
         text = spec_json(spec)
         self.urn = urn or urn_for_spec(text)
-        self.payload = encode_payload(text, features_field, key_field)
+        self.payload = encode_payload(text, features_field, key_field, timing=timing)
         self.expansion_service = expansion_service
 
     def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
@@ -80,10 +83,10 @@ class ExternalInference(beam.PTransform):
 
 def external_inference(pcoll: beam.PCollection, spec: SpecLike, expansion_service: str, *,
                        features_field: str | None = None, key_field: str | None = None,
-                       urn: str | None = None) -> InferenceOutputs:
+                       urn: str | None = None, timing: bool = False) -> InferenceOutputs:
     """``pcoll | ExternalInference(...)``, labelled by the URN's pattern."""
     transform = ExternalInference(spec, expansion_service, features_field=features_field,
-                                  key_field=key_field, urn=urn)
+                                  key_field=key_field, urn=urn, timing=timing)
     name = BY_URN[transform.urn].name if transform.urn in BY_URN else "external"
     # Beam labels must be unique within a pipeline; number each application.
     return pcoll | f"crossinfer_{name}_{next(_APPLIED)}" >> transform

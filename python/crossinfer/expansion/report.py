@@ -28,12 +28,10 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import RowCoder
-from apache_beam.portability.api import external_transforms_pb2, schema_pb2
+from apache_beam.portability.api import schema_pb2
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
-from google.protobuf.message import DecodeError
 
-from crossinfer.expansion.payload import PayloadError, parse_spec_json
+from crossinfer.expansion.payload import PayloadError, decode_row_payload, parse_spec_json
 from crossinfer.expansion.registry import content_id
 from crossinfer.expansion.security import (
     CleanRequest,
@@ -97,17 +95,7 @@ class ReportPayload:
 def decode_report_payload(data: bytes, limits: SpecLimits | None = None) -> ReportPayload:
     """Decode the payload (cheap: no spec validation), or raise PayloadError naming
     the field."""
-    try:
-        config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
-    except DecodeError as exc:
-        raise PayloadError(f"payload: not an ExternalConfigurationPayload ({exc})") from exc
-    schema = _checked_schema(config.schema)
-    try:
-        row = RowCoder(schema).decode(config.payload)
-    except Exception as exc:  # any decoder failure is the client's bytes
-        raise PayloadError(f"payload: the Row bytes do not match the payload schema "
-                           f"({type(exc).__name__}: {exc})") from exc
-    values = dict(zip((f.name for f in schema.fields), row, strict=True))
+    values = decode_row_payload(data, _checked_schema)
     confidence = values.get("confidence")
     if confidence is not None and not (math.isfinite(confidence) and 0 < confidence < 1):
         raise PayloadError(f"payload.confidence: {confidence!r} is not in (0, 1)")

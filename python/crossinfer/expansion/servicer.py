@@ -186,13 +186,14 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
         python_type(rows_schema, "payload.input_schema")
         core: beam.PTransform = transport.BatchTransportInference(
             spec, input_schema=rows_schema, features_field=payload.features_field,
-            key_field=payload.key_field, policy=policy, limits=limits)
-        results_type, failures_type = transport.batch_output_types()
+            key_field=payload.key_field, policy=policy, limits=limits, timing=payload.timing)
+        results_type, failures_type = transport.batch_output_types(payload.timing)
     else:
-        results_type, failures_type = output_types(rows_schema)
+        results_type, failures_type = output_types(rows_schema, payload.timing)
         core = pattern.transform(spec, features_field=payload.features_field,
                                  key_field=payload.key_field, policy=policy, limits=limits,
-                                 output_factory=results_type, failure_factory=failures_type)
+                                 output_factory=results_type, failure_factory=failures_type,
+                                 timing=payload.timing)
     return Plan(urn, clean.request, ExpandedInference(core, results_type, failures_type), clean)
 
 
