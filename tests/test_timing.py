@@ -18,9 +18,8 @@ from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 from apache_beam.typehints.schemas import named_tuple_from_schema
 
 import crossinfer as ci
-from crossinfer.expansion import ExternalInference, encode_payload, transport
+from crossinfer.expansion import ExternalInference, encode_payload, schemas, transport
 from crossinfer.expansion import payload as payload_mod
-from crossinfer.expansion import schemas
 from crossinfer.expansion.report import decode_report_payload, encode_report_payload
 from crossinfer.patterns.batched import BatchedInference
 from crossinfer.wire import RESULT_COLUMNS, TIMING_COLUMNS, TIMING_FIELDS
@@ -128,7 +127,7 @@ def test_the_report_payload_decodes_through_the_shared_helper() -> None:
                                                           confidence=0.9))
     assert decoded.spec == {"version": 1}
     assert decoded.settings["ground_truth"] == "truth" and decoded.settings["confidence"] == 0.9
-    with pytest.raises(payload_mod.PayloadError, match="unknown field.*'timing'"):
+    with pytest.raises(payload_mod.PayloadError, match=r"unknown field.*'timing'"):
         decode_report_payload(timing_payload("true"))
 
 

@@ -28,8 +28,8 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-import apache_beam as beam
 import numpy as np
+from apache_beam.pvalue import Row
 
 from crossinfer.engine.block import Block, Failure
 from crossinfer.rows import fields_view, is_named_tuple
@@ -77,7 +77,8 @@ class Format(Protocol):
 
 def _floats(values: np.ndarray) -> list[Any]:
     """Rows of an array as lists of Python floats (float16/32 convert exactly)."""
-    return (values if values.dtype.kind == "f" else values.astype(np.float64)).tolist()
+    out: list[Any] = (values if values.dtype.kind == "f" else values.astype(np.float64)).tolist()
+    return out
 
 
 def _as_list(values: np.ndarray | None, dtype: type, n: int) -> list[Any]:
@@ -91,8 +92,8 @@ class RowFormat:
 
     def __init__(self, output_factory: RowFactory | None = None,
                  failure_factory: RowFactory | None = None) -> None:
-        self._factory = output_factory or beam.Row
-        self._failure_factory = failure_factory or beam.Row
+        self._factory: RowFactory = output_factory or Row
+        self._failure_factory: RowFactory = failure_factory or Row
 
     def results(self, block: Block) -> list[Any]:
         n = len(block)
@@ -113,20 +114,21 @@ class RowFormat:
                         originals, inference, label, score, labels, scores, block.timing,
                         strict=True)]
         rows = zip(originals, inference, label, score, labels, scores, strict=True)
-        if factory is beam.Row:  # Row(**values) without unpacking the keywords
+        if factory is Row:  # Row(**values) without unpacking the keywords
             out = []
             for original, inf, lab, sc, labs, scs in rows:
-                row = _new(beam.Row)
+                row = _new(Row)
                 row.__dict__ = {**fields_view(original), "model": model, "path": path,
                                 "inference": inf, "label": lab, "score": sc, "labels": labs,
                                 "scores": scs}
                 out.append(row)
             return out
-        if _appends_outputs(factory, type(originals[0])):
+        first: Any = type(originals[0])
+        if _appends_outputs(factory, first):
             # A NamedTuple in, a NamedTuple type out whose fields are the input's
             # then the output fields (the expansion service's result rows): one
             # tuple, no dict of the fields, no keyword arguments.
-            new = tuple.__new__
+            new: Any = tuple.__new__
             return [new(factory, (*original, model, path, inf, lab, sc, labs, scs))
                     for original, inf, lab, sc, labs, scs in rows]
         return [factory(**{**fields_view(original), "model": model, "path": path,
@@ -146,12 +148,14 @@ _new = object.__new__
 
 
 @functools.cache
-def _appends_outputs(factory: Any, input_type: type) -> bool:
+def _appends_outputs(factory: Any, input_type: Any) -> bool:
     """Whether ``factory`` is a NamedTuple type whose fields are exactly those of
     the NamedTuple type ``input_type`` followed by :data:`OUTPUT_FIELDS`."""
-    return (is_named_tuple(input_type) and isinstance(factory, type)
-            and is_named_tuple(factory)
-            and factory._fields == input_type._fields + OUTPUT_FIELDS)
+    if not (is_named_tuple(input_type) and isinstance(factory, type)
+            and is_named_tuple(factory)):
+        return False
+    named: Any = factory  # a NamedTuple type: it has _fields
+    return bool(named._fields == input_type._fields + OUTPUT_FIELDS)
 
 
 class BatchRowFormat(RowFormat):
@@ -191,6 +195,12 @@ def _part(values: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
     return None if values is None else values[lo:hi]
 
 
+def _slice(c: Columns, lo: int, hi: int) -> Columns:
+    """Rows ``lo:hi`` of ``c``."""
+    return Columns(c.inference[lo:hi], _part(c.label, lo, hi), _part(c.score, lo, hi),
+                   _part(c.labels, lo, hi), _part(c.scores, lo, hi))
+
+
 class ResultBatchFormat:
     """Result batches of the batch transport (``docs/wire-contract.md``): each
     result's input row (the bytes that came in: a block's originals are row
@@ -225,7 +235,7 @@ class ResultBatchFormat:
         while lo < n:  # at most RESULT_BATCH_ROWS results per batch
             hi = min(n, lo + RESULT_BATCH_ROWS - self._size)
             node = self._nodes.setdefault(pair, len(self._nodes))
-            self._add(rows[lo:hi], node, Columns(*(None if v is None else v[lo:hi] for v in c)))
+            self._add(rows[lo:hi], node, _slice(c, lo, hi))
             if self._timing:
                 self._add_timing(block, lo, hi)
             if self._size >= RESULT_BATCH_ROWS:

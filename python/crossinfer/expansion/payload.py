@@ -19,8 +19,8 @@ import binascii
 import json
 import typing
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from apache_beam.coders import RowCoder
@@ -70,21 +70,35 @@ class PayloadError(CrossinferError, ValueError):
 #: The payload's Row, as Python clients encode it. Functional form with
 #: ``typing.Optional``: Beam's schema inference reads neither the string
 #: annotations of ``from __future__ import annotations`` nor ``str | None``
-#: (both become an opaque "any" field).
-_ROW_FIELDS = [
-    (SPEC_FIELD, str),
-    (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-    (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-]
-PayloadRow = NamedTuple("PayloadRow", _ROW_FIELDS)
+#: (both become an opaque "any" field). Field lists written out: mypy reads
+#: only literal ones.
+PayloadRow = NamedTuple("PayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+])
 #: The payload's Row for the batch transport: the same, plus the transport fields.
-BatchPayloadRow = NamedTuple("BatchPayloadRow", [
-    *_ROW_FIELDS, (TRANSPORT_FIELD, str), (INPUT_SCHEMA_FIELD, str)])
+BatchPayloadRow = NamedTuple("BatchPayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("transport", str), ("input_schema", str),
+])
 #: The same two Rows asking for timing (``timing`` last). A payload without
 #: timing keeps the rows above, so its bytes are what they always were.
-TimedPayloadRow = NamedTuple("TimedPayloadRow", [*_ROW_FIELDS, (TIMING_FIELD, str)])
-TimedBatchPayloadRow = NamedTuple("TimedBatchPayloadRow", [
-    *_ROW_FIELDS, (TRANSPORT_FIELD, str), (INPUT_SCHEMA_FIELD, str), (TIMING_FIELD, str)])
+TimedPayloadRow = NamedTuple("TimedPayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("timing", str),
+])
+TimedBatchPayloadRow = NamedTuple("TimedBatchPayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("transport", str), ("input_schema", str), ("timing", str),
+])
+assert PayloadRow._fields == FIELDS[:3] and TimedBatchPayloadRow._fields == FIELDS
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,8 @@ def encode_payload(spec_json: str, features_field: str | None = None,
                                     schema_text, "true") if timing
                else BatchPayloadRow(spec_json, features_field, key_field, BATCHES_TRANSPORT,
                                     schema_text))
-    return NamedTupleBasedPayloadBuilder(row).payload()
+    data: bytes = NamedTupleBasedPayloadBuilder(row).payload()
+    return data
 
 
 # ---------------------------------------------------------------- decoding
@@ -242,7 +257,7 @@ def _field_name(values: dict[str, Any], name: str, default: str) -> str:
         return default
     if not value.strip() or value != value.strip():
         raise PayloadError(f"payload.{name}: {value!r} is not a field name")
-    return value
+    return str(value)
 
 
 def parse_spec_json(text: str | None, limits: SpecLimits | None = None) -> dict[str, Any]:

@@ -42,11 +42,12 @@ class InputSchemaError(CrossinferError, ValueError):
     """The input PCollection's schema cannot feed the transform."""
 
 
-def atomic_type(kind: int, nullable: bool = False) -> schema_pb2.FieldType:
+def atomic_type(kind: schema_pb2.AtomicType.ValueType,
+                nullable: bool = False) -> schema_pb2.FieldType:
     return schema_pb2.FieldType(atomic_type=kind, nullable=nullable)
 
 
-def array_type(element: int, nullable: bool = False,
+def array_type(element: schema_pb2.AtomicType.ValueType, nullable: bool = False,
                element_nullable: bool = False) -> schema_pb2.FieldType:
     return schema_pb2.FieldType(nullable=nullable, array_type=schema_pb2.ArrayType(
         element_type=atomic_type(element, element_nullable)))
@@ -77,7 +78,7 @@ def describe(field_type: schema_pb2.FieldType) -> str:
     """A type as the contract writes it: ``ARRAY<DOUBLE>``, ``STRING``, ``ROW``..."""
     kind = field_type.WhichOneof("type_info")
     if kind == "atomic_type":
-        return schema_pb2.AtomicType.Name(field_type.atomic_type)
+        return str(schema_pb2.AtomicType.Name(field_type.atomic_type))
     if kind == "array_type":
         return f"ARRAY<{describe(field_type.array_type.element_type)}>"
     if kind == "iterable_type":

@@ -28,12 +28,13 @@ writes result batches; any spec runs between them as it does on rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
 from apache_beam.coders import RowCoder
 from apache_beam.portability.api import schema_pb2
+from apache_beam.pvalue import PCollection
 from apache_beam.typehints.schemas import named_tuple_from_schema
 
 from crossinfer.engine.assemble import Assembler
@@ -144,7 +145,8 @@ class BatchTransportReader:
         self._keyed = keyed
 
     def setup(self) -> None:
-        self._decode = RowCoder(schema_pb2.Schema.FromString(self._input_schema)).decode
+        self._decode: Callable[[bytes], Any] = RowCoder(
+            schema_pb2.Schema.FromString(self._input_schema)).decode
 
     def read(self, element: Any, into: Assembler) -> tuple[Block, ...]:
         rows = list(element.rows or ())
@@ -243,7 +245,7 @@ class BatchTransportInference(Inference):
     def _format(self) -> Format:
         return ResultBatchFormat(self.results_type, self.failures_type, self.timing)
 
-    def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
+    def expand(self, pcoll: PCollection[Any]) -> InferenceOutputs:
         if not (pcoll.is_bounded and pcoll.windowing.is_default()):
             # Result batches mix rows of a bundle: only where timestamps and
             # windows cannot tell (the client sends rows one by one otherwise).
