@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
+from apache_beam.pvalue import Row
 
 from crossinfer.wire import DEFAULT_FEATURES_FIELD, DEFAULT_KEY_FIELD, PACKED_DTYPE
 
@@ -55,10 +55,10 @@ def fields_view(element: Any) -> Mapping[str, Any]:
     """Like :func:`field_dict`, without copying a dict's, a Beam Row's or a
     NamedTuple's fields (the hot path: read them, never write them).
     Raises TypeError for anything else without fields."""
-    t = type(element)
-    if t is beam.Row or t is dict:
+    t: Any = type(element)
+    if t is Row or t is dict:
         return element if t is dict else element.__dict__  # type: ignore[no-any-return]
-    if isinstance(element, beam.Row):
+    if isinstance(element, Row):
         return element.__dict__  # a Row keeps its fields, in order, in its __dict__
     if is_named_tuple(t):
         return _TupleFields(element)
@@ -66,7 +66,7 @@ def fields_view(element: Any) -> Mapping[str, Any]:
 
 
 @functools.cache
-def is_named_tuple(t: type) -> bool:
+def is_named_tuple(t: Any) -> bool:
     return issubclass(t, tuple) and isinstance(getattr(t, "_fields", None), tuple)
 
 

@@ -35,6 +35,11 @@ FAILURES_TAG = "failures"
 
 #: Fields a result row adds to its input row's, in this order.
 OUTPUT_FIELDS = ("model", "path", "inference", "label", "score", "labels", "scores")
+#: Fields a result row adds after :data:`OUTPUT_FIELDS` when timing is asked
+#: (Python ``timing=True``, the payload's ``timing`` "true", Java ``withTiming()``):
+#: per model on the row's path, in path order, its call's wall time divided by
+#: its rows in milliseconds (list of float64) and its call's rows (list of int64).
+TIMING_FIELDS = ("model_ms", "batch_size")
 #: The fields of a failure row.
 FAILURE_FIELDS = ("element", "node", "error")
 #: The ``node`` of a failure whose input was malformed (no model was involved).
@@ -61,3 +66,7 @@ RESULT_COLUMNS = {"node": "<i4", "inference": "<f8", "inference_lengths": "<i4",
                   "label": "<i8", "label_set": "u1", "score": "<f8", "score_set": "u1",
                   "labels": "<i8", "labels_lengths": "<i4", "scores": "<f8",
                   "scores_lengths": "<i4"}
+#: The columns a result batch adds when timing is asked, and their dtypes:
+#: ``model_ms`` and ``batch_size`` concatenated over the results, each result's
+#: count (its model stages) in ``model_ms_lengths``.
+TIMING_COLUMNS = {"model_ms": "<f8", "model_ms_lengths": "<i4", "batch_size": "<i8"}

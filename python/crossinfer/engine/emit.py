@@ -12,10 +12,14 @@ outputs, one row per row) and written in the output format of that way in:
   and one failure row (``element``, ``node``, ``error``) per failure;
 * :class:`BatchRowFormat` (batch-native input): one result row per input
   element and path, its outputs as arrays with a row per row, and ``index``
-  (the element's rows they are for); failure rows carry ``index`` too;
+  (the element's rows they are for), plus ``model_ms`` and ``batch_size``
+  with timing (an element's rows run in one model call per stage, so they
+  share them); failure rows carry ``index`` too;
 * :class:`ResultBatchFormat` (the batch transport): result batches of at
   most :data:`~crossinfer.wire.RESULT_BATCH_ROWS` results, columns of
-  little-endian bytes (``docs/wire-contract.md``); a failure row per failed row.
+  little-endian bytes (``docs/wire-contract.md``), plus the timing columns
+  (:data:`~crossinfer.wire.TIMING_COLUMNS`) with timing; a failure row per
+  failed row.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-import apache_beam as beam
 import numpy as np
+from apache_beam.pvalue import Row
 
 from crossinfer.engine.block import Block, Failure
 from crossinfer.rows import fields_view, is_named_tuple
-from crossinfer.wire import OUTPUT_FIELDS, RESULT_BATCH_ROWS, RESULT_COLUMNS
+from crossinfer.wire import OUTPUT_FIELDS, RESULT_BATCH_ROWS, RESULT_COLUMNS, TIMING_COLUMNS
 
 RowFactory = Callable[..., Any]
 
@@ -73,7 +77,8 @@ class Format(Protocol):
 
 def _floats(values: np.ndarray) -> list[Any]:
     """Rows of an array as lists of Python floats (float16/32 convert exactly)."""
-    return (values if values.dtype.kind == "f" else values.astype(np.float64)).tolist()
+    out: list[Any] = (values if values.dtype.kind == "f" else values.astype(np.float64)).tolist()
+    return out
 
 
 def _as_list(values: np.ndarray | None, dtype: type, n: int) -> list[Any]:
@@ -87,8 +92,8 @@ class RowFormat:
 
     def __init__(self, output_factory: RowFactory | None = None,
                  failure_factory: RowFactory | None = None) -> None:
-        self._factory = output_factory or beam.Row
-        self._failure_factory = failure_factory or beam.Row
+        self._factory: RowFactory = output_factory or Row
+        self._failure_factory: RowFactory = failure_factory or Row
 
     def results(self, block: Block) -> list[Any]:
         n = len(block)
@@ -109,20 +114,21 @@ class RowFormat:
                         originals, inference, label, score, labels, scores, block.timing,
                         strict=True)]
         rows = zip(originals, inference, label, score, labels, scores, strict=True)
-        if factory is beam.Row:  # Row(**values) without unpacking the keywords
+        if factory is Row:  # Row(**values) without unpacking the keywords
             out = []
             for original, inf, lab, sc, labs, scs in rows:
-                row = _new(beam.Row)
+                row = _new(Row)
                 row.__dict__ = {**fields_view(original), "model": model, "path": path,
                                 "inference": inf, "label": lab, "score": sc, "labels": labs,
                                 "scores": scs}
                 out.append(row)
             return out
-        if _appends_outputs(factory, type(originals[0])):
+        first: Any = type(originals[0])
+        if _appends_outputs(factory, first):
             # A NamedTuple in, a NamedTuple type out whose fields are the input's
             # then the output fields (the expansion service's result rows): one
             # tuple, no dict of the fields, no keyword arguments.
-            new = tuple.__new__
+            new: Any = tuple.__new__
             return [new(factory, (*original, model, path, inf, lab, sc, labs, scs))
                     for original, inf, lab, sc, labs, scs in rows]
         return [factory(**{**fields_view(original), "model": model, "path": path,
@@ -142,12 +148,14 @@ _new = object.__new__
 
 
 @functools.cache
-def _appends_outputs(factory: Any, input_type: type) -> bool:
+def _appends_outputs(factory: Any, input_type: Any) -> bool:
     """Whether ``factory`` is a NamedTuple type whose fields are exactly those of
     the NamedTuple type ``input_type`` followed by :data:`OUTPUT_FIELDS`."""
-    return (is_named_tuple(input_type) and isinstance(factory, type)
-            and is_named_tuple(factory)
-            and factory._fields == input_type._fields + OUTPUT_FIELDS)
+    if not (is_named_tuple(input_type) and isinstance(factory, type)
+            and is_named_tuple(factory)):
+        return False
+    named: Any = factory  # a NamedTuple type: it has _fields
+    return bool(named._fields == input_type._fields + OUTPUT_FIELDS)
 
 
 class BatchRowFormat(RowFormat):
@@ -172,6 +180,9 @@ class BatchRowFormat(RowFormat):
                           label=_part(c.label, lo, hi), score=_part(c.score, lo, hi),
                           labels=_part(c.labels, lo, hi), scores=_part(c.scores, lo, hi),
                           index=index[lo:hi])
+            if block.timing is not None:  # the element's rows ran together: its first's
+                ms, sizes = block.timing[lo]
+                values.update(model_ms=list(ms), batch_size=list(sizes))
             out.append(self._factory(**values))
         return out
 
@@ -184,23 +195,33 @@ def _part(values: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
     return None if values is None else values[lo:hi]
 
 
+def _slice(c: Columns, lo: int, hi: int) -> Columns:
+    """Rows ``lo:hi`` of ``c``."""
+    return Columns(c.inference[lo:hi], _part(c.label, lo, hi), _part(c.score, lo, hi),
+                   _part(c.labels, lo, hi), _part(c.scores, lo, hi))
+
+
 class ResultBatchFormat:
     """Result batches of the batch transport (``docs/wire-contract.md``): each
     result's input row (the bytes that came in: a block's originals are row
     bytes), the distinct (model, path) pairs, and little-endian columns; one
     per :data:`RESULT_BATCH_ROWS` results, the rest at the end of the bundle.
-    ``factory`` makes a result batch, ``failure_factory`` a failure row."""
+    ``factory`` makes a result batch, ``failure_factory`` a failure row; with
+    ``timing``, batches carry the :data:`TIMING_COLUMNS` too."""
 
-    def __init__(self, factory: RowFactory, failure_factory: RowFactory) -> None:
+    def __init__(self, factory: RowFactory, failure_factory: RowFactory,
+                 timing: bool = False) -> None:
         self._factory = factory
         self._failure_factory = failure_factory
+        self._dtypes = {**RESULT_COLUMNS, **TIMING_COLUMNS} if timing else RESULT_COLUMNS
+        self._timing = timing
         self._clear()
 
     def _clear(self) -> None:
         self._size = 0
         self._rows: list[bytes] = []
         self._nodes: dict[tuple[str, str], int] = {}
-        self._parts: dict[str, list[np.ndarray]] = {name: [] for name in RESULT_COLUMNS}
+        self._parts: dict[str, list[np.ndarray]] = {name: [] for name in self._dtypes}
 
     def results(self, block: Block) -> list[Any]:
         n = len(block)
@@ -214,7 +235,9 @@ class ResultBatchFormat:
         while lo < n:  # at most RESULT_BATCH_ROWS results per batch
             hi = min(n, lo + RESULT_BATCH_ROWS - self._size)
             node = self._nodes.setdefault(pair, len(self._nodes))
-            self._add(rows[lo:hi], node, Columns(*(None if v is None else v[lo:hi] for v in c)))
+            self._add(rows[lo:hi], node, _slice(c, lo, hi))
+            if self._timing:
+                self._add_timing(block, lo, hi)
             if self._size >= RESULT_BATCH_ROWS:
                 out.append(self._build())
             lo = hi
@@ -238,9 +261,18 @@ class ResultBatchFormat:
                 parts[name + "_lengths"].append(np.full(n, values.shape[1]))
         self._size += n
 
+    def _add_timing(self, block: Block, lo: int, hi: int) -> None:
+        """Rows ``lo:hi`` of ``block``'s timing (none measured: no stages)."""
+        parts = self._parts
+        timing = block.timing[lo:hi] if block.timing is not None else [((), ())] * (hi - lo)
+        parts["model_ms_lengths"].append(np.fromiter((len(ms) for ms, _ in timing), np.int32,
+                                                     hi - lo))
+        parts["model_ms"].append(np.array([m for ms, _ in timing for m in ms], np.float64))
+        parts["batch_size"].append(np.array([r for _, rows in timing for r in rows], np.int64))
+
     def _build(self) -> Any:
         pairs = list(self._nodes)
-        columns = {name: np.concatenate([np.asarray(p, RESULT_COLUMNS[name]).reshape(-1)
+        columns = {name: np.concatenate([np.asarray(p, self._dtypes[name]).reshape(-1)
                                          for p in parts]).tobytes() if parts else b""
                    for name, parts in self._parts.items()}
         batch = self._factory(rows=self._rows, models=[m for m, _ in pairs],

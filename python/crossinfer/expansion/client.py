@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import PCollection
 
 from crossinfer.expansion.payload import encode_payload
 from crossinfer.expansion.urns import BY_URN, FAILURES_TAG, MODEL_URN, PATTERNS, RESULTS_TAG
@@ -25,7 +26,7 @@ from crossinfer.spec.nodes import ABTestNode, KeyedNode, ModelNode, SequenceNode
 
 _APPLIED = itertools.count(1)
 
-SpecLike = InferenceSpec | ModelNode | ABTestNode | SequenceNode | KeyedNode | dict | str
+SpecLike = InferenceSpec | ModelNode | ABTestNode | SequenceNode | KeyedNode | dict[str, Any] | str
 
 
 def spec_json(spec: SpecLike) -> str:
@@ -54,36 +55,40 @@ def urn_for_spec(text: str) -> str:
     return MODEL_URN
 
 
-class ExternalInference(beam.PTransform):
+class ExternalInference(beam.PTransform[Any, Any]):
     """Apply a crossinfer spec through the expansion service at ``expansion_service``
     (``host:port``). Returns ``InferenceOutputs(results, failures)`` of Rows.
 
     ``urn`` overrides the URN picked from the spec's root kind (for tests of the
     service's own checks); ``features_field`` / ``key_field`` default, on the
-    service, to ``features`` / ``key``.
+    service, to ``features`` / ``key``; ``timing=True`` asks for the result rows'
+    ``model_ms`` and ``batch_size`` (the payload's ``timing`` field, as in
+    :class:`crossinfer.Inference`).
     """
 
     def __init__(self, spec: SpecLike, expansion_service: str, *,
                  features_field: str | None = None, key_field: str | None = None,
-                 urn: str | None = None, label: str | None = None) -> None:
+                 urn: str | None = None, timing: bool = False,
+                 label: str | None = None) -> None:
         super().__init__(label)
         text = spec_json(spec)
         self.urn = urn or urn_for_spec(text)
-        self.payload = encode_payload(text, features_field, key_field)
+        self.payload = encode_payload(text, features_field, key_field, timing=timing)
         self.expansion_service = expansion_service
 
-    def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
+    def expand(self, pcoll: PCollection[Any]) -> InferenceOutputs:
         outputs: Any = pcoll | beam.ExternalTransform(self.urn, self.payload,
                                                       self.expansion_service)
         return InferenceOutputs(outputs[RESULTS_TAG], outputs[FAILURES_TAG])
 
 
-def external_inference(pcoll: beam.PCollection, spec: SpecLike, expansion_service: str, *,
+def external_inference(pcoll: PCollection[Any], spec: SpecLike, expansion_service: str, *,
                        features_field: str | None = None, key_field: str | None = None,
-                       urn: str | None = None) -> InferenceOutputs:
+                       urn: str | None = None, timing: bool = False) -> InferenceOutputs:
     """``pcoll | ExternalInference(...)``, labelled by the URN's pattern."""
     transform = ExternalInference(spec, expansion_service, features_field=features_field,
-                                  key_field=key_field, urn=urn)
+                                  key_field=key_field, urn=urn, timing=timing)
     name = BY_URN[transform.urn].name if transform.urn in BY_URN else "external"
     # Beam labels must be unique within a pipeline; number each application.
-    return pcoll | f"crossinfer_{name}_{next(_APPLIED)}" >> transform
+    out: InferenceOutputs = pcoll | f"crossinfer_{name}_{next(_APPLIED)}" >> transform
+    return out

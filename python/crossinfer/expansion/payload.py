@@ -1,8 +1,10 @@
 """The v1 payload: an ExternalConfigurationPayload Row of string fields.
 
 ``spec`` (required, JSON text), ``features_field`` and ``key_field`` (nullable),
-and for the batch transport (:mod:`crossinfer.expansion.transport`)
-``transport`` and ``input_schema`` (nullable; the schema as base64 text).
+``timing`` (nullable: ``"true"`` adds the per-row latency fields ``model_ms`` and
+``batch_size`` to the results; ``"false"`` or absent does not), and for the batch
+transport (:mod:`crossinfer.expansion.transport`) ``transport`` and
+``input_schema`` (nullable; the schema as base64 text).
 Decoding is strict on purpose: the schema is checked *before* any byte is
 decoded, so a payload can only ever carry strings - never a logical type whose
 decoder runs code (Beam's ``python_callable`` evaluates source on decode), never
@@ -17,6 +19,7 @@ import binascii
 import json
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -35,7 +38,12 @@ FEATURES_FIELD = "features_field"
 KEY_FIELD = "key_field"
 TRANSPORT_FIELD = "transport"
 INPUT_SCHEMA_FIELD = "input_schema"
-FIELDS = (SPEC_FIELD, FEATURES_FIELD, KEY_FIELD, TRANSPORT_FIELD, INPUT_SCHEMA_FIELD)
+TIMING_FIELD = "timing"
+FIELDS = (SPEC_FIELD, FEATURES_FIELD, KEY_FIELD, TRANSPORT_FIELD, INPUT_SCHEMA_FIELD,
+          TIMING_FIELD)
+#: The values of ``timing``: a STRING like every v1 field (the payload decodes
+#: strings only), spelled exactly.
+TIMING_VALUES = {"true": True, "false": False}
 
 #: Input elements are the user's rows, one per element (the default).
 ROWS_TRANSPORT = "rows"
@@ -62,16 +70,35 @@ class PayloadError(CrossinferError, ValueError):
 #: The payload's Row, as Python clients encode it. Functional form with
 #: ``typing.Optional``: Beam's schema inference reads neither the string
 #: annotations of ``from __future__ import annotations`` nor ``str | None``
-#: (both become an opaque "any" field).
-_ROW_FIELDS = [
-    (SPEC_FIELD, str),
-    (FEATURES_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-    (KEY_FIELD, typing.Optional[str]),  # noqa: UP045 - see above
-]
-PayloadRow = NamedTuple("PayloadRow", _ROW_FIELDS)
+#: (both become an opaque "any" field). Field lists written out: mypy reads
+#: only literal ones.
+PayloadRow = NamedTuple("PayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+])
 #: The payload's Row for the batch transport: the same, plus the transport fields.
-BatchPayloadRow = NamedTuple("BatchPayloadRow", [
-    *_ROW_FIELDS, (TRANSPORT_FIELD, str), (INPUT_SCHEMA_FIELD, str)])
+BatchPayloadRow = NamedTuple("BatchPayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("transport", str), ("input_schema", str),
+])
+#: The same two Rows asking for timing (``timing`` last). A payload without
+#: timing keeps the rows above, so its bytes are what they always were.
+TimedPayloadRow = NamedTuple("TimedPayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("timing", str),
+])
+TimedBatchPayloadRow = NamedTuple("TimedBatchPayloadRow", [  # noqa: UP014 - see above
+    ("spec", str),
+    ("features_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("key_field", typing.Optional[str]),  # noqa: UP045 - see above
+    ("transport", str), ("input_schema", str), ("timing", str),
+])
+assert PayloadRow._fields == FIELDS[:3] and TimedBatchPayloadRow._fields == FIELDS
 
 
 @dataclass(frozen=True)
@@ -85,6 +112,8 @@ class Payload:
     transport: str = ROWS_TRANSPORT
     #: The user's row schema, for the batch transport (None otherwise).
     input_schema: schema_pb2.Schema | None = None
+    #: Whether results carry ``model_ms`` and ``batch_size`` (``timing`` "true").
+    timing: bool = False
 
 
 # ---------------------------------------------------------------- encoding
@@ -92,18 +121,48 @@ class Payload:
 
 def encode_payload(spec_json: str, features_field: str | None = None,
                    key_field: str | None = None,
-                   input_schema: schema_pb2.Schema | None = None) -> bytes:
+                   input_schema: schema_pb2.Schema | None = None,
+                   timing: bool = False) -> bytes:
     """The serialized ExternalConfigurationPayload for a transform's ``spec.payload``;
-    with ``input_schema``, for the batch transport of rows of that schema."""
+    with ``input_schema``, for the batch transport of rows of that schema; with
+    ``timing``, results carry ``model_ms`` and ``batch_size`` (without it the
+    payload has no ``timing`` field at all)."""
     if input_schema is None:
-        row: Any = PayloadRow(spec_json, features_field, key_field)
+        row: Any = (TimedPayloadRow(spec_json, features_field, key_field, "true") if timing
+                    else PayloadRow(spec_json, features_field, key_field))
     else:
-        row = BatchPayloadRow(spec_json, features_field, key_field, BATCHES_TRANSPORT,
-                              base64.b64encode(input_schema.SerializeToString()).decode())
-    return NamedTupleBasedPayloadBuilder(row).payload()
+        schema_text = base64.b64encode(input_schema.SerializeToString()).decode()
+        row = (TimedBatchPayloadRow(spec_json, features_field, key_field, BATCHES_TRANSPORT,
+                                    schema_text, "true") if timing
+               else BatchPayloadRow(spec_json, features_field, key_field, BATCHES_TRANSPORT,
+                                    schema_text))
+    data: bytes = NamedTupleBasedPayloadBuilder(row).payload()
+    return data
 
 
 # ---------------------------------------------------------------- decoding
+
+
+def decode_row_payload(data: bytes, check_schema: Callable[[schema_pb2.Schema],
+                                                            schema_pb2.Schema]) -> dict[str, Any]:
+    """An ExternalConfigurationPayload's Row as ``{field: value}``; PayloadError
+    when ``data`` is not one or its Row bytes do not match its schema.
+
+    ``check_schema`` takes the client's schema and returns the one to decode
+    with (a clean copy), or raises PayloadError: it runs before any Row byte is
+    read, so only the types it lets through are ever decoded.
+    """
+    try:
+        config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
+    except DecodeError as exc:
+        raise PayloadError(f"payload: not an ExternalConfigurationPayload ({exc})") from exc
+    schema = check_schema(config.schema)
+    try:
+        row = RowCoder(schema).decode(config.payload)
+    except Exception as exc:  # any decoder failure is the client's bytes
+        raise PayloadError(f"payload: the Row bytes do not match the payload schema "
+                           f"({type(exc).__name__}: {exc})") from exc
+    return dict(zip((f.name for f in schema.fields), row, strict=True))
 
 
 def decode_payload(data: bytes, limits: SpecLimits | None = None) -> Payload:
@@ -111,24 +170,24 @@ def decode_payload(data: bytes, limits: SpecLimits | None = None) -> Payload:
 
     ``limits`` bounds the spec's bytes and JSON nesting (default: SpecLimits()).
     """
-    try:
-        config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
-    except DecodeError as exc:
-        raise PayloadError(f"payload: not an ExternalConfigurationPayload ({exc})") from exc
-    schema = _checked_schema(config.schema)
-    try:
-        row = RowCoder(schema).decode(config.payload)
-    except Exception as exc:  # any decoder failure is the client's bytes
-        raise PayloadError(f"payload: the Row bytes do not match the payload schema "
-                           f"({type(exc).__name__}: {exc})") from exc
-    values = dict(zip((f.name for f in schema.fields), row, strict=True))
+    values = decode_row_payload(data, _checked_schema)
     return Payload(
         spec=parse_spec_json(values.get(SPEC_FIELD), limits),
         features_field=_field_name(values, FEATURES_FIELD, DEFAULT_FEATURES_FIELD),
         key_field=_field_name(values, KEY_FIELD, DEFAULT_KEY_FIELD),
         key_field_given=values.get(KEY_FIELD) is not None,
+        timing=_timing(values.get(TIMING_FIELD)),
         **_transport(values),
     )
+
+
+def _timing(value: str | None) -> bool:
+    if value is None:
+        return False
+    if value not in TIMING_VALUES:
+        raise PayloadError(f"payload.timing: {_clip(value)} is not one of "
+                           f"{', '.join(map(repr, TIMING_VALUES))} (or null)")
+    return TIMING_VALUES[value]
 
 
 def _transport(values: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +257,7 @@ def _field_name(values: dict[str, Any], name: str, default: str) -> str:
         return default
     if not value.strip() or value != value.strip():
         raise PayloadError(f"payload.{name}: {value!r} is not a field name")
-    return value
+    return str(value)
 
 
 def parse_spec_json(text: str | None, limits: SpecLimits | None = None) -> dict[str, Any]:

@@ -28,12 +28,11 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import RowCoder
-from apache_beam.portability.api import external_transforms_pb2, schema_pb2
+from apache_beam.portability.api import schema_pb2
+from apache_beam.pvalue import PCollection
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
-from google.protobuf.message import DecodeError
 
-from crossinfer.expansion.payload import PayloadError, parse_spec_json
+from crossinfer.expansion.payload import PayloadError, decode_row_payload, parse_spec_json
 from crossinfer.expansion.registry import content_id
 from crossinfer.expansion.security import (
     CleanRequest,
@@ -59,7 +58,7 @@ ARMS_TAG = "arms"
 PAIRS_TAG = "pairs"
 
 #: The payload's fields and their types (all may be nullable but ``spec``).
-FIELDS: dict[str, int] = {
+FIELDS: dict[str, schema_pb2.AtomicType.ValueType] = {
     "spec": schema_pb2.STRING, "ground_truth": schema_pb2.STRING,
     "metric": schema_pb2.STRING, "control": schema_pb2.STRING,
     "confidence": schema_pb2.DOUBLE,
@@ -81,8 +80,9 @@ def encode_report_payload(spec_json: str, ground_truth: str | None = None,
                           metric: str | None = None, control: str | None = None,
                           confidence: float | None = None) -> bytes:
     """The serialized payload of a report request (Python clients, tests)."""
-    return NamedTupleBasedPayloadBuilder(ReportPayloadRow(
+    data: bytes = NamedTupleBasedPayloadBuilder(ReportPayloadRow(
         spec_json, ground_truth, metric, control, confidence)).payload()
+    return data
 
 
 @dataclass(frozen=True)
@@ -97,17 +97,7 @@ class ReportPayload:
 def decode_report_payload(data: bytes, limits: SpecLimits | None = None) -> ReportPayload:
     """Decode the payload (cheap: no spec validation), or raise PayloadError naming
     the field."""
-    try:
-        config = external_transforms_pb2.ExternalConfigurationPayload.FromString(data)
-    except DecodeError as exc:
-        raise PayloadError(f"payload: not an ExternalConfigurationPayload ({exc})") from exc
-    schema = _checked_schema(config.schema)
-    try:
-        row = RowCoder(schema).decode(config.payload)
-    except Exception as exc:  # any decoder failure is the client's bytes
-        raise PayloadError(f"payload: the Row bytes do not match the payload schema "
-                           f"({type(exc).__name__}: {exc})") from exc
-    values = dict(zip((f.name for f in schema.fields), row, strict=True))
+    values = decode_row_payload(data, _checked_schema)
     confidence = values.get("confidence")
     if confidence is not None and not (math.isfinite(confidence) and 0 < confidence < 1):
         raise PayloadError(f"payload.confidence: {confidence!r} is not in (0, 1)")
@@ -200,20 +190,20 @@ class _AsReportInput(beam.DoFn):
         yield ReportInput(*(getattr(row, f) for f in ReportInput._fields))
 
 
-class ExpandedReport(beam.PTransform):
+class ExpandedReport(beam.PTransform[Any, Any]):
     def __init__(self, settings: ReportSettings) -> None:
         super().__init__()
         self._settings = settings
 
-    def expand(self, pcoll: beam.PCollection) -> dict[str, beam.PCollection]:
-        rows = pcoll | "AsReportInput" >> beam.ParDo(_AsReportInput()).with_output_types(
-            ReportInput)
+    def expand(self, pcoll: PCollection[Any]) -> dict[str, PCollection[Any]]:
+        as_input = _AsReportInput()  # type: ignore[no-untyped-call]  # Beam's DoFn.__init__
+        rows = pcoll | "AsReportInput" >> beam.ParDo(as_input).with_output_types(ReportInput)
         out = rows | "Report" >> ReportFromInputs(self._settings)
         return {ARMS_TAG: out.arms, PAIRS_TAG: out.pairs}
 
 
 def plan_report(payload: ReportPayload, clean: CleanRequest, policy: LoadPolicy,
-                limits: SpecLimits | None = None) -> beam.PTransform:
+                limits: SpecLimits | None = None) -> beam.PTransform[Any, Any]:
     """Check a decoded report request (``clean``: the sanitised request); the
     transform, or raise (PayloadError, SpecError, RequestRefused)."""
     settings = report_settings(payload, policy, limits)

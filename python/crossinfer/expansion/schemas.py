@@ -19,7 +19,7 @@ from apache_beam.typehints.schemas import named_tuple_from_schema, typing_from_r
 from crossinfer.errors import CrossinferError
 from crossinfer.expansion.limits import RequestLimits, fixed
 from crossinfer.expansion.registry import content_id
-from crossinfer.wire import FAILURE_FIELDS, OUTPUT_FIELDS
+from crossinfer.wire import FAILURE_FIELDS, OUTPUT_FIELDS, TIMING_FIELDS
 
 _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
                       schema_pb2.FLOAT, schema_pb2.DOUBLE})
@@ -42,11 +42,12 @@ class InputSchemaError(CrossinferError, ValueError):
     """The input PCollection's schema cannot feed the transform."""
 
 
-def atomic_type(kind: int, nullable: bool = False) -> schema_pb2.FieldType:
+def atomic_type(kind: schema_pb2.AtomicType.ValueType,
+                nullable: bool = False) -> schema_pb2.FieldType:
     return schema_pb2.FieldType(atomic_type=kind, nullable=nullable)
 
 
-def array_type(element: int, nullable: bool = False,
+def array_type(element: schema_pb2.AtomicType.ValueType, nullable: bool = False,
                element_nullable: bool = False) -> schema_pb2.FieldType:
     return schema_pb2.FieldType(nullable=nullable, array_type=schema_pb2.ArrayType(
         element_type=atomic_type(element, element_nullable)))
@@ -63,13 +64,21 @@ OUTPUT_TYPES: dict[str, schema_pb2.FieldType] = {
     "scores": array_type(schema_pb2.DOUBLE, nullable=True),
 }
 assert tuple(OUTPUT_TYPES) == OUTPUT_FIELDS, "keep in step with crossinfer.wire"
+#: The fields results gain, after the output fields, when the payload asks for
+#: timing: per model on the row's path, its call's wall time over its rows (ms),
+#: and its call's rows.
+TIMING_TYPES: dict[str, schema_pb2.FieldType] = {
+    "model_ms": array_type(schema_pb2.DOUBLE),
+    "batch_size": array_type(schema_pb2.INT64),
+}
+assert tuple(TIMING_TYPES) == TIMING_FIELDS, "keep in step with crossinfer.wire"
 
 
 def describe(field_type: schema_pb2.FieldType) -> str:
     """A type as the contract writes it: ``ARRAY<DOUBLE>``, ``STRING``, ``ROW``..."""
     kind = field_type.WhichOneof("type_info")
     if kind == "atomic_type":
-        return schema_pb2.AtomicType.Name(field_type.atomic_type)
+        return str(schema_pb2.AtomicType.Name(field_type.atomic_type))
     if kind == "array_type":
         return f"ARRAY<{describe(field_type.array_type.element_type)}>"
     if kind == "iterable_type":
@@ -284,16 +293,18 @@ def _derived_id(kind: str, schema: schema_pb2.Schema) -> str:
     return content_id(uuid.uuid5(_ID_NAMESPACE, kind), schema)
 
 
-def results_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
+def results_schema(input_schema: schema_pb2.Schema, timing: bool = False) -> schema_pb2.Schema:
     """Input fields (minus any named like an output field, which the output
-    replaces), then the output fields."""
+    replaces), then the output fields; with ``timing``, then ``model_ms`` and
+    ``batch_size`` (:data:`TIMING_TYPES`, which then also replace input fields)."""
+    added = {**OUTPUT_TYPES, **TIMING_TYPES} if timing else OUTPUT_TYPES
     out = schema_pb2.Schema()
     for f in input_schema.fields:
-        if f.name not in OUTPUT_TYPES:
+        if f.name not in added:
             out.fields.add(name=f.name, type=f.type, description=f.description)
-    for name, field_type in OUTPUT_TYPES.items():
+    for name, field_type in added.items():
         out.fields.add(name=name, type=field_type)
-    out.id = _derived_id("results", input_schema)
+    out.id = _derived_id("results-timed" if timing else "results", input_schema)
     return out
 
 
@@ -308,13 +319,14 @@ def failures_schema(input_schema: schema_pb2.Schema) -> schema_pb2.Schema:
     return out
 
 
-def output_types(input_schema: schema_pb2.Schema) -> tuple[type, type]:
-    """(results row type, failures row type) for an input schema; InputSchemaError
-    naming the field when Beam cannot make a Python type of it."""
+def output_types(input_schema: schema_pb2.Schema, timing: bool = False) -> tuple[type, type]:
+    """(results row type, failures row type) for an input schema (results with
+    the timing fields when ``timing``); InputSchemaError naming the field when
+    Beam cannot make a Python type of it."""
     # Register the input type first so the failures type nests that same class
     # (the one Beam's RowCoder hands the transform for this schema id).
     python_type(input_schema)
-    return (named_tuple_from_schema(results_schema(input_schema)),
+    return (named_tuple_from_schema(results_schema(input_schema, timing)),
             named_tuple_from_schema(failures_schema(input_schema)))
 
 

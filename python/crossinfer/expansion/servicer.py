@@ -62,6 +62,7 @@ from crossinfer.expansion.server import status_of
 from crossinfer.expansion.transform import ExpandedInference, prepared, register_urns
 from crossinfer.expansion.urns import PATTERNS, pattern_for_urn, urn_for_node
 from crossinfer.handlers.files import file_problems
+from crossinfer.patterns import Inference
 from crossinfer.policy import LoadPolicy
 from crossinfer.spec import SpecError, load_spec, walk
 from crossinfer.spec.limits import SpecLimits
@@ -84,7 +85,7 @@ class Plan:
 
     urn: str
     request: beam_expansion_api_pb2.ExpansionRequest
-    transform: beam.PTransform
+    transform: beam.PTransform[Any, Any]
     #: The sanitised request and the client's components (put back in the response).
     clean: CleanRequest | None = None
 
@@ -184,15 +185,16 @@ def plan(request: beam_expansion_api_pb2.ExpansionRequest, policy: LoadPolicy,
     if batches:
         transport.check_batch_schema(clean.input_schema)
         python_type(rows_schema, "payload.input_schema")
-        core: beam.PTransform = transport.BatchTransportInference(
+        core: Inference = transport.BatchTransportInference(
             spec, input_schema=rows_schema, features_field=payload.features_field,
-            key_field=payload.key_field, policy=policy, limits=limits)
-        results_type, failures_type = transport.batch_output_types()
+            key_field=payload.key_field, policy=policy, limits=limits, timing=payload.timing)
+        results_type, failures_type = transport.batch_output_types(payload.timing)
     else:
-        results_type, failures_type = output_types(rows_schema)
+        results_type, failures_type = output_types(rows_schema, payload.timing)
         core = pattern.transform(spec, features_field=payload.features_field,
                                  key_field=payload.key_field, policy=policy, limits=limits,
-                                 output_factory=results_type, failure_factory=failures_type)
+                                 output_factory=results_type, failure_factory=failures_type,
+                                 timing=payload.timing)
     return Plan(urn, clean.request, ExpandedInference(core, results_type, failures_type), clean)
 
 
@@ -261,8 +263,9 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
                  request_limits: RequestLimits | None = None) -> None:
         # Beam builds its default environment from options (and would pick
         # DOCKER); the service decides the environment itself from its flags.
-        super().__init__(options=PipelineOptions(flags=[], sdk_location="container",
-                                                 experiments=["beam_fn_api"]))
+        super().__init__(  # type: ignore[no-untyped-call]  # Beam's servicer is untyped
+            options=PipelineOptions(flags=[], sdk_location="container",
+                                    experiments=["beam_fn_api"]))
         self._default_environment = environment
         self._policy = policy
         self._limits = limits or SpecLimits()
@@ -339,7 +342,8 @@ class CrossinferExpansionServicer(ExpansionServiceServicer):
                 error=f"{ERROR_PREFIX}{type(exc).__name__}: {_short(str(exc), 1000)}")
         check_deadline(deadline, "while it was checked")
         with prepared(prepared_plan.urn, prepared_plan.transform):
-            response = super().Expand(prepared_plan.request, None)
+            response: beam_expansion_api_pb2.ExpansionResponse = super().Expand(  # type: ignore[no-untyped-call]
+                prepared_plan.request, None)
         check_deadline(deadline, "while Beam expanded it")
         if response.error:
             # Beam returns a traceback; keep it in our log (bounded: its last line

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import PCollection
 
 from crossinfer.expansion.urns import FAILURES_TAG, PATTERNS, RESULTS_TAG
 from crossinfer.patterns import Inference
 
 
-class ExpandedInference(beam.PTransform):
+class ExpandedInference(beam.PTransform[Any, Any]):
     """The core transform plus schema'd outputs, tagged ``results``/``failures``."""
 
     def __init__(self, core: Inference, results_type: type, failures_type: type) -> None:
@@ -31,7 +32,7 @@ class ExpandedInference(beam.PTransform):
         self._results_type = results_type
         self._failures_type = failures_type
 
-    def expand(self, pcoll: beam.PCollection) -> dict[str, beam.PCollection]:
+    def expand(self, pcoll: PCollection[Any]) -> dict[str, PCollection[Any]]:
         outputs = pcoll | self._core
         # The core's row factories already build these NamedTuple types; saying
         # so gives both outputs a RowCoder, which is what makes them Rows to a
@@ -43,14 +44,14 @@ class ExpandedInference(beam.PTransform):
 
 class _Slot(threading.local):
     urn: str | None = None
-    transform: beam.PTransform | None = None
+    transform: beam.PTransform[Any, Any] | None = None
 
 
 _SLOT = _Slot()
 
 
 @contextmanager
-def prepared(urn: str, transform: beam.PTransform) -> Iterator[None]:
+def prepared(urn: str, transform: beam.PTransform[Any, Any]) -> Iterator[None]:
     """Make ``transform`` what ``urn`` expands to, for this thread, for the block."""
     _SLOT.urn, _SLOT.transform = urn, transform
     try:
@@ -59,7 +60,8 @@ def prepared(urn: str, transform: beam.PTransform) -> Iterator[None]:
         _SLOT.urn, _SLOT.transform = None, None
 
 
-def _from_runner_api(proto: Any, unused_payload: bytes, unused_context: Any) -> beam.PTransform:
+def _from_runner_api(proto: Any, unused_payload: bytes,
+                     unused_context: Any) -> beam.PTransform[Any, Any]:
     if _SLOT.transform is None or proto.spec.urn != _SLOT.urn:
         raise RuntimeError(f"{proto.spec.urn} is expanded only through crossinfer's "
                            "expansion servicer, which validates the request first")

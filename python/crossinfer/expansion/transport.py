@@ -15,7 +15,9 @@ client could not pack: a null, a null value, an odd byte count - that row is
 decoded here and fails with the row transport's message) and ``keys``.
 
 Out: ``results`` elements are result batches (:data:`RESULT_FIELDS`): per
-result, its row's bytes and columns of model outputs; ``failures`` elements
+result, its row's bytes and columns of model outputs (and, with timing, the
+:data:`TIMING_FIELDS` columns of each result's ``model_ms`` and
+``batch_size``); ``failures`` elements
 are one per failed row: the row's bytes, the node, the error.
 
 This module is only the wire format: :class:`BatchTransportReader` reads a
@@ -26,12 +28,13 @@ writes result batches; any spec runs between them as it does on rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
 from apache_beam.coders import RowCoder
 from apache_beam.portability.api import schema_pb2
+from apache_beam.pvalue import PCollection
 from apache_beam.typehints.schemas import named_tuple_from_schema
 
 from crossinfer.engine.assemble import Assembler
@@ -40,7 +43,7 @@ from crossinfer.engine.emit import Format, ResultBatchFormat
 from crossinfer.expansion.schemas import InputSchemaError, array_type, atomic_type, describe
 from crossinfer.patterns import Inference, InferenceOutputs
 from crossinfer.rows import IOConfig, check_features, features_of, fields_view, key_of
-from crossinfer.wire import BATCH_DTYPES, INPUT_NODE, UNPACKED
+from crossinfer.wire import BATCH_DTYPES, INPUT_NODE, TIMING_COLUMNS, UNPACKED
 
 _BYTES, _STRING = schema_pb2.BYTES, schema_pb2.STRING
 
@@ -67,6 +70,13 @@ RESULT_FIELDS: dict[str, schema_pb2.FieldType] = {
     "scores": atomic_type(_BYTES),          # <f8, concatenated
     "scores_lengths": atomic_type(_BYTES),  # <i4, -1 = null
 }
+#: What a result batch adds with timing (:data:`crossinfer.wire.TIMING_COLUMNS`).
+TIMING_FIELDS: dict[str, schema_pb2.FieldType] = {
+    "model_ms": atomic_type(_BYTES),          # <f8, concatenated
+    "model_ms_lengths": atomic_type(_BYTES),  # <i4: each result's model stages
+    "batch_size": atomic_type(_BYTES),        # <i8, concatenated (model_ms_lengths)
+}
+assert tuple(TIMING_FIELDS) == tuple(TIMING_COLUMNS), "keep in step with crossinfer.wire"
 FAILURE_ROW_FIELDS: dict[str, schema_pb2.FieldType] = {
     "element": atomic_type(_BYTES), "node": atomic_type(_STRING), "error": atomic_type(_STRING)}
 
@@ -81,11 +91,16 @@ def _schema(fields: dict[str, schema_pb2.FieldType], schema_id: str) -> schema_p
 BATCH_SCHEMA = _schema(BATCH_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b101")
 RESULT_BATCH_SCHEMA = _schema(RESULT_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b102")
 FAILURE_SCHEMA = _schema(FAILURE_ROW_FIELDS, "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b103")
+#: Result batches with timing: :data:`RESULT_FIELDS` then :data:`TIMING_FIELDS`.
+TIMED_RESULT_BATCH_SCHEMA = _schema({**RESULT_FIELDS, **TIMING_FIELDS},
+                                    "2f0b1f7e-6d0c-4a57-9a55-0c3c61f2b104")
 
 
-def batch_output_types() -> tuple[type, type]:
-    """(result batch type, failure row type) of the batch transport."""
-    return named_tuple_from_schema(RESULT_BATCH_SCHEMA), named_tuple_from_schema(FAILURE_SCHEMA)
+def batch_output_types(timing: bool = False) -> tuple[type, type]:
+    """(result batch type, failure row type) of the batch transport (result
+    batches with the timing columns when ``timing``)."""
+    results = TIMED_RESULT_BATCH_SCHEMA if timing else RESULT_BATCH_SCHEMA
+    return named_tuple_from_schema(results), named_tuple_from_schema(FAILURE_SCHEMA)
 
 
 def check_batch_schema(schema: schema_pb2.Schema) -> None:
@@ -130,7 +145,8 @@ class BatchTransportReader:
         self._keyed = keyed
 
     def setup(self) -> None:
-        self._decode = RowCoder(schema_pb2.Schema.FromString(self._input_schema)).decode
+        self._decode: Callable[[bytes], Any] = RowCoder(
+            schema_pb2.Schema.FromString(self._input_schema)).decode
 
     def read(self, element: Any, into: Assembler) -> tuple[Block, ...]:
         rows = list(element.rows or ())
@@ -209,31 +225,27 @@ def _columns(element: Any, n: int) -> tuple[np.ndarray, np.ndarray, list[Any] | 
 class BatchTransportInference(Inference):
     """Any spec, on batch elements (see the module doc); outputs result batches
     and failure rows. Takes :class:`Inference`'s arguments plus ``input_schema``,
-    the schema of the rows inside the batches.
-
-    Raises:
-      TypeError: ``timing=True`` (result batches have no timing columns).
+    the schema of the rows inside the batches; with ``timing=True`` result
+    batches carry the timing columns (:data:`TIMING_FIELDS`).
 
     Raises (when applied):
       ValueError: the input is unbounded or not in the global window.
     """
-
-    timing_fields = False
 
     def __init__(self, spec: Any, *, input_schema: schema_pb2.Schema, **kwargs: Any) -> None:
         kwargs.pop("output_factory", None)
         kwargs.pop("failure_factory", None)
         super().__init__(spec, **kwargs)
         self._input_schema = input_schema.SerializeToString()
-        self.results_type, self.failures_type = batch_output_types()
+        self.results_type, self.failures_type = batch_output_types(self.timing)
 
     def _reader(self) -> BatchTransportReader:
         return BatchTransportReader(self.io, self._input_schema, self.keyed)
 
     def _format(self) -> Format:
-        return ResultBatchFormat(self.results_type, self.failures_type)
+        return ResultBatchFormat(self.results_type, self.failures_type, self.timing)
 
-    def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
+    def expand(self, pcoll: PCollection[Any]) -> InferenceOutputs:
         if not (pcoll.is_bounded and pcoll.windowing.is_default()):
             # Result batches mix rows of a bundle: only where timestamps and
             # windows cannot tell (the client sends rows one by one otherwise).

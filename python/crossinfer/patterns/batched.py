@@ -12,7 +12,10 @@ per-element cost of the runner is paid once per element, not once per row.
 Outputs, one result row per input element: the input fields, plus ``model``,
 ``path``, ``inference`` (a numpy array, one row per row), ``label``/``score``
 and ``labels``/``scores`` (numpy arrays, when post-processing sets them) and
-``index`` (the rows of the input element these results are for, in order).
+``index`` (the rows of the input element these results are for, in order),
+and with ``timing=True`` ``model_ms`` (list of float: per model stage, its
+call's wall time over its rows, ms) and ``batch_size`` (list of int: that
+call's rows) - an element's rows run in one call per stage, so one list each.
 Failures: one row per failed input row - ``element`` (the input element),
 ``node``, ``error`` and ``index`` (the row; None when the whole element is
 malformed). Rows in == rows in results + failures.
@@ -60,15 +63,15 @@ class BatchReader:
 class BatchedInference(Inference):
     """Run a model or sequence spec on batch-native elements (see the module doc).
 
-    Takes the arguments of :class:`Inference`, plus ``shape_field`` (the field
-    giving the shape of a packed float32 ``bytes`` features field).
+    Takes the arguments of :class:`Inference` (``timing=True`` included: each
+    result row gets ``model_ms`` and ``batch_size``), plus ``shape_field`` (the
+    field giving the shape of a packed float32 ``bytes`` features field).
 
     Raises:
       TypeError: the spec routes single rows (an A/B or keyed node).
     """
 
     multirow = True
-    timing_fields = False
 
     def __init__(self, spec: Any, *, features_field: str = "features",
                  shape_field: str = "shape", **kwargs: Any) -> None:

@@ -41,6 +41,10 @@ final class BatchTransport {
           InferenceResult.LABELS,
           InferenceResult.SCORES);
 
+  /** Results fields the service adds after {@link #OUTPUT_FIELDS} with timing. */
+  static final List<String> TIMING_FIELDS =
+      List.of(InferenceResult.MODEL_MS, InferenceResult.BATCH_SIZE);
+
   private BatchTransport() {}
 
   /** Whether {@code input} goes in batches: as asked, else where its input allows it. */
@@ -68,12 +72,25 @@ final class BatchTransport {
         .setRowSchema(BATCH_SCHEMA);
   }
 
-  /** The service's result batches as result rows of {@link #resultsSchema}. */
-  static PCollection<Row> unpackResults(PCollection<Row> batches, Schema input) {
-    Schema results = resultsSchema(input);
+  /**
+   * The service's result batches as result rows of {@link #resultsSchema} (with the timing
+   * fields, read from the batches' timing columns, when {@code timing}).
+   */
+  static PCollection<Row> unpackResults(PCollection<Row> batches, Schema input, boolean timing) {
+    Schema results = resultsSchema(input, timing);
     return batches
-        .apply("UnpackResults", ParDo.of(new UnpackResults.Results(input, results)))
+        .apply("UnpackResults", ParDo.of(new UnpackResults.Results(input, results, timing)))
         .setRowSchema(results);
+  }
+
+  /** The fields a result row adds to its input row's: the output fields, then any timing ones. */
+  static List<String> addedFields(boolean timing) {
+    if (!timing) {
+      return OUTPUT_FIELDS;
+    }
+    List<String> added = new java.util.ArrayList<>(OUTPUT_FIELDS);
+    added.addAll(TIMING_FIELDS);
+    return added;
   }
 
   /** The service's failure rows (the row as bytes) as failure rows of {@link #failuresSchema}. */
@@ -86,9 +103,19 @@ final class BatchTransport {
 
   /** The input fields (minus any named like an output field), then the output fields. */
   static Schema resultsSchema(Schema input) {
+    return resultsSchema(input, false);
+  }
+
+  /**
+   * The input fields (minus any named like an added field), then the output fields, then with
+   * {@code timing} {@code model_ms} (ARRAY&lt;DOUBLE&gt;) and {@code batch_size}
+   * (ARRAY&lt;INT64&gt;).
+   */
+  static Schema resultsSchema(Schema input, boolean timing) {
+    List<String> added = addedFields(timing);
     Schema.Builder builder = Schema.builder();
     for (Schema.Field field : input.getFields()) {
-      if (!OUTPUT_FIELDS.contains(field.getName())) {
+      if (!added.contains(field.getName())) {
         builder.addField(field);
       }
     }
@@ -101,6 +128,11 @@ final class BatchTransport {
         .addNullableField(InferenceResult.LABELS, Schema.FieldType.array(Schema.FieldType.INT64))
         .addNullableField(
             InferenceResult.SCORES, Schema.FieldType.array(Schema.FieldType.DOUBLE));
+    if (timing) {
+      builder
+          .addArrayField(InferenceResult.MODEL_MS, Schema.FieldType.DOUBLE)
+          .addArrayField(InferenceResult.BATCH_SIZE, Schema.FieldType.INT64);
+    }
     return withId(builder.build(), UUID.randomUUID().toString());
   }
 

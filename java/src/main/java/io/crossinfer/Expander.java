@@ -51,8 +51,8 @@ final class Expander {
     byte[] payload =
         batches
             ? ExpansionPayload.encodeBatches(
-                specJson, io.featuresField, io.keyField, input.getSchema())
-            : ExpansionPayload.encode(specJson, io.featuresField, io.keyField);
+                specJson, io.featuresField, io.keyField, input.getSchema(), io.timing)
+            : ExpansionPayload.encode(specJson, io.featuresField, io.keyField, io.timing);
     PCollection<Row> sent = batches ? BatchTransport.pack(input, featuresField, keyField) : input;
     PCollectionTuple outputs = external(sent, urn, payload, address, description);
     for (String tag : List.of(InferenceResult.RESULTS_TAG, InferenceResult.FAILURES_TAG)) {
@@ -73,7 +73,7 @@ final class Expander {
     PCollection<Row> results = outputs.get(InferenceResult.RESULTS_TAG);
     PCollection<Row> failures = outputs.get(InferenceResult.FAILURES_TAG);
     if (batches) {
-      results = BatchTransport.unpackResults(results, input.getSchema());
+      results = BatchTransport.unpackResults(results, input.getSchema(), io.timing);
       failures = BatchTransport.unpackFailures(failures, input.getSchema());
     }
     return new InferenceResult(input.getPipeline(), results, failures, specJson, address);

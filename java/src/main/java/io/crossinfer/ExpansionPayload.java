@@ -1,6 +1,8 @@
 package io.crossinfer;
 
+import java.util.ArrayList;
 import java.util.Base64;
+import java.util.List;
 import java.util.UUID;
 import org.apache.beam.model.pipeline.v1.ExternalTransforms.ExternalConfigurationPayload;
 import org.apache.beam.sdk.coders.CoderException;
@@ -14,9 +16,11 @@ import org.checkerframework.checker.nullness.qual.Nullable;
 
 /**
  * The v1 payload (docs/wire-contract.md): an {@code ExternalConfigurationPayload} whose Row has
- * {@code spec} (STRING), {@code features_field} and {@code key_field} (nullable STRING), and for
- * the batch transport {@code transport} ({@code batches}) and {@code input_schema} (the rows'
- * {@code Schema} proto, base64).
+ * {@code spec} (STRING), {@code features_field} and {@code key_field} (nullable STRING), for the
+ * batch transport {@code transport} ({@code batches}) and {@code input_schema} (the rows' {@code
+ * Schema} proto, base64), and with timing {@code timing} ({@code "true"}; a STRING like every
+ * field: the service decodes strings only). Without timing the field is left out, so the payload
+ * is byte for byte what it was before timing existed.
  */
 final class ExpansionPayload {
   private ExpansionPayload() {}
@@ -32,10 +36,30 @@ final class ExpansionPayload {
     return schema;
   }
 
+  /** Payload value of {@code timing} when asked (absent otherwise). */
+  static final String TIMING = "true";
+
   static byte[] encode(String specJson, @Nullable String featuresField, @Nullable String keyField) {
-    Schema schema = schema();
-    return encode(
-        schema, Row.withSchema(schema).addValues(specJson, featuresField, keyField).build());
+    return encode(specJson, featuresField, keyField, false);
+  }
+
+  /** The row transport's payload; with {@code timing}, results carry the timing fields. */
+  static byte[] encode(
+      String specJson,
+      @Nullable String featuresField,
+      @Nullable String keyField,
+      boolean timing) {
+    Schema.Builder builder = Schema.builder().addFields(schema().getFields());
+    List<@Nullable Object> values = new ArrayList<>(List.of(specJson));
+    values.add(featuresField);
+    values.add(keyField);
+    if (timing) {
+      builder.addStringField("timing");
+      values.add(TIMING);
+    }
+    Schema schema = builder.build();
+    schema.setUUID(UUID.randomUUID());
+    return encode(schema, Row.withSchema(schema).addValues(values).build());
   }
 
   /** The payload of the batch transport of rows of {@code rowSchema}. */
@@ -44,21 +68,39 @@ final class ExpansionPayload {
       @Nullable String featuresField,
       @Nullable String keyField,
       Schema rowSchema) {
-    Schema schema =
+    return encodeBatches(specJson, featuresField, keyField, rowSchema, false);
+  }
+
+  /**
+   * The payload of the batch transport of rows of {@code rowSchema}; with {@code timing}, result
+   * batches carry the timing columns.
+   */
+  static byte[] encodeBatches(
+      String specJson,
+      @Nullable String featuresField,
+      @Nullable String keyField,
+      Schema rowSchema,
+      boolean timing) {
+    Schema.Builder builder =
         Schema.builder()
             .addFields(schema().getFields())
             .addStringField("transport")
-            .addStringField("input_schema")
-            .build();
-    schema.setUUID(UUID.randomUUID());
+            .addStringField("input_schema");
     String rows =
         Base64.getEncoder()
             .encodeToString(SchemaTranslation.schemaToProto(rowSchema, true).toByteArray());
-    return encode(
-        schema,
-        Row.withSchema(schema)
-            .addValues(specJson, featuresField, keyField, BatchTransport.NAME, rows)
-            .build());
+    List<@Nullable Object> values = new ArrayList<>(List.of(specJson));
+    values.add(featuresField);
+    values.add(keyField);
+    values.add(BatchTransport.NAME);
+    values.add(rows);
+    if (timing) {
+      builder.addStringField("timing");
+      values.add(TIMING);
+    }
+    Schema schema = builder.build();
+    schema.setUUID(UUID.randomUUID());
+    return encode(schema, Row.withSchema(schema).addValues(values).build());
   }
 
   /**

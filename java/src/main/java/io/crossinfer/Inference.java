@@ -131,6 +131,11 @@ public final class Inference extends PTransform<PCollection<Row>, InferenceResul
     return new Inference(specJson, kind, name, needsKey, io.withTransport(transport));
   }
 
+  /** See {@link InferenceTransform#withTiming()}. */
+  public Inference withTiming() {
+    return new Inference(specJson, kind, name, needsKey, io.withTiming());
+  }
+
   /** The URN chosen from the root node's kind. */
   public String urn() {
     return "beam:transform:crossinfer:" + kind + ":v1";

@@ -20,8 +20,10 @@ import org.apache.beam.sdk.values.TupleTag;
  *       (STRING), {@code path} (STRING, e.g. {@code digits_ab/control/digits_lr}), {@code
  *       inference} (ARRAY&lt;DOUBLE&gt;), and the nullable {@code label} (INT64), {@code score}
  *       (DOUBLE), {@code labels} (ARRAY&lt;INT64&gt;), {@code scores} (ARRAY&lt;DOUBLE&gt;) set by
- *       the {@link Op#argmax()}, {@link Op#threshold(double)} and {@link Op#topK(int)} ops. An
- *       input field with one of these names is replaced.
+ *       the {@link Op#argmax()}, {@link Op#threshold(double)} and {@link Op#topK(int)} ops; with
+ *       {@link InferenceTransform#withTiming()}, then {@code model_ms} (ARRAY&lt;DOUBLE&gt;) and
+ *       {@code batch_size} (ARRAY&lt;INT64&gt;), one entry per model on the row's path. An input
+ *       field with one of these names is replaced.
  *   <li>{@link #failures()}: one row per element that could not be inferred: {@code element} (the
  *       input row, untouched), {@code node} (the failing node's path, {@code input} for malformed
  *       input) and {@code error} (the message).
@@ -58,6 +60,16 @@ public final class InferenceResult implements PInput, POutput {
   public static final String LABELS = "labels";
   /** Result field: the scores set by top_k, else null. */
   public static final String SCORES = "scores";
+  /**
+   * Result field with {@link InferenceTransform#withTiming()}: per model on the row's path, in
+   * path order, its call's wall time divided by the call's rows, in milliseconds.
+   */
+  public static final String MODEL_MS = "model_ms";
+  /**
+   * Result field with {@link InferenceTransform#withTiming()}: per model on the row's path, the
+   * rows of its call (the batch the row ran in).
+   */
+  public static final String BATCH_SIZE = "batch_size";
   /** Failure field: the original input row. */
   public static final String ELEMENT = "element";
   /** Failure field: path of the failing node, or {@code input} for malformed input. */

@@ -20,7 +20,7 @@ import org.checkerframework.checker.nullness.qual.Nullable;
  * <p>Applying a transform checks the spec (throwing {@link SpecException}) and the input schema
  * (throwing {@link IllegalArgumentException}), then asks the expansion service to expand the
  * spec's URN with an {@code ExternalConfigurationPayload} of {@code spec}, {@code features_field}
- * and {@code key_field}. A refusal from the service is thrown as {@link ExpansionException} with
+ * and {@code key_field} (and {@code timing} with {@link #withTiming()}). A refusal from the service is thrown as {@link ExpansionException} with
  * the service's message, at pipeline construction.
  *
  * <p>When a node is nested in another (an arm, a stage, a route), only the root's field names and
@@ -40,48 +40,57 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
   static final String DEFAULT_FEATURES_FIELD = "features";
   static final String DEFAULT_KEY_FIELD = "key";
 
-  /** Input field names, the service address and the transport; immutable. */
+  /** Input field names, the service address, the transport and timing; immutable. */
   static final class Io implements Serializable {
     private static final long serialVersionUID = 1L;
-    static final Io DEFAULT = new Io(null, null, null, null);
+    static final Io DEFAULT = new Io(null, null, null, null, false);
 
     final @Nullable String featuresField;
     final @Nullable String keyField;
     final @Nullable String expansionService;
     final @Nullable Transport transport;
+    /** Whether results carry {@code model_ms} and {@code batch_size}. */
+    final boolean timing;
 
     Io(
         @Nullable String featuresField,
         @Nullable String keyField,
         @Nullable String expansionService,
-        @Nullable Transport transport) {
+        @Nullable Transport transport,
+        boolean timing) {
       this.featuresField = featuresField;
       this.keyField = keyField;
       this.expansionService = expansionService;
       this.transport = transport;
+      this.timing = timing;
     }
 
     Io withFeaturesField(String field) {
-      return new Io(field, keyField, expansionService, transport);
+      return new Io(field, keyField, expansionService, transport, timing);
     }
 
     Io withKeyField(String field) {
-      return new Io(featuresField, field, expansionService, transport);
+      return new Io(featuresField, field, expansionService, transport, timing);
     }
 
     Io withExpansionService(String address) {
-      return new Io(featuresField, keyField, address, transport);
+      return new Io(featuresField, keyField, address, transport, timing);
     }
 
     Io withTransport(Transport value) {
-      return new Io(featuresField, keyField, expansionService, value);
+      return new Io(featuresField, keyField, expansionService, value, timing);
+    }
+
+    Io withTiming() {
+      return new Io(featuresField, keyField, expansionService, transport, true);
     }
 
     boolean isDefault() {
       return featuresField == null
           && keyField == null
           && expansionService == null
-          && transport == null;
+          && transport == null
+          && !timing;
     }
   }
 
@@ -154,6 +163,25 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
     return withIo(io.withTransport(transport));
   }
 
+  /**
+   * Measure each model call and add two fields to every result row, after the output fields:
+   * {@link InferenceResult#MODEL_MS} ({@code model_ms}, ARRAY&lt;DOUBLE&gt;: for each model on the
+   * row's path, in path order, its call's wall time divided by the call's rows, in milliseconds)
+   * and {@link InferenceResult#BATCH_SIZE} ({@code batch_size}, ARRAY&lt;INT64&gt;: the rows of
+   * that call). {@link ExperimentReport} reads them for per-arm and per-stage latency
+   * percentiles. Off by default: result rows keep their fields. Both transports carry them (the
+   * payload's {@code timing} field, docs/wire-contract.md); an input field of either name is
+   * replaced.
+   */
+  public T withTiming() {
+    return withIo(io.withTiming());
+  }
+
+  /** Whether {@link #withTiming()} was set. */
+  public boolean timing() {
+    return io.timing;
+  }
+
   /** The transport set with {@link #withTransport}, or null for the default. */
   public @Nullable Transport transport() {
     return io.transport;
@@ -221,8 +249,8 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
       if (!path.equals("node") && !node.io.isDefault()) {
         problems.add(
             path,
-            "withFeaturesField/withKeyField/withExpansionService/withTransport are set on a"
-                + " nested node;"
+            "withFeaturesField/withKeyField/withExpansionService/withTransport/withTiming are set"
+                + " on a nested node;"
                 + " set them on the root transform that is applied");
       }
       node.checkNode(path, problems);
@@ -312,7 +340,8 @@ public abstract sealed class InferenceTransform<T extends InferenceTransform<T>>
         && java.util.Objects.equals(io.featuresField, that.io.featuresField)
         && java.util.Objects.equals(io.keyField, that.io.keyField)
         && java.util.Objects.equals(io.expansionService, that.io.expansionService)
-        && io.transport == that.io.transport;
+        && io.transport == that.io.transport
+        && io.timing == that.io.timing;
   }
 
   @Override

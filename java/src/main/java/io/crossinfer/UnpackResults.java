@@ -52,13 +52,21 @@ final class UnpackResults {
     private final Schema results;
     /** Indices of the input fields the result rows keep, in order. */
     private final int[] kept;
+    /** Whether the batches carry the timing columns (and the rows the timing fields). */
+    private final boolean timing;
 
     Results(Schema input, Schema results) {
+      this(input, results, false);
+    }
+
+    Results(Schema input, Schema results, boolean timing) {
       super(input);
       this.results = results;
+      this.timing = timing;
+      List<String> added = BatchTransport.addedFields(timing);
       this.kept =
           input.getFields().stream()
-              .filter(f -> !BatchTransport.OUTPUT_FIELDS.contains(f.getName()))
+              .filter(f -> !added.contains(f.getName()))
               .mapToInt(f -> input.indexOf(f.getName()))
               .toArray();
     }
@@ -80,6 +88,11 @@ final class UnpackResults {
       IntBuffer labelsLengths = bytes(batch, "labels_lengths").asIntBuffer();
       DoubleBuffer scores = bytes(batch, "scores").asDoubleBuffer();
       IntBuffer scoresLengths = bytes(batch, "scores_lengths").asIntBuffer();
+      // The timing columns (docs/wire-contract.md): model_ms and batch_size concatenated, each
+      // result's count of model stages in model_ms_lengths.
+      DoubleBuffer modelMs = timing ? bytes(batch, "model_ms").asDoubleBuffer() : null;
+      IntBuffer modelMsLengths = timing ? bytes(batch, "model_ms_lengths").asIntBuffer() : null;
+      LongBuffer batchSize = timing ? bytes(batch, "batch_size").asLongBuffer() : null;
       for (int i = 0; i < rows.size(); i++) {
         Row row = decode(rows.get(i));
         List<@Nullable Object> values = new ArrayList<>(results.getFieldCount());
@@ -94,6 +107,11 @@ final class UnpackResults {
         values.add(scoreSet.get(i) != 0 ? score.get(i) : null);
         values.add(longs(labels, labelsLengths.get(i)));
         values.add(doubles(scores, scoresLengths.get(i)));
+        if (modelMs != null && modelMsLengths != null && batchSize != null) {
+          int stages = modelMsLengths.get(i);
+          values.add(doubles(modelMs, stages));
+          values.add(longs(batchSize, stages));
+        }
         out.output(Row.withSchema(results).attachValues(values));
       }
     }

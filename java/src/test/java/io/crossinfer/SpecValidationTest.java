@@ -262,8 +262,8 @@ public class SpecValidationTest {
         ABTest.of("ab", ABTest.Arm.of("a", lr("x").withFeaturesField("pixels")), lrArm("b"));
     assertMessage(
         specError(ab),
-        "node.arms[0].node: withFeaturesField/withKeyField/withExpansionService/withTransport are"
-            + " set on a nested node");
+        "node.arms[0].node: withFeaturesField/withKeyField/withExpansionService/withTransport/"
+            + "withTiming are set on a nested node");
   }
 
   @Test

@@ -53,7 +53,23 @@ public class DigitsDemoIT {
     assertTrue(
         report, report.contains("sample-ratio mismatch (chi-square against the weights): p="));
     assertTrue(report, report.contains("treatment - control: accuracy "));
+    // withTiming() on the A/B: latency percentiles for each arm, in the pipeline's report rows
+    // and in the CLI's summary (2 + 2 lines; "-" there would mean the rows carry no timing).
+    assertTrue(report, report.contains("latency p50/p95/p99 ms per element"));
     assertTrue(report, report.contains("Experiment digits_ab: 200 routed elements"));
+    Matcher latency =
+        Pattern.compile(
+                "^  (control|treatment) .*\\s(\\d[\\d.e+-]*)/(\\d[\\d.e+-]*)/(\\d[\\d.e+-]*)$",
+                Pattern.MULTILINE)
+            .matcher(report);
+    int lines = 0;
+    while (latency.find()) {
+      lines++;
+      double p50 = Double.parseDouble(latency.group(2));
+      double p99 = Double.parseDouble(latency.group(4));
+      assertTrue(latency.group(), p50 > 0 && p50 <= p99);
+    }
+    assertEquals(report, 4, lines);
     assertTrue(report, report.matches("(?s).*\\n  Decision: .*; SRM (ok|FAILED) \\(p=.*"));
     Matcher html = Pattern.compile("HTML report: (\\S+)").matcher(report);
     assertTrue(report, html.find());

@@ -127,6 +127,14 @@ public class PortableRunnerIT {
                 "Sequence on packed features, by row",
                 E2e.sequence().withTransport(Transport.ROWS).withExpansionService(address)),
         "packed-rows");
+    // The A/B with timing, on both transports: the same rows plus model_ms and batch_size.
+    write(input.apply("A/B timed", E2e.abTest().withTiming().withExpansionService(address)),
+        "ab-timed");
+    write(
+        input.apply(
+            "A/B timed, by row",
+            E2e.abTest().withTiming().withTransport(Transport.ROWS).withExpansionService(address)),
+        "ab-timed-rows");
     state = p.run().waitUntilFinish(Duration.standardMinutes(4));
   }
 
@@ -351,6 +359,32 @@ public class PortableRunnerIT {
       }
     } else {
       assertEquals(where, expected, actual);
+    }
+  }
+
+  @Test
+  public void withTimingGivesEachRowItsModelTimeAndBatchOnBothTransports() throws Exception {
+    assertEquals("pipeline state", PipelineResult.State.DONE, state);
+    List<ObjectNode> untimed = sorted(JsonLinesSink.read(out.resolve("ab")));
+    assertTrue(!untimed.get(0).has("model_ms") && !untimed.get(0).has("batch_size"));
+    for (String name : List.of("ab-timed", "ab-timed-rows")) {
+      assertEquals(name, List.of(), JsonLinesSink.read(out.resolve(name + "-failures")));
+      List<ObjectNode> timed = sorted(JsonLinesSink.read(out.resolve(name)));
+      assertEquals(name, ROWS, timed.size());
+      for (int i = 0; i < ROWS; i++) {
+        ObjectNode row = timed.get(i);
+        String where = name + "[" + i + "]: " + row;
+        // Each arm is one model: one entry each, a positive time, a batch of 1..its bound.
+        assertEquals(where, 1, row.get("model_ms").size());
+        assertEquals(where, 1, row.get("batch_size").size());
+        assertTrue(where, row.get("model_ms").get(0).asDouble() > 0);
+        long size = row.get("batch_size").get(0).asLong();
+        assertTrue(where, size >= 1 && size <= ROWS);
+        // Otherwise the row the untimed A/B gives.
+        ObjectNode same = row.deepCopy();
+        same.remove(List.of("model_ms", "batch_size"));
+        assertClose(where, untimed.get(i), same);
+      }
     }
   }
 

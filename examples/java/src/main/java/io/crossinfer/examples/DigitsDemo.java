@@ -54,7 +54,9 @@ import org.apache.beam.sdk.values.Row;
  * </ul>
  *
  * <p>It trains the demo models if needed ({@code python -m crossinfer.demo}), starts an expansion
- * service (with a Python worker pool) and a job server, runs one pipeline with both transforms,
+ * service (with a Python worker pool) and a job server, runs one pipeline with both transforms
+ * (the A/B test {@link io.crossinfer.InferenceTransform#withTiming() withTiming()}, so its report
+ * has per-arm latency percentiles),
  * and prints per arm and per stage path the rows, share and accuracy against the true digits,
  * plus a few rows. On Flink it also prints which TaskManagers ran the inference steps. It ends
  * with the A/B test's experiment report: {@link ExperimentReport} in the pipeline (through the
@@ -249,7 +251,10 @@ public final class DigitsDemo {
             // Create emits every row from one worker; without this, a runner with many workers
             // (Flink) runs the whole job on one of them.
             .apply("Spread over workers", Reshuffle.viaRandomKey());
-    InferenceResult ab = digits.apply("A/B test", abTest(models).withExpansionService(service));
+    // withTiming(): each result row carries model_ms and batch_size, from which the experiment
+    // report gives per-arm latency percentiles.
+    InferenceResult ab =
+        digits.apply("A/B test", abTest(models).withExpansionService(service).withTiming());
     InferenceResult seq =
         digits.apply("PCA then MLP", sequence(models).withExpansionService(service));
     ab.output().apply("Write A/B", JsonLinesSink.to(outDir.resolve("ab")));
@@ -279,14 +284,14 @@ public final class DigitsDemo {
         + " the expansion service), ground truth 'digit'");
     List<ObjectNode> arms = JsonLinesSink.read(outDir.resolve("report-arms"));
     arms.sort((a, b) -> a.get("arm").asText().compareTo(b.get("arm").asText()));
-    out.printf("  %-10s %6s %8s %7s %7s  %s%n", "arm", "rows", "failures", "share", "weight",
-        "accuracy [95% CI]");
+    out.printf("  %-10s %6s %8s %7s %7s  %-22s  %s%n", "arm", "rows", "failures", "share",
+        "weight", "accuracy [95% CI]", "latency p50/p95/p99 ms per element");
     for (ObjectNode a : arms) {
-      out.printf("  %-10s %6d %8d %6.1f%% %6.1f%%  %.3f [%.3f, %.3f]%n",
+      out.printf("  %-10s %6d %8d %6.1f%% %6.1f%%  %.3f [%.3f, %.3f]  %s%n",
           a.get("arm").asText(), a.get("count").asLong(), a.get("failures").asLong(),
           100 * a.get("share").asDouble(), 100 * a.get("expected_share").asDouble(),
           a.get("metric_value").asDouble(), a.get("metric_ci_low").asDouble(),
-          a.get("metric_ci_high").asDouble());
+          a.get("metric_ci_high").asDouble(), latency(a));
     }
     if (!arms.isEmpty()) {
       out.printf("  sample-ratio mismatch (chi-square against the weights): p=%.2g%n",
@@ -334,6 +339,15 @@ public final class DigitsDemo {
       return false;
     }
     return true;
+  }
+
+  /** An arm's latency percentiles (ms per element, all stages), or "-" without timing. */
+  private static String latency(ObjectNode arm) {
+    if (!arm.hasNonNull("latency_p50_ms")) {
+      return "-";
+    }
+    return String.format("%.3g/%.3g/%.3g", arm.get("latency_p50_ms").asDouble(),
+        arm.get("latency_p95_ms").asDouble(), arm.get("latency_p99_ms").asDouble());
   }
 
   private static void report(
