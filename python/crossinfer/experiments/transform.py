@@ -11,7 +11,8 @@ The steps: each result and failure row is read as a :class:`ReportInput` and
 added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
 with :class:`ArmCombineFn`; one accumulator per bundle leaves); for a mirror,
 results are also paired per (window, element id) and accumulated per arm pair
-(:class:`PairCombineFn`). A CombinePerKey (:class:`WindowCombineFn`) merges a
+(:class:`PairCombineFn`); for a hash split, the rows' keys are made distinct
+per (window, arm) for the sample-ratio-mismatch test. A CombinePerKey (:class:`WindowCombineFn`) merges a
 window's accumulators, and :class:`_Finish` turns them into rows, where the
 statistics run (:mod:`crossinfer.experiments.stats`).
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
@@ -54,10 +55,11 @@ class ReportOutputs(NamedTuple):
     pairs: beam.PCollection  # of PairReport
 
 
-def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+def read_result(row: Any, ground_truth: str | None, id_field: str | None,
+                key_field: str | None = None) -> ReportInput:
     """A result row -> :class:`ReportInput`: its ``path``, ``label``, ``score``,
-    ``inference`` (the value of a one-value output), the ground-truth and id
-    fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
+    ``inference`` (the value of a one-value output), the ground-truth, id and
+    key fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
     # Once per result (the report's only per-element step): the common types first.
     fields = fields_view(row)
     path = fields.get("path")
@@ -74,12 +76,14 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> Rep
         _number(fields.get(ground_truth)) if ground_truth else None,
         _text(fields.get(id_field)) if id_field else None,
         None if model_ms is None else _floats(model_ms),
-        None if batch_size is None else _ints(batch_size))
+        None if batch_size is None else _ints(batch_size),
+        _text(fields.get(key_field)) if key_field else None)
 
 
-def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+def read_failure(row: Any, ground_truth: str | None, id_field: str | None,
+                 key_field: str | None = None) -> ReportInput:
     """A failure row -> :class:`ReportInput`: its ``node`` as the path, the
-    ground-truth and id fields of its ``element``."""
+    ground-truth, id and key fields of its ``element``."""
     fields = fields_view(row)
     try:
         source = fields_view(fields.get("element"))
@@ -87,19 +91,25 @@ def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> Re
         source = {}
     return ReportInput(str(fields.get("node")), True, None, None, None,
                        _number(source.get(ground_truth)) if ground_truth else None,
-                       _text(source.get(id_field)) if id_field else None, None, None)
+                       _text(source.get(id_field)) if id_field else None, None, None,
+                       _text(source.get(key_field)) if key_field else None)
 
 
 class ToReportInput(beam.DoFn):
-    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`."""
+    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`.
 
-    def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool) -> None:
+    ``key_field``: the field a hash split is sticky on, projected to ``key``
+    (None: ``key`` stays null)."""
+
+    def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool,
+                 key_field: str | None = None) -> None:
         self._truth = ground_truth
         self._id = id_field
+        self._key = key_field
         self._read = read_failure if failed else read_result
 
     def process(self, row: Any) -> Iterator[ReportInput]:
-        yield self._read(row, self._truth, self._id)
+        yield self._read(row, self._truth, self._id, self._key)
 
 
 def _number(x: Any) -> float | None:
@@ -166,18 +176,14 @@ class ExperimentReport(beam.PTransform):
         s = self.settings
         _check_schema(results, s)
         id_field = s.id_field if s.mirror else None
-        keys = None
-        if s.experiment.split == "hash":
-            # The unit of assignment is the key: SRM counts distinct keys per arm.
-            keys = ((results | "ResultKeys" >> beam.ParDo(_ArmKey(s, failed=False)),
-                     failures | "FailureKeys" >> beam.ParDo(_ArmKey(s, failed=True)))
-                    | "Keys" >> beam.Flatten() | "DistinctKeys" >> beam.Distinct()
-                    | "TagKeys" >> beam.Map(_tag_keys, s.name))
+        # The unit of a hash split's assignment is the key: SRM counts distinct keys.
+        key_field = s.key_field if s.hashed else None
         return _report(s, [
             ("Results", results, functools.partial(read_result, ground_truth=s.ground_truth,
-                                                   id_field=id_field)),
-            ("Failures", failures, functools.partial(read_failure, ground_truth=s.ground_truth,
-                                                     id_field=id_field))], keys)
+                                                   id_field=id_field, key_field=key_field)),
+            ("Failures", failures, functools.partial(
+                read_failure, ground_truth=s.ground_truth, id_field=id_field,
+                key_field=key_field))])
 
 
 def _check_schema(results: beam.PCollection, s: ReportSettings) -> None:
@@ -199,36 +205,17 @@ def _check_schema(results: beam.PCollection, s: ReportSettings) -> None:
                                   f"{s.ground_truth!r} (fields: {', '.join(fields)})")
 
 
-class _ArmKey(beam.DoFn):
-    """A result (failure) row -> ``(arm, key)`` of its element, for a hash split's SRM."""
-
-    def __init__(self, settings: ReportSettings, failed: bool) -> None:
-        self._s = settings
-        self._failed = failed
-
-    def process(self, row: Any) -> Iterator[tuple[str, str]]:
-        fields = fields_view(row)
-        if self._failed:
-            path = str(fields.get("node"))
-            try:
-                fields = fields_view(fields.get("element"))
-            except TypeError:
-                return
-        else:
-            path = str(fields.get("path"))
-        arm = self._s.arm_of(path)
-        key = fields.get(self._s.key_field)
-        if arm is not None and key is not None:
-            yield arm, str(key)
-
-
 def _tag_keys(arm_key: tuple[str, str], name: str) -> Any:
-    """A distinct ``(arm, key)`` -> one key counted for ``arm`` (summed per window)."""
+    """A distinct ``(arm, key)`` of a window -> one key counted for ``arm``
+    (summed per window by :class:`WindowCombineFn`)."""
     return name, ("keys", arm_key[0], 1)
 
 
 class ReportFromInputs(beam.PTransform):
-    """The report over :class:`ReportInput` rows (what the service's URN expands to)."""
+    """The report over :class:`ReportInput` rows (what the service's URN expands to).
+
+    For a ``hash`` split, the sample-ratio-mismatch test counts the distinct
+    ``key`` values per arm when the rows carry them, rows otherwise."""
 
     def __init__(self, settings: ReportSettings) -> None:
         super().__init__()
@@ -239,29 +226,33 @@ class ReportFromInputs(beam.PTransform):
 
 
 _JOIN_TAG = "join"
+_KEYS_TAG = "keys"
 _GLOBAL = GlobalWindow()
 
 
 def _report(s: ReportSettings,
-            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]],
-            keys: beam.PCollection | None = None) -> ReportOutputs:
+            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]]
+            ) -> ReportOutputs:
     """The report's steps: per element only :class:`_Accumulate` (and, for a
-    mirror, the join on the id; for a hash split with its rows, the distinct
-    keys per arm); everything after works on a few accumulators per window."""
+    mirror, the join on the id; for a hash split, the distinct keys per arm);
+    everything after works on a few accumulators per window."""
     pipeline = parts[0][1].pipeline
-    accs, joins = [], []
+    accs, joins, keys = [], [], []
     for name, pcoll, read in parts:
         accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
-            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, main="accs")
+            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _KEYS_TAG, main="accs")
         accs.append(out.accs)
         joins.append(out[_JOIN_TAG])
+        keys.append(out[_KEYS_TAG])
     if s.mirror:
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
                     | "ById" >> beam.GroupByKey()
                     | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
-    if keys is not None:
-        accs.append(keys)
+    if s.hashed:
+        accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline)
+                    | "DistinctKeys" >> beam.Distinct()
+                    | "TagKeys" >> beam.Map(_tag_keys, s.name))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
             | "PerWindow" >> beam.CombinePerKey(WindowCombineFn(s.metric))
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
@@ -288,7 +279,11 @@ class _Accumulate(beam.DoFn):
     accumulated here (one accumulator per (window, arm pair) and bundle).
     Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
     are held, leave on ``join`` as ``(id, side)`` for the GroupByKey, so pairing
-    works however the runner splits or orders them."""
+    works however the runner splits or orders them.
+
+    For a hash split each row's ``(arm, key)`` is kept once per (window, bundle)
+    and leaves on ``keys`` when the bundle ends (or past ``_MAX_HELD``), to be
+    made distinct across bundles."""
 
     def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
                  join: bool) -> None:
@@ -302,6 +297,7 @@ class _Accumulate(beam.DoFn):
         self._arms: dict[str, str] = {}
         self._n_arms = len(self._s.arm_names)
         self._control, self._others = self._s.control, self._s.others  # once, not per pair
+        self._hashed = self._s.hashed
         namespace = f"crossinfer/{self._s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
@@ -313,6 +309,7 @@ class _Accumulate(beam.DoFn):
         self._pairs: dict[tuple[Any, str], PairAcc] = {}
         # (window, id), or the id alone in the global window
         self._held: dict[Any, dict[str, tuple[Any, ...]]] = {}
+        self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = 0
 
     def process(self, element: Any) -> Any:
@@ -337,6 +334,10 @@ class _Accumulate(beam.DoFn):
         if acc is None:
             acc = self._accs[(window, arm)] = ArmAcc()
         self._fn.add_input(acc, row)
+        if self._hashed and row.key is not None and arm != _UNROUTED:
+            self._keys.add((window, arm, row.key))
+            if len(self._keys) > _MAX_HELD:
+                return self._unkey()
         if not self._join or row.failed or row.id is None or arm == _UNROUTED:
             return ()
         side = (arm, row.label, row.score, row.value, row.truth)
@@ -385,6 +386,11 @@ class _Accumulate(beam.DoFn):
                 yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window))
         self._held = {}
 
+    def _unkey(self) -> Iterator[Any]:
+        for window, arm, key in self._keys:
+            yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((arm, key), window))
+        self._keys = set()
+
     def finish_bundle(self) -> Iterator[Any]:
         name = self._s.name
         for (window, arm), acc in self._accs.items():
@@ -392,6 +398,7 @@ class _Accumulate(beam.DoFn):
         for (window, other), pair in self._pairs.items():
             yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
         yield from self._unhold()
+        yield from self._unkey()
         self._accs, self._pairs = {}, {}
         if self._paired:
             self._paired_counter.inc(self._paired)
@@ -473,7 +480,7 @@ class _Finish(beam.DoFn):
         total = sum(routed.values())
         expected = s.expected_shares
         # A hash split assigns keys, not elements: its SRM counts distinct keys
-        # per arm when the rows carry them (not in ReportFromInputs' rows).
+        # per arm when the rows carry them (rows written without keys: routed rows).
         keys = kv[1].get("keys") or {}
         units = {a: keys.get(a, 0) for a in s.arm_names} if keys else routed
         srm = None if expected is None else stats.srm_p_value(
