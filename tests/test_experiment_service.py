@@ -157,7 +157,7 @@ def test_a_hash_splits_srm_through_the_service_counts_distinct_keys(models: Any)
 
 #: The report input rows of a client from before ``key``: its first nine fields
 #: (the functional form: Beam reads no string annotations).
-KeylessInput = typing.NamedTuple(  # type: ignore[misc]  # noqa: UP014
+KeylessInput = typing.NamedTuple(  # type: ignore[misc]
     "KeylessInput", [(f, ReportInput.__annotations__[f]) for f in ReportInput._fields[:9]])
 registry.register_coder(KeylessInput, RowCoder)
 

@@ -12,9 +12,10 @@ added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
 with :class:`ArmCombineFn`; one accumulator per bundle leaves); for a mirror,
 results are also paired per (window, element id) and accumulated per arm pair
 (:class:`PairCombineFn`); for a hash split, the rows' keys are made distinct
-per (window, arm) for the sample-ratio-mismatch test. A CombinePerKey (:class:`WindowCombineFn`) merges a
-window's accumulators, and :class:`_Finish` turns them into rows, where the
-statistics run (:mod:`crossinfer.experiments.stats`).
+per (window, arm) for the sample-ratio-mismatch test. A CombinePerKey
+(:class:`WindowCombineFn`) merges a window's accumulators, and
+:class:`_Finish` turns them into rows, where the statistics run
+(:mod:`crossinfer.experiments.stats`).
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
