@@ -39,7 +39,7 @@ def _event_time_ms(timestamp: Any) -> int | None:
     """Milliseconds, or None for the global window's ends (no event time)."""
     if timestamp <= MIN_TIMESTAMP or timestamp >= _GLOBAL_END:
         return None
-    return timestamp.micros // 1000
+    return int(timestamp.micros) // 1000
 
 
 class _ReportRecord(beam.DoFn):
@@ -83,7 +83,7 @@ def parquet_schema() -> Any:
     ])
 
 
-class WriteForReport(beam.PTransform):
+class WriteForReport(beam.PTransform[Any, Any]):
     """Write an A/B result's report rows to files ``crossinfer report`` reads.
 
     ``outputs | WriteForReport("out/exp", ground_truth="label_true")`` writes
@@ -195,8 +195,7 @@ def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
         time = row.get(time_field) if time_field else None
         time = int(time) if isinstance(time, int | float) else None
         if "failed" in row and "path" in row:
-            values = {f: row.get(f) for f in ReportInput._fields}
-            out.append((ReportInput(**values), time))
+            out.append((ReportInput._make(row.get(f) for f in ReportInput._fields), time))
             continue
         if ("node" if failed else "path") not in row:
             raise ValueError(f"a {'failure' if failed else 'result'} row without "
