@@ -22,6 +22,7 @@ floor's the same with the no-op ParDo.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from typing import Any
@@ -99,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                     "floor", warm=pipeline(kind, models, 2_000, False, True)),
         ]
     print(f"experiments: {n:,} elements in (mirror: 2 results each), {args.repeats} repeats")
+    # The load average (1, 5, 15 min) around the rounds: other work on a shared
+    # machine moves these ratios by more than the report's cost.
+    load_before = os.getloadavg()
     measured = harness.measure(variants, args.repeats)
+    load = f"load average before {load_before}, after {os.getloadavg()}"
+    print(load)
     targets, lines = [], []
     for kind in dict.fromkeys(m.group for m in measured):
         without = next(m for m in measured if m.group == kind and m.kind == "beam")
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         target["met"] = share <= 0.10
         targets.append(target)
     harness.report(args.name, vars(args), measured, targets, refs=("beam",),
+                   notes=[load],
                    details="report cost (median of per-round shares):\n" + "\n".join(lines),
                    targets_heading="targets (issue 18: the report costs <= 10% of the A/B "
                                    "pipeline):")
