@@ -49,13 +49,23 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     rows = [beam.Row(**r.as_dict(), ts=100 * j) for j, r in enumerate(zoo.rows())]
     broken = [beam.Row(id=10_000 + i, key=f"b{i}", features=[1.0] * 63, truth=0, ts=100 * i)
               for i in range(12)]
+    good, good2 = zoo.node("good"), zoo.node("good", "good2")
+    # tag -> (the A/B node run, its input, the spec it is analysed with)
     experiments = {
-        "ab": ab("digits_ab", zoo.node("good"), zoo.node("bad"), seed=7),
-        "mirror": ab("shadow", zoo.node("good"), zoo.node("small"), split="mirror"),
+        "ab": (ab("digits_ab", zoo.node("good"), zoo.node("bad"), seed=7), rows + broken),
+        "mirror": (ab("shadow", zoo.node("good"), zoo.node("small"), split="mirror"),
+                   rows + broken),
+        # a sound hash split on 4 heavy keys: 898 elements, 4 units of assignment
+        "heavy": (ab("heavy", good, good2, split="hash"),
+                  [beam.Row(**{**r.as_dict(), "key": f"k{j % 4}"}) for j, r in enumerate(rows)]),
+        # a broken hash split: routed 60/40 (one key per element), analysed as 50/50
+        "skewed": (ab("skewed", good, good2, split="hash", weights=(60, 40)), rows),
     }
+    planned = {tag: node for tag, (node, _) in experiments.items()}
+    planned["skewed"] = ab("skewed", good, good2, split="hash")
     with beam.Pipeline(runner="FnApiRunner") as p:
-        for tag, node in experiments.items():
-            result = (p | f"{tag}/in" >> beam.Create(rows + broken)
+        for tag, (node, elements) in experiments.items():
+            result = (p | f"{tag}/in" >> beam.Create(elements)
                       | f"{tag}/ab" >> ci.ABTest(node))
             result = ci.InferenceOutputs(result.results | f"{tag}/t" >> beam.Map(_timed),
                                          result.failures)
@@ -70,10 +80,13 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             _ = (result.failures | f"{tag}/rawf" >> beam.Map(_dump)
                  | f"{tag}/rawff" >> beam.io.WriteToText(str(out / tag / "raw" / "failures"),
                                                         file_name_suffix=".jsonl"))
-            report = result | f"{tag}/report" >> ExperimentReport(node, ground_truth="truth")
+            report = result | f"{tag}/report" >> ExperimentReport(planned[tag],
+                                                                  ground_truth="truth")
             _ = report.arms | f"{tag}/a" >> beam.Map(Collect(f"cli/{tag}/arms"))
             _ = report.pairs | f"{tag}/p" >> beam.Map(Collect(f"cli/{tag}/pairs"))
-    for tag, node in experiments.items():
+            if tag == "heavy":
+                _ = result.results | f"{tag}/r" >> beam.Map(Collect(f"cli/{tag}/results"))
+    for tag, node in planned.items():
         (out / f"{tag}.json").write_text(json.dumps(
             json.loads(ci.spec.spec_to_json(ci.InferenceSpec(node)))))
     return {"dir": out, **{key: STORE.pop(key) for key in list(STORE) if key.startswith("cli/")}}
@@ -192,18 +205,58 @@ def test_cli_refuses_a_mistyped_field_or_another_experiments_spec(
             in capsys.readouterr().err)
 
 
-def test_cli_warns_that_a_hash_splits_srm_counts_elements(
+@pytest.mark.parametrize("source", ["jsonl", "parquet", "raw"])
+def test_a_hash_splits_srm_counts_distinct_keys(written: dict[str, Any], source: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A sound hash split on 4 heavy keys is not flagged (counted by element it
+    would be), a broken one is; the rows equal the in-pipeline report's, and
+    no warning: the rows carry their keys (report rows from WriteForReport,
+    result rows through ``--key-field``)."""
+    from scipy.stats import chisquare
+
+    found, text = _report(written, "heavy", source, capsys=capsys)
+    assert "warning" not in capsys.readouterr().err
+    _same(found["arm"], written["cli/heavy/arms"], "arm")
+    routed = [a["routed"] for a in found["arm"]]
+    assert chisquare(routed).pvalue < 1e-3  # what counting elements says
+    keys = [len({r.key for r in written["cli/heavy/results"] if f"/{a['arm']}/" in r.path})
+            for a in found["arm"]]
+    assert sum(keys) == 4
+    srm = found["arm"][0]["srm_p_value"]
+    assert srm == pytest.approx(chisquare(keys).pvalue, rel=1e-9) and srm > 1e-3
+    assert "SRM ok (p=" in text
+    found, text = _report(written, "skewed", source, capsys=capsys)
+    _same(found["arm"], written["cli/skewed/arms"], "arm")
+    assert found["arm"][0]["srm_p_value"] < 1e-3
+    assert "SRM FAILED (p=" in text
+
+
+def test_without_keys_a_hash_splits_srm_counts_elements_and_warns(
         written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Report rows written before ``key`` (or results without the key field):
+    the SRM counts elements, and the CLI says so."""
+    from scipy.stats import chisquare
+
     out: Path = written["dir"]
-    spec = json.loads((out / "ab.json").read_text())
-    spec["node"]["split"] = "hash"
-    (tmp_path / "hash.json").write_text(json.dumps(spec))
-    assert main(["report", str(out / "ab" / "report-*.jsonl"), "--spec",
-                 str(tmp_path / "hash.json")]) == 0
-    assert "the test assumes independent elements" in capsys.readouterr().err
+    rows = [json.loads(line) for path in sorted((out / "heavy").glob("report-*.jsonl"))
+            for line in path.read_text().splitlines()]
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "key"}) + "\n"
+                           for row in rows))
+    for source in ([str(old)], [str(out / "heavy" / "raw" / "results-*"), "--key-field", "user"]):
+        json_out = tmp_path / "report.jsonl"
+        assert main(["report", *source, "--spec", str(out / "heavy.json"),
+                     "--json", str(json_out)]) == 0
+        err = capsys.readouterr().err
+        assert "SRM counts elements, but a hash split assigns keys" in err, source
+        arms = [json.loads(line) for line in json_out.read_text().splitlines()
+                if json.loads(line)["kind"] == "arm"]
+        assert arms[0]["srm_p_value"] == pytest.approx(
+            chisquare([a["routed"] for a in arms]).pvalue, rel=1e-9)
+    # not a hash split: no warning
     assert main(["report", str(out / "ab" / "report-*.jsonl"), "--spec",
                  str(out / "ab.json")]) == 0
-    assert "independent elements" not in capsys.readouterr().err
+    assert "SRM counts elements" not in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ in a browser

@@ -4,9 +4,12 @@ refusals (the Java end-to-end test, ExperimentReportIT, runs it on a runner)."""
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import pytest
+from apache_beam.coders import RowCoder
+from apache_beam.coders.typecoders import registry
 from apache_beam.portability import common_urns
 from apache_beam.transforms.external import NamedTupleBasedPayloadBuilder
 
@@ -87,3 +90,101 @@ def test_report_refusals_name_the_field(payload: bytes, element_type: type,
 def test_unknown_urn_message_lists_the_report() -> None:
     response = _servicer().Expand(build_request("beam:transform:crossinfer:nope:v1", b""))
     assert REPORT_URN in response.error
+
+
+# ------------------------------------------------------------ through the real service
+
+HASH_AB = {**AB, "node": {**AB["node"], "split": "hash", "name": "exp"}}
+
+
+def _hash_rows(keys_per_arm: dict[str, dict[str, int]]) -> list[ReportInput]:
+    """Report input rows of a hash split: ``{arm: {key: elements}}``."""
+    model = {"control": "a", "treatment": "b"}
+    return [ReportInput(f"exp/{arm}/{model[arm]}", False, 1, 0.9, None, None, None, None, None,
+                        key)
+            for arm, keys in keys_per_arm.items() for key, n in keys.items() for _ in range(n)]
+
+
+#: A sound hash split on 4 keys, 2 per arm, that carry unequal traffic: 500
+#: elements, 4 units of assignment. Counted by element (400 vs 100) its SRM
+#: would fire; counted by key it cannot.
+SOUND = {"control": {"k0": 300, "k1": 100}, "treatment": {"k2": 50, "k3": 50}}
+#: A broken 50/50 hash split: 600 keys to 400 (one element each).
+BROKEN = {"control": {f"c{i}": 1 for i in range(600)},
+          "treatment": {f"t{i}": 1 for i in range(400)}}
+
+
+def _run_through_service(models: Any, inputs: dict[str, tuple[list[Any], type]]
+                         ) -> dict[str, list[ArmReport]]:
+    """Each ``{tag: (rows, row type)}`` through the report URN of a real
+    expansion service (gRPC), run on Beam's Python job server."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from xlang_fixtures import STORE, Collect, shared_stack
+
+    stack = shared_stack(models.root)
+    options = PipelineOptions(runner="PortableRunner", job_endpoint=stack.job_endpoint,
+                              environment_type="LOOPBACK")
+    with beam.Pipeline(options=options) as p:
+        for tag, (rows, row_type) in inputs.items():
+            out = (p | f"{tag}/in" >> beam.Create(rows).with_output_types(row_type)
+                   | f"{tag}/report" >> beam.ExternalTransform(
+                       REPORT_URN, encode_report_payload(json.dumps(HASH_AB)),
+                       stack.service_address))
+            _ = out["arms"] | f"{tag}/arms" >> beam.Map(Collect(f"svc/{tag}"))
+    return {tag: STORE.pop(f"svc/{tag}", []) for tag in inputs}
+
+
+def _srm(found: list[Any]) -> float:
+    (p,) = {arm.srm_p_value for arm in found}
+    assert p is not None
+    return float(p)
+
+
+@pytest.mark.slow
+def test_a_hash_splits_srm_through_the_service_counts_distinct_keys(models: Any) -> None:
+    from scipy.stats import chisquare
+
+    found = _run_through_service(models, {"sound": (_hash_rows(SOUND), ReportInput),
+                                          "broken": (_hash_rows(BROKEN), ReportInput)})
+    assert {a.arm: a.routed for a in found["sound"]} == {"control": 400, "treatment": 100}
+    assert chisquare([400, 100]).pvalue < 1e-3  # what counting elements would say
+    assert _srm(found["sound"]) == pytest.approx(1.0, rel=1e-12)  # 2 keys to 2
+    assert _srm(found["broken"]) == pytest.approx(chisquare([600, 400]).pvalue, rel=1e-9)
+    assert _srm(found["broken"]) < 1e-3  # flagged (summary.SRM_ALPHA)
+
+
+#: The report input rows of a client from before ``key``: its first nine fields
+#: (the functional form: Beam reads no string annotations).
+KeylessInput = typing.NamedTuple(  # type: ignore[misc]
+    "KeylessInput", [(f, ReportInput.__annotations__[f]) for f in ReportInput._fields[:9]])
+registry.register_coder(KeylessInput, RowCoder)
+
+
+def _keyless_accepted() -> bool:
+    """Whether this service takes rows without ``key`` (the expansion side of
+    the change: /work/patches/exp3-report-key.diff, applied at merge)."""
+    from apache_beam.typehints.schemas import schema_from_element_type
+
+    from crossinfer.expansion.report import check_report_input
+    from crossinfer.expansion.security import RequestRefused
+
+    try:
+        check_report_input(schema_from_element_type(KeylessInput))
+    except RequestRefused:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _keyless_accepted(), reason="the service refuses report input rows "
+                    "without 'key' until patches/exp3-report-key.diff is applied to "
+                    "crossinfer/expansion/report.py")
+def test_rows_without_keys_still_work_and_count_elements(models: Any) -> None:
+    from scipy.stats import chisquare
+
+    rows = [KeylessInput(*row[:9]) for row in _hash_rows(SOUND)]
+    found = _run_through_service(models, {"keyless": (rows, KeylessInput)})
+    assert {a.arm: a.routed for a in found["keyless"]} == {"control": 400, "treatment": 100}
+    assert _srm(found["keyless"]) == pytest.approx(chisquare([400, 100]).pvalue, rel=1e-9)

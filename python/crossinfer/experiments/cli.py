@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the A/B spec the results came from (JSON file): arms, weights")
     report.add_argument("--ground-truth", help="field with the true label or value")
     report.add_argument("--id-field", default="id", help="element id field (mirror joins)")
+    report.add_argument("--key-field", default=ReportSettings.key_field,
+                        help="the field a hash split is sticky on: its SRM test counts "
+                             f"distinct keys per arm (default {ReportSettings.key_field})")
     report.add_argument("--metric", choices=METRICS, default="accuracy")
     report.add_argument("--control", help="the arm others are compared with (default: first)")
     report.add_argument("--confidence", type=float, default=0.95)
@@ -164,25 +167,27 @@ def _check_times(inputs: Sequence[tuple[ReportInput, int | None]], time_field: s
 def report_main(args: argparse.Namespace) -> int:
     settings = ReportSettings.from_spec(
         Path(args.spec).read_text(encoding="utf-8"), ground_truth=args.ground_truth,
-        id_field=args.id_field, metric=args.metric, control=args.control or "",
-        confidence=args.confidence)
+        id_field=args.id_field, key_field=args.key_field, metric=args.metric,
+        control=args.control or "", confidence=args.confidence)
     rows = read_rows(args.results)
     _check_ground_truth(rows, args.ground_truth)
-    inputs = to_report_inputs(rows, args.ground_truth, args.id_field, False, args.time_field)
+    inputs = to_report_inputs(rows, args.ground_truth, args.id_field, False, args.time_field,
+                              args.key_field)
     if args.failures:
         inputs += to_report_inputs(read_rows(args.failures), args.ground_truth,
-                                   args.id_field, True, args.time_field)
+                                   args.id_field, True, args.time_field, args.key_field)
     _check_experiment(inputs, settings)
     if args.window:
         _check_times(inputs, args.time_field)
     if settings.ground_truth is None and any(r.truth is not None for r, _ in inputs):
         # report rows carry the ground truth already projected, under "truth"
         settings = dataclasses.replace(settings, ground_truth="truth")
-    if settings.experiment.split == "hash":
+    if settings.hashed and not any(r.key is not None for r, _ in inputs):
         sys.stderr.write(
-            "warning: SRM counts elements, but a hash split assigns keys: the test assumes "
-            "independent elements and fires on a sound split when few keys carry many "
-            "elements (run ExperimentReport in the pipeline for an SRM on distinct keys)\n")
+            f"warning: no row has a key ({args.key_field!r}): SRM counts elements, but a hash "
+            "split assigns keys: the test assumes independent elements and fires on a sound "
+            "split when few keys carry many elements (name the key field with --key-field, "
+            "or write the rows with WriteForReport's key_field)\n")
     arms, pairs, windows, window_pairs = run_report(inputs, settings, args.window)
     n_windows = len({a.window_start_ms for a in windows})
     text = summary_text(arms, pairs, windows=max(1, n_windows), alpha=args.alpha,

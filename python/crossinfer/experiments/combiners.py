@@ -9,8 +9,9 @@ the report runs in parallel and per window like any Beam combiner.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, TypeVar
 
 import apache_beam as beam
 import numpy as np
@@ -45,8 +46,25 @@ class StageAcc:
         self.batch_max = max(self.batch_max, other.batch_max)
 
 
+class _Summaries:
+    """Merging of an accumulator's summaries, field by field: counts (int)
+    add, Counters and :class:`Moments` merge. Lists (the ``new_*`` values, empty
+    once compacted) are left to the accumulator."""
+
+    def merge(self, other: Any) -> None:
+        """``other``'s summaries into these; both compacted."""
+        for f in fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
+            mine = getattr(self, f.name)
+            if type(mine) is int:
+                setattr(self, f.name, mine + getattr(other, f.name))
+            elif isinstance(mine, Counter):
+                mine.update(getattr(other, f.name))
+            elif isinstance(mine, Moments):
+                mine.merge(getattr(other, f.name))
+
+
 @dataclass
-class ArmAcc:
+class ArmAcc(_Summaries):
     results: int = 0
     failures: int = 0
     labels: Counter[int] = field(default_factory=Counter)
@@ -81,6 +99,19 @@ class ArmAcc:
         self.new_timing = []
         return self
 
+    def merge(self, other: ArmAcc) -> None:
+        super().merge(other)
+        if other.latency is not None:
+            if self.latency is None:
+                self.latency = other.latency
+            else:
+                self.latency.merge(other.latency)
+        for i, stage in enumerate(other.stages):
+            if i < len(self.stages):
+                self.stages[i].merge(stage)
+            else:
+                self.stages.append(stage)
+
 
 def moments_of(values: Any) -> Moments:
     """Count, mean and sum of squared deviations of the finite ``values``."""
@@ -100,7 +131,30 @@ def _finite(x: Any) -> float | None:
     return f if f == f and abs(f) != float("inf") else None
 
 
-class ArmCombineFn(beam.CombineFn):
+class _Acc(Protocol):
+    def compact(self) -> Any: ...
+
+    def merge(self, other: Any) -> None: ...
+
+
+AccT = TypeVar("AccT", bound=_Acc)
+
+
+class _SummaryCombineFn(beam.CombineFn):
+    """Merging and output of accumulators with ``compact`` and ``merge``."""
+
+    def merge_accumulators(self, accumulators: Iterable[AccT]) -> AccT:
+        it = iter(accumulators)
+        out = next(it).compact()
+        for acc in it:
+            out.merge(acc.compact())
+        return out  # type: ignore[no-any-return]
+
+    def extract_output(self, acc: AccT) -> AccT:
+        return acc.compact()  # type: ignore[no-any-return]
+
+
+class ArmCombineFn(_SummaryCombineFn):
     """ReportInput rows of one arm -> :class:`ArmAcc`."""
 
     def __init__(self, metric: str) -> None:
@@ -132,41 +186,16 @@ class ArmCombineFn(beam.CombineFn):
             acc.new_timing.append((row.model_ms, row.batch_size))
         return acc
 
-    def merge_accumulators(self, accumulators: Any) -> ArmAcc:
-        it = iter(accumulators)
-        out = next(it).compact()
-        for acc in it:
-            acc.compact()
-            out.results += acc.results
-            out.failures += acc.failures
-            out.labels.update(acc.labels)
-            out.score.merge(acc.score)
-            out.metric_n += acc.metric_n
-            out.correct += acc.correct
-            out.abs_error.merge(acc.abs_error)
-            if acc.latency is not None:
-                if out.latency is None:
-                    out.latency = acc.latency
-                else:
-                    out.latency.merge(acc.latency)
-            for i, stage in enumerate(acc.stages):
-                if i < len(out.stages):
-                    out.stages[i].merge(stage)
-                else:
-                    out.stages.append(stage)
-        return out
-
-    def extract_output(self, acc: ArmAcc) -> ArmAcc:
-        return acc.compact()
 
 
 def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any) -> None:
-    times = [_finite(t) for t in list(model_ms)[:MAX_STAGES]]
-    if any(t is None or t < 0 for t in times):
+    given = list(model_ms)[:MAX_STAGES]
+    times = [t for t in map(_finite, given) if t is not None and t >= 0]
+    if len(times) != len(given):
         return  # a malformed timing is left out rather than skewing the quantiles
     if acc.latency is None:
         acc.latency = _sketch()
-    acc.latency.add(sum(times))  # type: ignore[arg-type]
+    acc.latency.add(sum(times))
     sizes = list(batch_size)[:MAX_STAGES]
     while len(acc.stages) < len(times):
         acc.stages.append(StageAcc())
@@ -181,7 +210,7 @@ def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any) -> None:
 
 
 @dataclass
-class PairAcc:
+class PairAcc(_Summaries):
     pairs: int = 0
     labeled: int = 0  # pairs with a label in both arms
     agree: int = 0
@@ -211,7 +240,7 @@ class PairAcc:
         return self
 
 
-class PairCombineFn(beam.CombineFn):
+class PairCombineFn(_SummaryCombineFn):
     """The (control, other) sides of one element -> :class:`PairAcc`."""
 
     def __init__(self, metric: str) -> None:
@@ -220,13 +249,17 @@ class PairCombineFn(beam.CombineFn):
     def create_accumulator(self) -> PairAcc:
         return PairAcc()
 
-    def add_input(self, acc: PairAcc, pair: tuple[tuple[Any, ...], tuple[Any, ...]]) -> PairAcc:
-        """``pair``: the element's (control, other) sides, each ``(arm, label,
-        score, value, truth)``; per element, so kept to appends and counts."""
-        (_, c_label, c_score, c_value, truth), (_, o_label, o_score, o_value, _) = pair
+    def add_input(self, acc: PairAcc, pair: tuple[ReportInput, ReportInput]) -> PairAcc:
+        """``pair``: the element's (control, other) results; per element, so
+        kept to appends and counts."""
+        control, other = pair
+        c_label, c_score, c_value, truth = control.label, control.score, control.value, \
+            control.truth
+        o_label, o_score, o_value = other.label, other.score, other.value
         acc.pairs += 1
-        labeled = c_label is not None and o_label is not None
-        if labeled:
+        labeled = False
+        if c_label is not None and o_label is not None:
+            labeled = True
             acc.labeled += 1
             if c_label == o_label:
                 acc.agree += 1
@@ -249,24 +282,6 @@ class PairCombineFn(beam.CombineFn):
             acc.new_error_diffs.append(abs(o_value - truth) - abs(c_value - truth))
         return acc
 
-    def merge_accumulators(self, accumulators: Any) -> PairAcc:
-        it = iter(accumulators)
-        out = next(it).compact()
-        for acc in it:
-            acc.compact()
-            out.pairs += acc.pairs
-            out.labeled += acc.labeled
-            out.agree += acc.agree
-            out.flips.update(acc.flips)
-            out.score_diff.merge(acc.score_diff)
-            out.metric_n += acc.metric_n
-            out.only_other += acc.only_other
-            out.only_control += acc.only_control
-            out.error_diff.merge(acc.error_diff)
-        return out
-
-    def extract_output(self, acc: PairAcc) -> PairAcc:
-        return acc.compact()
 
 
 class _Sum:
@@ -287,8 +302,8 @@ class WindowCombineFn(beam.CombineFn):
     :class:`PairCombineFn`). Beam lifts it: each bundle sends one on."""
 
     def __init__(self, metric: str) -> None:
-        self._fns = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric),
-                     "keys": _Sum()}
+        self._fns: dict[str, Any] = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric),
+                                     "keys": _Sum()}
 
     def create_accumulator(self) -> dict[str, dict[Any, Any]]:
         return {"arm": {}, "pair": {}, "keys": {}}
@@ -306,7 +321,7 @@ class WindowCombineFn(beam.CombineFn):
 
     def merge_accumulators(self, accumulators: Any) -> dict[str, dict[Any, Any]]:
         it = iter(accumulators)
-        out = next(it)
+        out: dict[str, dict[Any, Any]] = next(it)
         for acc in it:
             for kind, values in acc.items():
                 for key, value in values.items():

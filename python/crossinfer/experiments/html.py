@@ -56,7 +56,25 @@ def _plt() -> Any:
 
 def _origin_ms(rows: Sequence[Any]) -> int:
     """The first window's start: time axes count seconds from it."""
-    return min(r.window_start_ms for r in rows)
+    return min(_start_ms(r) for r in rows)
+
+
+def _start_ms(row: ArmReport | PairReport) -> int:
+    """A window row's start (rows of the global window are not plotted over time).
+
+    Raises:
+      ValueError: a row of the global window.
+    """
+    if row.window_start_ms is None:
+        raise ValueError("a row of the global window has no window start")
+    return row.window_start_ms
+
+
+def _end_ms(row: ArmReport | PairReport) -> int:
+    """A window row's end; ValueError for a row of the global window."""
+    if row.window_end_ms is None:
+        raise ValueError("a row of the global window has no window end")
+    return row.window_end_ms
 
 
 def _utc(ms: int) -> str:
@@ -75,14 +93,14 @@ def metric_plot(arms: Sequence[ArmReport]) -> str | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = range(len(shown))
-    values = [a.metric_value for a in shown]
+    bounds = [(v, a.metric_ci_low, a.metric_ci_high) for a in shown
+              if (v := a.metric_value) is not None]
+    values = [v for v, _, _ in bounds]
     # Clipped at 0: an interval computed apart from the value can end a rounding error
     # inside it (Wilson's upper bound of 143 / 143 is 0.999...), and matplotlib refuses
     # negative error bars.
-    low = [max(0.0, a.metric_value - (a.metric_ci_low if a.metric_ci_low is not None
-                                      else a.metric_value)) for a in shown]
-    high = [max(0.0, (a.metric_ci_high if a.metric_ci_high is not None else a.metric_value)
-                - a.metric_value) for a in shown]
+    low = [max(0.0, v - (lo if lo is not None else v)) for v, lo, _ in bounds]
+    high = [max(0.0, (hi if hi is not None else v) - v) for v, _, hi in bounds]
     ax.errorbar(xs, values, yerr=[low, high], fmt="o", capsize=8, markersize=8)
     ax.set_xticks(list(xs), [a.arm for a in shown])
     ax.set_xlim(-0.5, len(shown) - 0.5)
@@ -192,8 +210,8 @@ def agreement_plot(windowed_pairs: Sequence[PairReport]) -> str | None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     origin = _origin_ms(rows)
     for other in sorted({p.treatment for p in rows}):
-        mine = sorted((p for p in rows if p.treatment == other), key=lambda p: p.window_start_ms)
-        ax.plot([(p.window_start_ms - origin) / 1000 for p in mine], [p.agreement for p in mine],
+        mine = sorted((p for p in rows if p.treatment == other), key=_start_ms)
+        ax.plot([(_start_ms(p) - origin) / 1000 for p in mine], [p.agreement for p in mine],
                 marker="o", label=f"{other} vs {mine[0].control}")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(_time_label(origin))
@@ -214,13 +232,13 @@ def share_plot(windowed: Sequence[ArmReport]) -> str | None:
     arms = sorted({a.arm for a in rows}, key=[a.arm for a in rows].index)
     origin = _origin_ms(rows)
     for arm in arms:
-        mine = sorted((a for a in rows if a.arm == arm), key=lambda a: a.window_start_ms)
-        xs = [(a.window_start_ms - origin) / 1000 for a in mine]
+        mine = sorted((a for a in rows if a.arm == arm), key=_start_ms)
+        xs = [(_start_ms(a) - origin) / 1000 for a in mine]
         line, = ax.plot(xs, [a.share for a in mine], marker="o", label=f"{arm} share")
         if mine[0].expected_share is not None:
             ax.axhline(mine[0].expected_share, color=line.get_color(), linestyle="--",
                        label=f"{arm} weight")
-    flagged = sorted({(a.window_start_ms - origin) / 1000 for a in rows
+    flagged = sorted({(_start_ms(a) - origin) / 1000 for a in rows
                       if a.srm_p_value is not None and a.srm_p_value < 0.001})
     for x in flagged:
         ax.axvline(x, color="red", alpha=0.3)
@@ -265,8 +283,8 @@ def _windows_table(windowed: Sequence[ArmReport], windowed_pairs: Sequence[PairR
     body = []
     for a in rows:
         pair = pairs.get((a.window_start_ms, a.arm))
-        cells = [f"{(a.window_start_ms - origin) / 1000:g}-{(a.window_end_ms - origin) / 1000:g}",
-                 _utc(a.window_start_ms), a.arm, f"{a.routed:,}", _fmt(a.share),
+        cells = [f"{(_start_ms(a) - origin) / 1000:g}-{(_end_ms(a) - origin) / 1000:g}",
+                 _utc(_start_ms(a)), a.arm, f"{a.routed:,}", _fmt(a.share),
                  _fmt(a.srm_p_value), _fmt(a.metric_value)]
         cells.append("-" if pair is None else _fmt(pair.difference))
         if mirror:

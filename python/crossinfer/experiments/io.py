@@ -39,7 +39,7 @@ def _event_time_ms(timestamp: Any) -> int | None:
     """Milliseconds, or None for the global window's ends (no event time)."""
     if timestamp <= MIN_TIMESTAMP or timestamp >= _GLOBAL_END:
         return None
-    return timestamp.micros // 1000
+    return int(timestamp.micros) // 1000
 
 
 class _ReportRecord(beam.DoFn):
@@ -48,8 +48,8 @@ class _ReportRecord(beam.DoFn):
     element) when set, else from the element's Beam timestamp."""
 
     def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool,
-                 time_field: str | None) -> None:
-        self._project = ToReportInput(ground_truth, id_field, failed)
+                 time_field: str | None, key_field: str | None) -> None:
+        self._project = ToReportInput(ground_truth, id_field, failed, key_field)
         self._failed = failed
         self._time = time_field
 
@@ -78,11 +78,12 @@ def parquet_schema() -> Any:
         ("path", pa.string()), ("failed", pa.bool_()), ("label", pa.int64()),
         ("score", pa.float64()), ("value", pa.float64()), ("truth", pa.float64()),
         ("id", pa.string()), ("model_ms", pa.list_(pa.float64())),
-        ("batch_size", pa.list_(pa.int64())), (EVENT_TIME_FIELD, pa.int64()),
+        ("batch_size", pa.list_(pa.int64())), ("key", pa.string()),
+        (EVENT_TIME_FIELD, pa.int64()),
     ])
 
 
-class WriteForReport(beam.PTransform):
+class WriteForReport(beam.PTransform[Any, Any]):
     """Write an A/B result's report rows to files ``crossinfer report`` reads.
 
     ``outputs | WriteForReport("out/exp", ground_truth="label_true")`` writes
@@ -93,7 +94,9 @@ class WriteForReport(beam.PTransform):
     Beam timestamp - which inference sets to the end of the element's window
     (the last millisecond of a fixed window; null in the global window), not
     the element's own time: give a ``time_field`` whenever the report is to
-    have windows (``crossinfer report --window``).
+    have windows (``crossinfer report --window``). ``key``: the input field
+    ``key_field`` (default ``key``, as :class:`~crossinfer.ABTest`'s), which a
+    hash split's sample-ratio-mismatch test counts distinct (None: null).
     Bounded or windowed unbounded input: Beam's file sinks write one set of
     files per window in streaming (``<prefix>-[start, end)-...``); to report
     a stream as it runs, apply :class:`~crossinfer.experiments.ExperimentReport`
@@ -105,7 +108,7 @@ class WriteForReport(beam.PTransform):
 
     def __init__(self, path_prefix: str, file_format: str = "jsonl",
                  ground_truth: str | None = None, id_field: str | None = "id",
-                 time_field: str | None = None) -> None:
+                 time_field: str | None = None, key_field: str | None = "key") -> None:
         super().__init__()
         if file_format not in FORMATS:
             raise ValueError(f"file_format: {file_format!r} is not one of {', '.join(FORMATS)}")
@@ -114,13 +117,14 @@ class WriteForReport(beam.PTransform):
         self._truth = ground_truth
         self._id = id_field
         self._time = time_field
+        self._key = key_field
 
     def expand(self, outputs: Any) -> Any:
         results, failures = outputs
         rows = ((results | "ResultsIn" >> beam.ParDo(
-                    _ReportRecord(self._truth, self._id, False, self._time)),
+                    _ReportRecord(self._truth, self._id, False, self._time, self._key)),
                  failures | "FailuresIn" >> beam.ParDo(
-                     _ReportRecord(self._truth, self._id, True, self._time)))
+                     _ReportRecord(self._truth, self._id, True, self._time, self._key)))
                 | "Flatten" >> beam.Flatten())
         if self._format == "parquet":
             return rows | "Parquet" >> beam.io.WriteToParquet(
@@ -173,24 +177,25 @@ def read_rows(pattern: str) -> list[dict[str, Any]]:
 
 
 def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
-                     id_field: str | None, failed: bool,
-                     time_field: str | None) -> list[tuple[ReportInput, int | None]]:
+                     id_field: str | None, failed: bool, time_field: str | None,
+                     key_field: str | None = None) -> list[tuple[ReportInput, int | None]]:
     """Rows read from files -> (ReportInput, event time in ms or None).
 
-    Report rows (with a ``failed`` column) are taken as they are; result
-    rows (or failure rows, ``failed``) are projected like the PTransform does.
+    Report rows (with a ``failed`` column) are taken as they are (``key`` null
+    when they have none: written before it); result rows (or failure rows,
+    ``failed``) are projected like the PTransform does, ``key`` from
+    ``key_field``.
 
     Raises:
       ValueError: a row that is neither (no ``path``, nor ``node``).
     """
-    project = ToReportInput(ground_truth, id_field, failed)
+    project = ToReportInput(ground_truth, id_field, failed, key_field)
     out = []
     for row in rows:
         time = row.get(time_field) if time_field else None
         time = int(time) if isinstance(time, int | float) else None
         if "failed" in row and "path" in row:
-            values = {f: row.get(f) for f in ReportInput._fields}
-            out.append((ReportInput(**values), time))
+            out.append((ReportInput._make(row.get(f) for f in ReportInput._fields), time))
             continue
         if ("node" if failed else "path") not in row:
             raise ValueError(f"a {'failure' if failed else 'result'} row without "

@@ -33,7 +33,11 @@ class ReportInput(NamedTuple):
     has exactly one value), else null. ``truth``: the ground-truth field as a
     float, null when absent. ``id``: the element id field as text (mirror
     joins), null when absent. ``model_ms`` / ``batch_size``: per model stage on
-    the element's route, in route order (see :data:`TIMING_FIELDS`).
+    the element's route, in route order (see :data:`TIMING_FIELDS`). ``key``:
+    the key field as text, for a ``hash`` split's sample-ratio-mismatch test on
+    distinct keys; null when absent (rows written before it, or another split:
+    the test then counts rows). The last field, with a default, so rows and
+    clients without it keep working.
     """
 
     path: str
@@ -45,6 +49,7 @@ class ReportInput(NamedTuple):
     id: Optional[str]
     model_ms: Optional[typing.Sequence[float]]
     batch_size: Optional[typing.Sequence[int]]
+    key: Optional[str] = None
 
 
 class ArmReport(NamedTuple):
@@ -62,7 +67,9 @@ class ArmReport(NamedTuple):
     routed: int  # count + failures
     share: Optional[float]  # routed / routed over all arms
     expected_share: Optional[float]  # weight / total weight; null for mirror
-    srm_p_value: Optional[float]  # chi-square, all arms of the window; null for mirror
+    # chi-square, all arms of the window, on distinct keys for a hash split whose
+    # rows carry them (else on routed rows); null for mirror
+    srm_p_value: Optional[float]
     unrouted_failures: int  # failures of the window before any arm (malformed input...)
     # output distribution
     label_values: typing.Sequence[int]
@@ -117,6 +124,10 @@ class PairReport(NamedTuple):
     mean_abs_score_diff: Optional[float]
     confidence: float
 
+
+#: ReportInput fields a client's rows may lack (added after the first version;
+#: nullable, taken as null): rows of older clients keep working.
+OPTIONAL_INPUT_FIELDS = ("key",)
 
 #: Fixed schema ids (UUIDs: Beam Java parses every schema id as one).
 SCHEMA_IDS = {

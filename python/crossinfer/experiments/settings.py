@@ -100,6 +100,11 @@ class ReportSettings:
         return self.experiment.split == "mirror"
 
     @property
+    def hashed(self) -> bool:
+        """A ``hash`` split: keys, not elements, are assigned to arms."""
+        return self.experiment.split == "hash"
+
+    @property
     def expected_shares(self) -> dict[str, float] | None:
         """Each arm's configured share of the traffic; None for a mirror."""
         if self.mirror:

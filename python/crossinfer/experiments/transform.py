@@ -11,23 +11,25 @@ The steps: each result and failure row is read as a :class:`ReportInput` and
 added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
 with :class:`ArmCombineFn`; one accumulator per bundle leaves); for a mirror,
 results are also paired per (window, element id) and accumulated per arm pair
-(:class:`PairCombineFn`). A CombinePerKey (:class:`WindowCombineFn`) merges a
-window's accumulators, and :class:`_Finish` turns them into rows, where the
-statistics run (:mod:`crossinfer.experiments.stats`).
+(:class:`PairCombineFn`); for a hash split, the rows' keys are made distinct
+per (window, arm) for the sample-ratio-mismatch test. A CombinePerKey
+(:class:`WindowCombineFn`) merges a window's accumulators, and
+:class:`_Finish` turns them into rows, where the statistics run
+(:mod:`crossinfer.experiments.stats`).
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import PCollection, Row
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -50,36 +52,47 @@ _UNROUTED = ""
 
 
 class ReportOutputs(NamedTuple):
-    arms: beam.PCollection  # of ArmReport
-    pairs: beam.PCollection  # of PairReport
+    arms: PCollection[Any]  # of ArmReport
+    pairs: PCollection[Any]  # of PairReport
 
 
-def read_result(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+def read_result(row: Any, ground_truth: str | None, id_field: str | None,
+                key_field: str | None = None) -> ReportInput:
     """A result row -> :class:`ReportInput`: its ``path``, ``label``, ``score``,
-    ``inference`` (the value of a one-value output), the ground-truth and id
-    fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
-    # Once per result (the report's only per-element step): the common types first.
-    fields = fields_view(row)
-    path = fields.get("path")
-    inference = fields.get("inference")
-    label = fields.get("label")
-    score = fields.get("score")
-    model_ms = fields.get("model_ms")
-    batch_size = fields.get("batch_size")
-    return ReportInput(
+    ``inference`` (the value of a one-value output), the ground-truth, id and
+    key fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
+    # Once per result (the report's only per-element step): the common types
+    # (a Beam Row of Python values, as the engine writes them) without a call.
+    get = (row.__dict__ if type(row) is Row else fields_view(row)).get
+    path = get("path")
+    inference = get("inference")
+    label = get("label")
+    score = get("score")
+    model_ms = get("model_ms")
+    batch_size = get("batch_size")
+    truth = get(ground_truth) if ground_truth else None
+    id_ = get(id_field) if id_field else None
+    key = get(key_field) if key_field else None
+    return _new_tuple(ReportInput, (
         path if type(path) is str else str(path), False,
         label if label is None or type(label) is int else int(label),
         score if score is None or type(score) is float else _number(score),
         _number(inference[0]) if inference is not None and len(inference) == 1 else None,
-        _number(fields.get(ground_truth)) if ground_truth else None,
-        _text(fields.get(id_field)) if id_field else None,
+        truth if truth is None or type(truth) is float else _number(truth),
+        id_ if id_ is None or type(id_) is str else str(id_),
         None if model_ms is None else _floats(model_ms),
-        None if batch_size is None else _ints(batch_size))
+        None if batch_size is None else _ints(batch_size),
+        key if key is None or type(key) is str else str(key)))
 
 
-def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> ReportInput:
+#: ``tuple.__new__(ReportInput, values)``: a NamedTuple without its Python-level __new__.
+_new_tuple = tuple.__new__
+
+
+def read_failure(row: Any, ground_truth: str | None, id_field: str | None,
+                 key_field: str | None = None) -> ReportInput:
     """A failure row -> :class:`ReportInput`: its ``node`` as the path, the
-    ground-truth and id fields of its ``element``."""
+    ground-truth, id and key fields of its ``element``."""
     fields = fields_view(row)
     try:
         source = fields_view(fields.get("element"))
@@ -87,19 +100,25 @@ def read_failure(row: Any, ground_truth: str | None, id_field: str | None) -> Re
         source = {}
     return ReportInput(str(fields.get("node")), True, None, None, None,
                        _number(source.get(ground_truth)) if ground_truth else None,
-                       _text(source.get(id_field)) if id_field else None, None, None)
+                       _text(source.get(id_field)) if id_field else None, None, None,
+                       _text(source.get(key_field)) if key_field else None)
 
 
 class ToReportInput(beam.DoFn):
-    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`."""
+    """A result row (or, with ``failed``, a failure row) -> :class:`ReportInput`.
 
-    def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool) -> None:
+    ``key_field``: the field a hash split is sticky on, projected to ``key``
+    (None: ``key`` stays null)."""
+
+    def __init__(self, ground_truth: str | None, id_field: str | None, failed: bool,
+                 key_field: str | None = None) -> None:
         self._truth = ground_truth
         self._id = id_field
+        self._key = key_field
         self._read = read_failure if failed else read_result
 
     def process(self, row: Any) -> Iterator[ReportInput]:
-        yield self._read(row, self._truth, self._id)
+        yield self._read(row, self._truth, self._id, self._key)
 
 
 def _number(x: Any) -> float | None:
@@ -137,7 +156,7 @@ def _ints(xs: Any) -> list[int] | None:
         return None
 
 
-class ExperimentReport(beam.PTransform):
+class ExperimentReport(beam.PTransform[Any, ReportOutputs]):
     """The experiment report over an A/B or mirror result.
 
     Args:
@@ -166,21 +185,25 @@ class ExperimentReport(beam.PTransform):
         s = self.settings
         _check_schema(results, s)
         id_field = s.id_field if s.mirror else None
-        keys = None
-        if s.experiment.split == "hash":
-            # The unit of assignment is the key: SRM counts distinct keys per arm.
-            keys = ((results | "ResultKeys" >> beam.ParDo(_ArmKey(s, failed=False)),
-                     failures | "FailureKeys" >> beam.ParDo(_ArmKey(s, failed=True)))
-                    | "Keys" >> beam.Flatten() | "DistinctKeys" >> beam.Distinct()
-                    | "TagKeys" >> beam.Map(_tag_keys, s.name))
+        # The unit of a hash split's assignment is the key: SRM counts distinct keys.
+        key_field = s.key_field if s.hashed else None
         return _report(s, [
-            ("Results", results, functools.partial(read_result, ground_truth=s.ground_truth,
-                                                   id_field=id_field)),
-            ("Failures", failures, functools.partial(read_failure, ground_truth=s.ground_truth,
-                                                     id_field=id_field))], keys)
+            ("Results", results, _reader(read_result, s.ground_truth, id_field, key_field)),
+            ("Failures", failures, _reader(read_failure, s.ground_truth, id_field, key_field))])
 
 
-def _check_schema(results: beam.PCollection, s: ReportSettings) -> None:
+def _reader(read: Callable[..., ReportInput], ground_truth: str | None, id_field: str | None,
+            key_field: str | None) -> Callable[[Any], ReportInput]:
+    """``read`` with its settings bound (positionally: cheaper per element than a
+    ``functools.partial`` with keywords)."""
+
+    def read_row(row: Any) -> ReportInput:
+        return read(row, ground_truth, id_field, key_field)
+
+    return read_row
+
+
+def _check_schema(results: PCollection[Any], s: ReportSettings) -> None:
     """Where the results' schema is known at construction (a schema'd
     PCollection), a ground-truth field it lacks is refused; otherwise
     :class:`_Accumulate` logs it and counts ``missing_ground_truth``.
@@ -199,69 +222,54 @@ def _check_schema(results: beam.PCollection, s: ReportSettings) -> None:
                                   f"{s.ground_truth!r} (fields: {', '.join(fields)})")
 
 
-class _ArmKey(beam.DoFn):
-    """A result (failure) row -> ``(arm, key)`` of its element, for a hash split's SRM."""
-
-    def __init__(self, settings: ReportSettings, failed: bool) -> None:
-        self._s = settings
-        self._failed = failed
-
-    def process(self, row: Any) -> Iterator[tuple[str, str]]:
-        fields = fields_view(row)
-        if self._failed:
-            path = str(fields.get("node"))
-            try:
-                fields = fields_view(fields.get("element"))
-            except TypeError:
-                return
-        else:
-            path = str(fields.get("path"))
-        arm = self._s.arm_of(path)
-        key = fields.get(self._s.key_field)
-        if arm is not None and key is not None:
-            yield arm, str(key)
-
-
 def _tag_keys(arm_key: tuple[str, str], name: str) -> Any:
-    """A distinct ``(arm, key)`` -> one key counted for ``arm`` (summed per window)."""
+    """A distinct ``(arm, key)`` of a window -> one key counted for ``arm``
+    (summed per window by :class:`WindowCombineFn`)."""
     return name, ("keys", arm_key[0], 1)
 
 
-class ReportFromInputs(beam.PTransform):
-    """The report over :class:`ReportInput` rows (what the service's URN expands to)."""
+class ReportFromInputs(beam.PTransform[PCollection[ReportInput], ReportOutputs]):
+    """The report over :class:`ReportInput` rows (what the service's URN expands to).
+
+    For a ``hash`` split, the sample-ratio-mismatch test counts the distinct
+    ``key`` values per arm when the rows carry them, rows otherwise."""
 
     def __init__(self, settings: ReportSettings) -> None:
         super().__init__()
         self.settings = settings
 
-    def expand(self, inputs: beam.PCollection) -> ReportOutputs:
+    def expand(self, inputs: PCollection[Any]) -> ReportOutputs:
         return _report(self.settings, [("Inputs", inputs, None)])
 
 
 _JOIN_TAG = "join"
+_KEYS_TAG = "keys"
 _GLOBAL = GlobalWindow()
 
 
 def _report(s: ReportSettings,
-            parts: list[tuple[str, beam.PCollection, Callable[[Any], ReportInput] | None]],
-            keys: beam.PCollection | None = None) -> ReportOutputs:
+            parts: list[tuple[str, PCollection[Any], Callable[[Any], ReportInput] | None]]
+            ) -> ReportOutputs:
     """The report's steps: per element only :class:`_Accumulate` (and, for a
-    mirror, the join on the id; for a hash split with its rows, the distinct
-    keys per arm); everything after works on a few accumulators per window."""
+    mirror, the join on the id; for a hash split, the distinct keys per arm);
+    everything after works on a few accumulators per window."""
     pipeline = parts[0][1].pipeline
-    accs, joins = [], []
+    accs, joins, keys = [], [], []
     for name, pcoll, read in parts:
         accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
-            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, main="accs")
+            accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _KEYS_TAG, main="accs")
         accs.append(out.accs)
         joins.append(out[_JOIN_TAG])
+        keys.append(out[_KEYS_TAG])
     if s.mirror:
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
                     | "ById" >> beam.GroupByKey()
                     | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
-    if keys is not None:
-        accs.append(keys)
+    if s.hashed:
+        accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline)
+                    | "DistinctKeys" >> beam.Distinct()
+                    | "TagKeys" >> beam.Map(_tag_keys, s.name))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
             | "PerWindow" >> beam.CombinePerKey(WindowCombineFn(s.metric))
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
@@ -282,13 +290,17 @@ class _Accumulate(beam.DoFn):
     bundle ends: Beam's combiner lifting by hand, fused with reading the row,
     so the report costs one step per element.
 
-    For a mirror each result's side ``(arm, label, score, value, truth)`` is
-    held by (window, id) until the element's other arms arrive in the same
+    For a mirror each result (its :class:`ReportInput`) is
+    held by (window, id) and arm until the element's other arms arrive in the same
     bundle (a mirror's arms usually run in one fused stage): the pair is
     accumulated here (one accumulator per (window, arm pair) and bundle).
     Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
-    are held, leave on ``join`` as ``(id, side)`` for the GroupByKey, so pairing
-    works however the runner splits or orders them."""
+    are held, leave on ``join`` as ``(id, (arm, row))`` for the GroupByKey, so pairing
+    works however the runner splits or orders them.
+
+    For a hash split each row's ``(arm, key)`` is kept once per (window, bundle)
+    and leaves on ``keys`` when the bundle ends (or past ``_MAX_HELD``), to be
+    made distinct across bundles."""
 
     def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
                  join: bool) -> None:
@@ -302,6 +314,11 @@ class _Accumulate(beam.DoFn):
         self._arms: dict[str, str] = {}
         self._n_arms = len(self._s.arm_names)
         self._control, self._others = self._s.control, self._s.others  # once, not per pair
+        self._hashed = self._s.hashed
+        self._add = self._fn.add_input
+        self._add_pair = self._pair_fn.add_input
+        # results read here whose ground truth is checked (not ReportFromInputs' rows)
+        self._check = bool(self._s.ground_truth) and self._read is not None
         namespace = f"crossinfer/{self._s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
@@ -312,7 +329,8 @@ class _Accumulate(beam.DoFn):
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
         self._pairs: dict[tuple[Any, str], PairAcc] = {}
         # (window, id), or the id alone in the global window
-        self._held: dict[Any, dict[str, tuple[Any, ...]]] = {}
+        self._held: dict[Any, dict[str, ReportInput]] = {}
+        self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = 0
 
     def process(self, element: Any) -> Any:
@@ -325,34 +343,44 @@ class _Accumulate(beam.DoFn):
     def accumulate(self, element: Any, window: Any) -> Any:
         """``window``: the element's window, None for the global window."""
         row = self._read(element) if self._read is not None else element
-        if row.truth is None and self._s.ground_truth and not row.failed \
-                and self._read is not None:
+        if self._check and row.truth is None and not row.failed:
             self._check_truth(element)
-        arm = self._arms.get(row.path)
+        path = row.path
+        arm = self._arms.get(path)
         if arm is None:
-            arm = self._s.arm_of(row.path) or _UNROUTED
+            arm = self._s.arm_of(path) or _UNROUTED
             if len(self._arms) < _MAX_CACHED_PATHS:
-                self._arms[row.path] = arm
+                self._arms[path] = arm
         acc = self._accs.get((window, arm))
         if acc is None:
             acc = self._accs[(window, arm)] = ArmAcc()
-        self._fn.add_input(acc, row)
+        self._add(acc, row)
+        if self._hashed and row.key is not None and arm != _UNROUTED:
+            self._keys.add((window, arm, row.key))
+            if len(self._keys) > _MAX_HELD:
+                return self._unkey()
         if not self._join or row.failed or row.id is None or arm == _UNROUTED:
             return ()
-        side = (arm, row.label, row.score, row.value, row.truth)
-        key = row.id if window is None else (window, row.id)
+        id_ = row.id
+        key = id_ if window is None else (window, id_)
         sides = self._held.get(key)
         if sides is None:
-            self._held[key] = {arm: side}
+            self._held[key] = {arm: row}
             return self._unhold() if len(self._held) > _MAX_HELD else ()
         if arm in sides:  # not unique in this bundle: let the join decide
             self._joined += 1
-            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((row.id, side), window)),)
-        sides[arm] = side
+            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, row)), window)),)
+        sides[arm] = row
         if len(sides) == self._n_arms:
             del self._held[key]
             self._paired += 1
-            self._pair(window, sides)
+            control = sides[self._control]
+            pairs = self._pairs
+            for other in self._others:
+                pair = pairs.get((window, other))
+                if pair is None:
+                    pair = pairs[(window, other)] = PairAcc()
+                self._add_pair(pair, (control, sides[other]))
         return ()
 
     def _check_truth(self, element: Any) -> None:
@@ -369,21 +397,18 @@ class _Accumulate(beam.DoFn):
                 "(fields: %s); they count as without ground truth", self._s.name,
                 self._s.ground_truth, ", ".join(fields))
 
-    def _pair(self, window: Any, sides: dict[str, tuple[Any, ...]]) -> None:
-        control = sides[self._control]
-        for other in self._others:
-            acc = self._pairs.get((window, other))
-            if acc is None:
-                acc = self._pairs[(window, other)] = PairAcc()
-            self._pair_fn.add_input(acc, (control, sides[other]))
-
     def _unhold(self) -> Iterator[Any]:
         for key, sides in self._held.items():
             window, id_ = (None, key) if type(key) is str else key
             self._joined += len(sides)
-            for side in sides.values():
-                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, side), window))
+            for arm, row in sides.items():
+                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, row)), window))
         self._held = {}
+
+    def _unkey(self) -> Iterator[Any]:
+        for window, arm, key in self._keys:
+            yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((arm, key), window))
+        self._keys = set()
 
     def finish_bundle(self) -> Iterator[Any]:
         name = self._s.name
@@ -392,6 +417,7 @@ class _Accumulate(beam.DoFn):
         for (window, other), pair in self._pairs.items():
             yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
         yield from self._unhold()
+        yield from self._unkey()
         self._accs, self._pairs = {}, {}
         if self._paired:
             self._paired_counter.inc(self._paired)
@@ -427,21 +453,21 @@ class _AccumulatePairs(beam.DoFn):
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], PairAcc] = {}
 
-    def process(self, kv: tuple[str, Iterable[tuple[Any, ...]]],
+    def process(self, kv: tuple[str, Iterable[tuple[str, ReportInput]]],
                 window: Any = beam.DoFn.WindowParam) -> None:
-        by_arm: dict[str, tuple[Any, ...] | None] = {}
-        for side in kv[1]:
-            by_arm[side[0]] = None if side[0] in by_arm else side
+        by_arm: dict[str, ReportInput | None] = {}
+        for arm, side in kv[1]:
+            by_arm[arm] = None if arm in by_arm else side
         control = by_arm.get(self._control)
         if control is None:
             return
         for other in self._others:
-            side = by_arm.get(other)
-            if side is not None:
+            treated = by_arm.get(other)
+            if treated is not None:
                 acc = self._accs.get((window, other))
                 if acc is None:
                     acc = self._accs[(window, other)] = PairAcc()
-                self._fn.add_input(acc, (control, side))
+                self._fn.add_input(acc, (control, treated))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for (window, other), acc in self._accs.items():
@@ -473,7 +499,7 @@ class _Finish(beam.DoFn):
         total = sum(routed.values())
         expected = s.expected_shares
         # A hash split assigns keys, not elements: its SRM counts distinct keys
-        # per arm when the rows carry them (not in ReportFromInputs' rows).
+        # per arm when the rows carry them (rows written without keys: routed rows).
         keys = kv[1].get("keys") or {}
         units = {a: keys.get(a, 0) for a in s.arm_names} if keys else routed
         srm = None if expected is None else stats.srm_p_value(

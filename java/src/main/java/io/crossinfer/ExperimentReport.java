@@ -69,8 +69,9 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
   /**
    * The report's input rows: {@code path} (a result's path or a failure's node), {@code failed},
    * {@code label}, {@code score}, {@code value} (the single inference value of a regression),
-   * {@code truth}, {@code id}, and the engine's timing fields {@code model_ms} and {@code
-   * batch_size} (per model stage on the route).
+   * {@code truth}, {@code id}, the engine's timing fields {@code model_ms} and {@code
+   * batch_size} (per model stage on the route), and {@code key} (the key field of a hash split,
+   * whose sample-ratio-mismatch test counts distinct keys per arm; null otherwise).
    */
   public static final Schema INPUT_SCHEMA =
       Schema.builder()
@@ -83,13 +84,16 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
           .addNullableField("id", FieldType.STRING)
           .addNullableField("model_ms", FieldType.array(FieldType.DOUBLE))
           .addNullableField("batch_size", FieldType.array(FieldType.INT64))
+          .addNullableField("key", FieldType.STRING)
           .build();
 
   private final String specJson;
   private final boolean mirror;
+  private final boolean hashed;
   private final @Nullable String expansionService;
   private final @Nullable String groundTruth;
   private final String idField;
+  private final String keyField;
   private final Metric metric;
   private final @Nullable String control;
   private final @Nullable Double confidence;
@@ -97,17 +101,21 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
   private ExperimentReport(
       String specJson,
       boolean mirror,
+      boolean hashed,
       @Nullable String expansionService,
       @Nullable String groundTruth,
       String idField,
+      String keyField,
       Metric metric,
       @Nullable String control,
       @Nullable Double confidence) {
     this.specJson = specJson;
     this.mirror = mirror;
+    this.hashed = hashed;
     this.expansionService = expansionService;
     this.groundTruth = groundTruth;
     this.idField = idField;
+    this.keyField = keyField;
     this.metric = metric;
     this.control = control;
     this.confidence = confidence;
@@ -140,34 +148,58 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
               + node.path("kind").asText()
               + "'");
     }
-    boolean mirror = "mirror".equals(node.path("split").asText());
-    return new ExperimentReport(specJson, mirror, service, null, "id", Metric.ACCURACY, null, null);
+    String split = node.path("split").asText();
+    return new ExperimentReport(
+        specJson,
+        "mirror".equals(split),
+        "hash".equals(split),
+        service,
+        null,
+        "id",
+        InferenceTransform.DEFAULT_KEY_FIELD,
+        Metric.ACCURACY,
+        null,
+        null);
   }
 
   /** The input field with the true label (or value, for {@link Metric#MEAN_ABS_ERROR}). */
   public ExperimentReport withGroundTruth(String field) {
     return new ExperimentReport(
-        specJson, mirror, expansionService, checkField(field, "withGroundTruth"), idField, metric,
-        control, confidence);
+        specJson, mirror, hashed, expansionService, checkField(field, "withGroundTruth"), idField,
+        keyField, metric, control, confidence);
   }
 
   /** The input field identifying an element, joining a mirror's arms (default {@code id}). */
   public ExperimentReport withIdField(String field) {
     return new ExperimentReport(
-        specJson, mirror, expansionService, groundTruth, checkField(field, "withIdField"), metric,
-        control, confidence);
+        specJson, mirror, hashed, expansionService, groundTruth, checkField(field, "withIdField"),
+        keyField, metric, control, confidence);
+  }
+
+  /**
+   * The input field a hash split is sticky on (default {@code key}, as the A/B test's default;
+   * name the field given to the A/B test's {@code withKeyField}): for a hash split its values
+   * cross to the service, whose sample-ratio-mismatch test counts distinct keys per arm (a hash
+   * split assigns keys, not elements). Results without the field count rows.
+   */
+  public ExperimentReport withKeyField(String field) {
+    return new ExperimentReport(
+        specJson, mirror, hashed, expansionService, groundTruth, idField,
+        checkField(field, "withKeyField"), metric, control, confidence);
   }
 
   /** What to compare against the ground truth (default {@link Metric#ACCURACY}). */
   public ExperimentReport withMetric(Metric metric) {
     return new ExperimentReport(
-        specJson, mirror, expansionService, groundTruth, idField, metric, control, confidence);
+        specJson, mirror, hashed, expansionService, groundTruth, idField, keyField, metric,
+        control, confidence);
   }
 
   /** The arm the others are compared with (default: the first arm). */
   public ExperimentReport withControl(String arm) {
     return new ExperimentReport(
-        specJson, mirror, expansionService, groundTruth, idField, metric, arm, confidence);
+        specJson, mirror, hashed, expansionService, groundTruth, idField, keyField, metric, arm,
+        confidence);
   }
 
   /**
@@ -180,13 +212,15 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
       throw new IllegalArgumentException("withConfidence: " + level + " is not in (0, 1)");
     }
     return new ExperimentReport(
-        specJson, mirror, expansionService, groundTruth, idField, metric, control, level);
+        specJson, mirror, hashed, expansionService, groundTruth, idField, keyField, metric,
+        control, level);
   }
 
   /** The expansion service that computes the report (default: the A/B result's). */
   public ExperimentReport withExpansionService(String address) {
     return new ExperimentReport(
-        specJson, mirror, address, groundTruth, idField, metric, control, confidence);
+        specJson, mirror, hashed, address, groundTruth, idField, keyField, metric, control,
+        confidence);
   }
 
   private static String checkField(String field, String method) {
@@ -217,18 +251,20 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
               + String.join(", ", results.getFieldNames())
               + ")");
     }
-    // Like Python's ExperimentReport: the id only matters (and only crosses) for a mirror.
+    // Like Python's ExperimentReport: the id only matters (and only crosses) for a mirror, the
+    // key for a hash split.
     String id = mirror ? idField : null;
+    String key = hashed ? keyField : null;
     PCollection<Row> rows =
         PCollectionList.of(
                 input
                     .output()
-                    .apply("Results in", ParDo.of(new ToReportInput(groundTruth, id, false)))
+                    .apply("Results in", ParDo.of(new ToReportInput(groundTruth, id, key, false)))
                     .setRowSchema(INPUT_SCHEMA))
             .and(
                 input
                     .failures()
-                    .apply("Failures in", ParDo.of(new ToReportInput(groundTruth, id, true)))
+                    .apply("Failures in", ParDo.of(new ToReportInput(groundTruth, id, key, true)))
                     .setRowSchema(INPUT_SCHEMA))
             .apply("Report input", Flatten.pCollections());
     byte[] payload =
@@ -256,11 +292,17 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
 
     private final @Nullable String groundTruth;
     private final @Nullable String idField;
+    private final @Nullable String keyField;
     private final boolean failed;
 
-    ToReportInput(@Nullable String groundTruth, @Nullable String idField, boolean failed) {
+    ToReportInput(
+        @Nullable String groundTruth,
+        @Nullable String idField,
+        @Nullable String keyField,
+        boolean failed) {
       this.groundTruth = groundTruth;
       this.idField = idField;
+      this.keyField = keyField;
       this.failed = failed;
     }
 
@@ -272,7 +314,8 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
             Row.withSchema(INPUT_SCHEMA)
                 .addValues(
                     row.getString(InferenceResult.NODE), true, null, null, null,
-                    number(element, groundTruth), text(element, idField), null, null)
+                    number(element, groundTruth), text(element, idField), null, null,
+                    text(element, keyField))
                 .build());
         return;
       }
@@ -292,7 +335,8 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
                   number(row, groundTruth),
                   text(row, idField),
                   list(row, "model_ms", false),
-                  list(row, "batch_size", true))
+                  list(row, "batch_size", true),
+                  text(row, keyField))
               .build());
     }
 

@@ -31,6 +31,10 @@ public class ExperimentReportTest {
         assertThrows(IllegalArgumentException.class, () -> report.withIdField("1id"))
             .getMessage()
             .startsWith("withIdField: '1id' is not a field name"));
+    assertTrue(
+        assertThrows(IllegalArgumentException.class, () -> report.withKeyField("user-id"))
+            .getMessage()
+            .startsWith("withKeyField: 'user-id' is not a field name"));
   }
 
   @Test
@@ -38,8 +42,10 @@ public class ExperimentReportTest {
     Schema s = ExperimentReport.INPUT_SCHEMA;
     assertEquals(
         java.util.List.of(
-            "path", "failed", "label", "score", "value", "truth", "id", "model_ms", "batch_size"),
+            "path", "failed", "label", "score", "value", "truth", "id", "model_ms", "batch_size",
+            "key"),
         s.getFieldNames());
+    assertEquals(Schema.FieldType.STRING.withNullable(true), s.getField("key").getType());
     assertEquals(Schema.FieldType.array(Schema.FieldType.DOUBLE).withNullable(true),
         s.getField("model_ms").getType());
   }

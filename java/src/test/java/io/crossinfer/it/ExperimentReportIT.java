@@ -124,6 +124,7 @@ public class ExperimentReportIT {
       report.pairs()
           .apply("Write " + name + " pairs", JsonLinesSink.to(out.resolve(name + "-pairs")));
     }
+    addSticky(p, rows);
     InferenceResult ab = results.get("ab");
     Schema timedSchema =
         Schema.builder()
@@ -148,6 +149,50 @@ public class ExperimentReportIT {
     timedReport.pairs()
         .apply("Write timed pairs", JsonLinesSink.to(out.resolve("timed-pairs")));
     state = p.run().waitUntilFinish(Duration.standardMinutes(5));
+  }
+
+  /**
+   * A hash split sticky on a key field named {@code user} with 8 values (8 units of assignment
+   * for the 300-odd elements), reported with {@code withKeyField("user")}: its SRM test counts
+   * distinct keys per arm.
+   */
+  private static void addSticky(Pipeline p, List<Row> rows) throws Exception {
+    Schema schema =
+        Schema.builder()
+            .addInt64Field("id")
+            .addStringField("user")
+            .addInt64Field("digit")
+            .addArrayField("features", Schema.FieldType.DOUBLE)
+            .build();
+    List<Row> sticky = new ArrayList<>();
+    for (Row r : rows) {
+      long id = r.getInt64("id");
+      sticky.add(
+          Row.withSchema(schema)
+              .addValues(id, "user-" + (id % 8), r.getInt64("digit"),
+                  new ArrayList<>(r.<Double>getArray("features")))
+              .build());
+    }
+    ABTest ab =
+        ABTest.of(
+                "sticky",
+                ABTest.Arm.of("control", 50, E2e.lr()),
+                ABTest.Arm.of("treatment", 50, E2e.mlp()))
+            .withHashSplit("sticky-2026")
+            .withKeyField("user");
+    Files.writeString(out.resolve("sticky.json"), ab.toSpecJson());
+    InferenceResult result =
+        p.apply("Sticky digits", Create.of(sticky).withRowSchema(schema))
+            .apply("sticky", ab.withExpansionService(service.address()));
+    result.output().apply("Write sticky", JsonLinesSink.to(out.resolve("sticky-results")));
+    result.failures()
+        .apply("Write sticky failures", JsonLinesSink.to(out.resolve("sticky-failures")));
+    ExperimentReport.Output report =
+        result.apply(
+            "Report sticky",
+            ExperimentReport.of(result).withGroundTruth("digit").withKeyField("user"));
+    report.arms().apply("Write sticky arms", JsonLinesSink.to(out.resolve("sticky-arms")));
+    report.pairs().apply("Write sticky pairs", JsonLinesSink.to(out.resolve("sticky-pairs")));
   }
 
   /**
@@ -302,6 +347,33 @@ public class ExperimentReportIT {
     assertTrue(arms.get(0).get("srm_p_value").isNumber());
     ObjectNode pair = JsonLinesSink.read(out.resolve("ab-pairs")).get(0);
     assertEquals("two-proportion (Agresti-Caffo)", pair.get("test").asText());
+  }
+
+  /**
+   * scipy.stats.chisquare([k, 8 - k]).pvalue for k = 0..4 (8 keys, 50/50): the only SRM p-values
+   * 8 distinct keys can give; counted by element the test would see some 300 units.
+   */
+  private static final double[] EIGHT_KEY_SRM_P = {
+    0.004677734981047276, 0.033894853524689295, 0.15729920705028105, 0.47950012218695337, 1.0
+  };
+
+  @Test
+  public void hashSplitSrmOnDistinctKeysFromJavaEqualsPython() throws Exception {
+    assertJavaEqualsPython("sticky", "treatment", "--key-field", "user");
+    java.util.Set<String> control = new java.util.TreeSet<>();
+    java.util.Set<String> all = new java.util.TreeSet<>();
+    for (ObjectNode r : JsonLinesSink.read(out.resolve("sticky-results"))) {
+      all.add(r.get("user").asText());
+      if (r.get("path").asText().startsWith("sticky/control/")) {
+        control.add(r.get("user").asText());
+      }
+    }
+    assertEquals("8 keys, each in one arm", 8, all.size());
+    int k = Math.min(control.size(), 8 - control.size());
+    for (ObjectNode arm : JsonLinesSink.read(out.resolve("sticky-arms"))) {
+      assertEquals(
+          arm.toString(), EIGHT_KEY_SRM_P[k], arm.get("srm_p_value").asDouble(), 1e-12);
+    }
   }
 
   @Test
