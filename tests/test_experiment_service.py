@@ -162,25 +162,7 @@ KeylessInput = typing.NamedTuple(  # type: ignore[misc]
 registry.register_coder(KeylessInput, RowCoder)
 
 
-def _keyless_accepted() -> bool:
-    """Whether this service takes rows without ``key`` (the expansion side of
-    the change: /work/patches/exp3-report-key.diff, applied at merge)."""
-    from apache_beam.typehints.schemas import schema_from_element_type
-
-    from crossinfer.expansion.report import check_report_input
-    from crossinfer.expansion.security import RequestRefused
-
-    try:
-        check_report_input(schema_from_element_type(KeylessInput))
-    except RequestRefused:
-        return False
-    return True
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _keyless_accepted(), reason="the service refuses report input rows "
-                    "without 'key' until patches/exp3-report-key.diff is applied to "
-                    "crossinfer/expansion/report.py")
 def test_rows_without_keys_still_work_and_count_elements(models: Any) -> None:
     from scipy.stats import chisquare
 

@@ -49,7 +49,7 @@ from crossinfer.experiments import (
     ReportSettings,
     ReportSettingsError,
 )
-from crossinfer.experiments.schema import SCHEMA_IDS
+from crossinfer.experiments.schema import OPTIONAL_INPUT_FIELDS, SCHEMA_IDS
 from crossinfer.policy import CODE_FORMATS, LoadPolicy
 from crossinfer.spec import load_spec
 from crossinfer.spec.limits import SpecLimits
@@ -165,16 +165,21 @@ def _input_types() -> dict[str, schema_pb2.FieldType]:
 
 def check_report_input(schema: schema_pb2.Schema) -> None:
     """The input rows must have exactly the ReportInput fields, with its types
-    (in any order; a field ReportInput allows null may be non-null)."""
+    (in any order; a field ReportInput allows null may be non-null), but for
+    the optional ones (``OPTIONAL_INPUT_FIELDS``: ``key``), which older
+    clients' rows lack."""
     want = _input_types()
     got = {f.name: f.type for f in schema.fields}
-    if set(got) != set(want):
-        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    missing = sorted(set(want) - set(got) - set(OPTIONAL_INPUT_FIELDS))
+    extra = sorted(set(got) - set(want))
+    if missing or extra:
         raise RequestRefused(
             "input: the report reads rows of the report input schema (fields "
             f"{', '.join(want)}); missing: {', '.join(missing) or 'none'}; unknown: "
             f"{', '.join(extra) or 'none'}")
     for name, t in want.items():
+        if name not in got:
+            continue  # an optional field: null
         g = schema_pb2.FieldType()
         g.CopyFrom(got[name])
         g.nullable = t.nullable  # nullable or not, either way
@@ -184,10 +189,12 @@ def check_report_input(schema: schema_pb2.Schema) -> None:
 
 
 class _AsReportInput(beam.DoFn):
-    """The client's rows (its schema's NamedTuple) -> ReportInput."""
+    """The client's rows (its schema's NamedTuple) -> ReportInput (an optional
+    field the rows lack is null)."""
 
     def process(self, row: Any) -> Any:
-        yield ReportInput(*(getattr(row, f) for f in ReportInput._fields))
+        values: list[Any] = [getattr(row, f, None) for f in ReportInput._fields]
+        yield ReportInput(*values)
 
 
 class ExpandedReport(beam.PTransform[Any, Any]):
