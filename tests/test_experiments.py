@@ -216,6 +216,9 @@ def test_the_decision_and_summary_from_python(batch: dict[str, list[Any]]) -> No
     (verdict,) = decision.verdicts
     assert verdict.startswith("control better than treatment at p=")
     assert decision.text.startswith(verdict + "; SRM ok (p=")
+    assert decision.text.endswith(f", threshold {SRM_ALPHA:g})")  # the level it was held to
+    strict = decide(arms, [pair], srm_alpha=0.999)  # any split fails a 0.999 threshold
+    assert strict.srm_ok is False and "< 0.999): the split does not follow" in strict.text
     text = summary_text(arms, [pair])
     assert text.splitlines()[0] == f"Experiment worse: {sum(a.routed for a in arms):,} routed " \
                                    "elements, 5 failed before any arm"

@@ -5,7 +5,8 @@
     from crossinfer.experiments import decide, summary_text
 
     decision = decide(arm_rows, pair_rows)       # one window's ArmReport / PairReport rows
-    decision.text    # "control better than treatment at p=1.2e-05; SRM ok (p=0.41)"
+    decision.text    # "control better than treatment at p=1.2e-05;
+                     #  SRM ok (p=0.41, threshold 0.001)"
     print(summary_text(arm_rows, pair_rows))     # the table and the decision
 """
 
@@ -28,19 +29,23 @@ ALPHA = 0.05
 @dataclass(frozen=True)
 class Decision:
     """One window's decision: ``srm_ok`` (None for a mirror: no split to
-    check), the SRM p-value, and one sentence per arm compared with the
-    control (``verdicts``); ``text`` joins them."""
+    check), the SRM p-value, one sentence per arm compared with the
+    control (``verdicts``) and the SRM threshold it was held to; ``text``
+    joins them, naming the threshold (an "ok" at p=0.004 reads as a mistake
+    without it)."""
 
     srm_ok: bool | None  # None: mirror (no split to check)
     srm_p_value: float | None
     verdicts: tuple[str, ...]  # one sentence per compared arm
+    srm_alpha: float = SRM_ALPHA
 
     @property
     def text(self) -> str:
         srm = ("SRM not applicable (mirror)" if self.srm_ok is None else
-               f"SRM ok (p={_p(self.srm_p_value)})" if self.srm_ok else
-               f"SRM FAILED (p={_p(self.srm_p_value)}): the split does not follow its weights; "
-               "do not trust the comparison")
+               f"SRM ok (p={_p(self.srm_p_value)}, threshold {self.srm_alpha:g})"
+               if self.srm_ok else
+               f"SRM FAILED (p={_p(self.srm_p_value)} < {self.srm_alpha:g}): the split does "
+               "not follow its weights; do not trust the comparison")
         return "; ".join((*self.verdicts, srm))
 
 
@@ -81,7 +86,7 @@ def decide(arms: Sequence[ArmReport], pairs: Sequence[PairReport], alpha: float 
         else:
             verdicts.append(f"no significant difference between {pair.treatment} and "
                             f"{pair.control} (p={_p(pair.p_value)})")
-    return Decision(srm_ok, srm_p, tuple(verdicts))
+    return Decision(srm_ok, srm_p, tuple(verdicts), srm_alpha)
 
 
 def _window(arm: ArmReport) -> str:
