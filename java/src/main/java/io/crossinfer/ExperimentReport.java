@@ -82,8 +82,8 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
           .addNullableField("value", FieldType.DOUBLE)
           .addNullableField("truth", FieldType.DOUBLE)
           .addNullableField("id", FieldType.STRING)
-          .addNullableField("model_ms", FieldType.array(FieldType.DOUBLE))
-          .addNullableField("batch_size", FieldType.array(FieldType.INT64))
+          .addNullableField(InferenceResult.MODEL_MS, FieldType.array(FieldType.DOUBLE))
+          .addNullableField(InferenceResult.BATCH_SIZE, FieldType.array(FieldType.INT64))
           .addNullableField("key", FieldType.STRING)
           .build();
 
@@ -334,8 +334,8 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
                   value,
                   number(row, groundTruth),
                   text(row, idField),
-                  list(row, "model_ms", false),
-                  list(row, "batch_size", true),
+                  list(row, InferenceResult.MODEL_MS, false),
+                  list(row, InferenceResult.BATCH_SIZE, true),
                   text(row, keyField))
               .build());
     }
