@@ -131,3 +131,28 @@ def test_loopback_environment_runs_a_pipeline(models: Any,
         assert {r.path for r in results} == {"digits_seq/digits_pca_mlp"}
     finally:
         running.stop()
+
+
+def test_once_ready_the_service_imports_what_a_first_expansion_needs(
+        models: Any, tmp_path: Path) -> None:
+    """docs/service.md, "Start-up": after the ready line the service imports the
+    patterns and the frameworks' libraries in the background (a first request
+    took 5 to 12 s without it), logs what it imported, and answers meanwhile."""
+    from crossinfer.expansion.service import WARM_MODULES
+
+    proc = start_process("warm_up", service_args("--model-root", str(models.root)), tmp_path,
+                         ready_prefix=SERVICE_READY)
+    try:
+        address = proc.ready_line[len(SERVICE_READY):].strip()
+        response = expansion_stub(address).Expand(sequence_request(models), timeout=300)
+        assert not response.error, response.error
+        deadline = time.monotonic() + 300
+        while "warm-up: imported" not in proc.log_text():
+            assert proc.alive() and time.monotonic() < deadline, proc.log_text()
+            time.sleep(0.5)
+        line = next(x for x in proc.log_text().splitlines() if "warm-up: imported" in x)
+        imported = line.split("warm-up: imported ", 1)[1].rsplit(" in ", 1)[0].split(", ")
+        # every module of the list is installed in the test environment
+        assert imported == list(WARM_MODULES), line
+    finally:
+        proc.stop()

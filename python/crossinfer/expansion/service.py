@@ -14,12 +14,14 @@ module.
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
@@ -384,6 +386,33 @@ def start(args: argparse.Namespace) -> RunningService:
     return running
 
 
+#: What a first expansion imports on use: the patterns and the frameworks'
+#: libraries (checking a torch model's signature imports torch; a skops file's
+#: types, skops and scikit-learn; an ONNX file's external data, onnx). Imported
+#: once the service is ready, in the background, so the first request does not
+#: wait for them (it took 5 to 12 s on 2 cores); a framework not installed is
+#: skipped (its specs are refused when they come).
+WARM_MODULES = ("crossinfer.patterns", "crossinfer.handlers.registry",
+                "apache_beam.ml.inference.base", "torch", "skops.io", "sklearn", "onnx",
+                "onnxruntime")
+
+
+def warm_up(modules: Sequence[str] = WARM_MODULES) -> list[str]:
+    """Import ``modules`` (those that import); log and return their names."""
+    started = time.monotonic()
+    imported = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional framework, missing or broken: skipped
+            _LOG.debug("warm-up: %s not imported", name, exc_info=True)
+        else:
+            imported.append(name)
+    _LOG.info("warm-up: imported %s in %.1f s", ", ".join(imported),
+              time.monotonic() - started)
+    return imported
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr: crossinfer at ``level``, everything else at WARNING."""
     # force: importing Beam already configured the root logger (it logs a
@@ -413,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"{READY} {running.address}", flush=True)
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     code = 0
     try:
         stop.wait()
