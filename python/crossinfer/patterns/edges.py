@@ -55,17 +55,22 @@ class RowReader:
         pass
 
     def read(self, element: Any, into: Assembler) -> tuple[Block, ...]:
-        try:
-            fields = element.__dict__ if type(element) is _Row else fields_view(element)
-        except TypeError as exc:
-            return into.fail(Failure(element, INPUT_NODE, str(exc)))
+        if type(element) is _Row:
+            fields = element.__dict__
+        else:
+            try:
+                fields = fields_view(element)
+            except TypeError as exc:
+                return into.fail(Failure(element, INPUT_NODE, str(exc)))
         raw = fields.get(self._name)
         if type(raw) is not _ndarray or raw.ndim != 1 or raw.dtype not in FAST_DTYPES \
                 or not raw.size:  # not the common case: a 1-D float array with values
             raw = features_of(fields, self._name)
             if type(raw) is str:
                 return into.fail(Failure(element, INPUT_NODE, raw))
-        return into.add_row(element, raw, None if self._key is None else key_of(fields, self._key))
+        if self._key is None:
+            return into.add_row(element, raw, None)
+        return into.add_row(element, raw, key_of(fields, self._key))
 
 
 
