@@ -148,6 +148,19 @@ def _unbatch(record: beam.Row) -> list[beam.Row]:
     return [beam.Row(id=record.id + i, features=x) for i, x in enumerate(record.features)]
 
 
+# ------------------------------------------------------------- the runner's limit
+
+
+def empty_pipeline(n: int) -> Runner:
+    """The same source and the same sink as every per-element pipeline, and
+    nothing between them: the runner's own cost per element, the limit of
+    any inference pipeline on this runner."""
+    def build(p: beam.Pipeline) -> None:
+        count(p | Synthetic(n), "out")
+
+    return lambda: check(run(build), n, "out")
+
+
 # ------------------------------------------------------------- crossinfer
 
 

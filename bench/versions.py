@@ -50,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in ns.args if a != "--"]
     ratios: dict[tuple[str, str], list[float]] = {}
     rates: dict[tuple[str, str], list[float]] = {}
+    runs: list[dict] = []  # every run's rows, for figures the summary leaves out
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(ns.rounds):
             for label, tree in (("before", ns.before), ("after", ns.after)):
                 doc = run_once(tree, ns.bench, args, Path(tmp) / f"_versions_{label}")
+                runs.append({"round": r + 1, "tree": label, "load_average": os.getloadavg(),
+                             "rows": doc["rows"]})
                 for row in doc["rows"]:
                     value = row.get(f"ratio_to_{ns.ref}")
                     if row["kind"] == "crossinfer" and value is not None:
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{g:<20}{b:>10.2f}{a:>10.2f}{speedup:>10.2f}")
     out = HERE / "results" / f"{ns.name}.json"
     out.write_text(json.dumps({"bench": ns.bench, "args": args, "ref": ns.ref,
-                               "rounds": ns.rounds, "groups": summary}, indent=2) + "\n")
+                               "rounds": ns.rounds, "groups": summary, "runs": runs},
+                              indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0
 

@@ -88,10 +88,8 @@ class Assembler:
             keys = [key] if self.keyed else None
             return self._screened([original], features[None], None, None, keys),
         shape = features.shape
-        if shape == self._last_shape:  # the common case: the same shape again
-            group = self._last
-            assert group is not None
-        else:
+        group = self._last
+        if group is None or shape != self._last_shape:  # not the same shape again
             group = self._group(shape, features.nbytes)
         group.arrays.append(features)
         group.originals.append(original)
@@ -100,6 +98,10 @@ class Assembler:
         group.rows += 1
         self.held += 1
         self.held_bytes += group.unit
+        # Inlined _release_if_due's tests (this runs once per element).
+        if group.rows < self._size and self.held <= self._limit \
+                and self.held_bytes <= HELD_BYTES:
+            return ()
         return self._release_if_due(shape, group)
 
     def add_rows(self, originals: list[Any], features: np.ndarray,

@@ -49,7 +49,7 @@ class CustomAdapter(FrameworkAdapter):
         except ClassRefused as exc:
             raise ModelLoadError(f"model {self.node.name!r}: handler_class: {exc}") from exc
 
-    def handler(self) -> ModelHandler:
+    def handler(self) -> ModelHandler[Any, Any, Any]:
         cls = self._handler_class()
         params = dict(self.node.handler_params)
         if "model_uri" in params:  # refused by spec validation; never trusted here
@@ -57,7 +57,8 @@ class CustomAdapter(FrameworkAdapter):
                                  "from the node's uri; remove it")
         if self.location is not None:
             params["model_uri"] = self.location
-        return cls(**params)
+        handler: ModelHandler[Any, Any, Any] = cls(**params)
+        return handler
 
     def _load(self, data: bytes | None) -> Any:
         handler = self.handler()
@@ -73,6 +74,6 @@ class CustomAdapter(FrameworkAdapter):
 
 
 class _CustomModel:
-    def __init__(self, handler: ModelHandler, model: Any) -> None:
+    def __init__(self, handler: ModelHandler[Any, Any, Any], model: Any) -> None:
         self.handler = handler
         self.model = model

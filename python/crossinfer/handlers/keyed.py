@@ -25,7 +25,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from crossinfer.engine.block import Block
 from crossinfer.handlers.model_cache import ModelCache
-from crossinfer.handlers.node_handler import ModelNodeHandler
+from crossinfer.handlers.node_handler import ModelNodeHandler, as_blocks
 from crossinfer.handlers.sharing import SharedModel
 
 
@@ -61,9 +61,8 @@ class KeyedHandler(ModelHandler[Block, Block, ModelCache]):
 
     def run_inference(self, batch: Block | Sequence[Block], model: ModelCache,
                       inference_args: dict[str, Any] | None = None) -> list[Block]:
-        blocks = [batch] if type(batch) is Block else batch
         finished: list[Block] = []
-        for block in blocks:
+        for block in as_blocks(batch):
             if block.route is None:  # failures only: nothing to route
                 finished.append(block)
                 continue
@@ -72,8 +71,7 @@ class KeyedHandler(ModelHandler[Block, Block, ModelCache]):
         return finished
 
     def get_num_bytes(self, batch: Block | Sequence[Block]) -> int:
-        blocks = [batch] if type(batch) is Block else batch
-        return sum(int(b.features.nbytes) for b in blocks)
+        return sum(int(b.features.nbytes) for b in as_blocks(batch))
 
     def get_metrics_namespace(self) -> str:
         return self.namespace

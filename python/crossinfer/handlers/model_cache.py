@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 _LOG = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ModelCache:
         return False
 
 
-def _weak(obj: Any) -> weakref.ref | None:
+def _weak(obj: Any) -> weakref.ref[Any] | None:
     try:
         return weakref.ref(obj)
     except TypeError:  # not weak-referenceable

@@ -71,11 +71,13 @@ class ModelNodeHandler(ModelHandler[Block, Block, LoadedModel]):
     def __init__(self, node: ModelNode, adapter: FrameworkAdapter, path: str, *,
                  arrival: Arrival = Arrival.ROWS, bounded: bool = False) -> None:
         least, most = batch_bounds(node.batching)
-        weigh = {"element_size_fn": len} if arrival is Arrival.BATCHES else {}
+        # Beam annotates max_batch_duration_secs as int; it takes seconds as a float.
+        extra: dict[str, Any] = {"max_batch_duration_secs": node.batching.max_wait_secs}
+        if arrival is Arrival.BATCHES:
+            extra["element_size_fn"] = len
         super().__init__(min_batch_size=least, max_batch_size=most,
-                         max_batch_duration_secs=node.batching.max_wait_secs,
                          large_model=node.memory.large_model,
-                         model_copies=node.memory.model_copies, **weigh)
+                         model_copies=node.memory.model_copies, **extra)
         self.node = node
         self.adapter = adapter
         self.path = path
@@ -92,11 +94,10 @@ class ModelNodeHandler(ModelHandler[Block, Block, LoadedModel]):
         """Finished blocks for a block (``Arrival.BLOCKS``) or a batch of them.
         Inference args are the model node's own (``node.inference_args``):
         crossinfer never passes RunInference any."""
-        return self.runner.run([batch] if type(batch) is Block else batch, model)
+        return self.runner.run(as_blocks(batch), model)
 
     def get_num_bytes(self, batch: Block | Sequence[Block]) -> int:
-        blocks = [batch] if type(batch) is Block else batch
-        return sum(int(b.features.nbytes) for b in blocks)
+        return sum(int(b.features.nbytes) for b in as_blocks(batch))
 
     def get_metrics_namespace(self) -> str:
         return self.runner.namespace
@@ -109,6 +110,12 @@ class ModelNodeHandler(ModelHandler[Block, Block, LoadedModel]):
 
     def __repr__(self) -> str:
         return f"ModelNodeHandler({self.path!r}, {self.adapter.framework})"
+
+
+def as_blocks(batch: Block | Sequence[Block]) -> Sequence[Block]:
+    """What RunInference hands a handler - one block (``Arrival.BLOCKS``) or
+    Beam's batch of them - as blocks."""
+    return [batch] if isinstance(batch, Block) else batch
 
 
 def batch_kwargs(kwargs: dict[str, Any], bounded: bool) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class PytorchAdapter(FrameworkAdapter):
         if cached is not None and cached[0] == id(model):
             return cached[1]
         device = _model_device(model)
-        self._device_cache = (id(model), device)
+        self._device_cache: tuple[int, Any] | None = (id(model), device)
         return device
 
     def release(self, model: Any) -> None:

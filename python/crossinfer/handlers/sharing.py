@@ -38,13 +38,14 @@ class SharedModel:
     def load_error(self) -> str | None:
         """The first copy's load error, if any copy failed to load."""
         for proxy in self._proxies:
-            error = proxy.load_error()
+            error: str | None = proxy.load_error()
             if error is not None:
                 return error
         return None
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self._proxy().predict(batch)
+        out: np.ndarray = self._proxy().predict(batch)
+        return out
 
     def release(self) -> None:
         """Give this process's references back; the last one frees each copy."""

@@ -27,7 +27,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 from crossinfer.engine.block import Block
 from crossinfer.patterns.context import Expand, ExpandContext, Flow, child_path
@@ -63,8 +63,9 @@ def element_points(features: np.ndarray, keys: Sequence[str | None] | None,
     points = np.empty(n)
     for i in range(n):
         digest = blake(data[i * width:(i + 1) * width], digest_size=8, key=key)
-        if keys is not None and keys[i] is not None:
-            digest.update(b"\x00" + keys[i].encode())
+        key_i = None if keys is None else keys[i]
+        if key_i is not None:
+            digest.update(b"\x00" + key_i.encode())
         points[i] = as_int(digest.digest(), "big") / 2.0**64
     return points
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import apache_beam as beam
+from apache_beam.pvalue import PCollection
 
 from crossinfer.policy import LoadPolicy
 from crossinfer.rows import IOConfig
@@ -26,11 +27,11 @@ class Flow:
     ``max_rows`` None, one element at a time for Beam's batching to join -
     ``multirow`` when an element is many rows (batch-native input)."""
 
-    blocks: beam.PCollection
+    blocks: PCollection[Any]
     max_rows: int | None = None
     multirow: bool = False
 
-    def with_blocks(self, blocks: beam.PCollection) -> Flow:
+    def with_blocks(self, blocks: PCollection[Any]) -> Flow:
         return Flow(blocks, self.max_rows, self.multirow)
 
 

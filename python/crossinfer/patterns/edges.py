@@ -15,12 +15,13 @@ of its own (being read, and its output row), whatever the spec.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
+from apache_beam.pvalue import Row
 from apache_beam.transforms.window import GlobalWindows
 
 from crossinfer.engine.assemble import Assembler
@@ -29,7 +30,7 @@ from crossinfer.engine.emit import Format
 from crossinfer.rows import FAST_DTYPES, IOConfig, features_of, fields_view, key_of
 from crossinfer.wire import FAILURES_TAG, INPUT_NODE
 
-_Row = beam.Row
+_Row = Row
 _ndarray = np.ndarray
 
 
@@ -55,17 +56,24 @@ class RowReader:
         pass
 
     def read(self, element: Any, into: Assembler) -> tuple[Block, ...]:
-        try:
-            fields = element.__dict__ if type(element) is _Row else fields_view(element)
-        except TypeError as exc:
-            return into.fail(Failure(element, INPUT_NODE, str(exc)))
+        fields: Mapping[str, Any]
+        if type(element) is _Row:
+            fields = element.__dict__
+        else:
+            try:
+                fields = fields_view(element)
+            except TypeError as exc:
+                return into.fail(Failure(element, INPUT_NODE, str(exc)))
         raw = fields.get(self._name)
         if type(raw) is not _ndarray or raw.ndim != 1 or raw.dtype not in FAST_DTYPES \
                 or not raw.size:  # not the common case: a 1-D float array with values
-            raw = features_of(fields, self._name)
-            if type(raw) is str:
-                return into.fail(Failure(element, INPUT_NODE, raw))
-        return into.add_row(element, raw, None if self._key is None else key_of(fields, self._key))
+            found = features_of(fields, self._name)
+            if isinstance(found, str):
+                return into.fail(Failure(element, INPUT_NODE, found))
+            raw = found
+        if self._key is None:
+            return into.add_row(element, raw, None)
+        return into.add_row(element, raw, key_of(fields, self._key))
 
 
 

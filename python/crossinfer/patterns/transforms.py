@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.pvalue import PCollection
 
 from crossinfer.engine.block import Block
 from crossinfer.engine.emit import Format, RowFactory, RowFormat
@@ -49,11 +50,11 @@ from crossinfer.wire import (
 
 
 class InferenceOutputs(NamedTuple):
-    results: beam.PCollection
-    failures: beam.PCollection
+    results: PCollection[Any]
+    failures: PCollection[Any]
 
 
-class Inference(beam.PTransform):
+class Inference(beam.PTransform[PCollection[Any], InferenceOutputs]):
     """Run any inference spec (JSON text, a dict, an InferenceSpec or a node).
 
     Args:
@@ -162,7 +163,7 @@ class Inference(beam.PTransform):
         return max((batch_bounds(n.batching)[1] for _, n in walk(self.spec.node)
                     if isinstance(n, ModelNode)), default=DEFAULT_MAX_BATCH)
 
-    def expand(self, pcoll: beam.PCollection) -> InferenceOutputs:
+    def expand(self, pcoll: PCollection[Any]) -> InferenceOutputs:
         # crossinfer makes the blocks only where that cannot be observed:
         # bounded input in the global window (RunInference's own batching
         # would give every output the end of the window as its timestamp).
