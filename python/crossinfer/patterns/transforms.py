@@ -70,7 +70,9 @@ class Inference(beam.PTransform[PCollection[Any], InferenceOutputs]):
         latency percentiles): ``model_ms`` (list of float, one per model on
         the row's path, in path order: the call's wall time divided by its
         rows, in milliseconds) and ``batch_size`` (list of int: the rows of
-        that call). Off by default: result rows keep their fields.
+        that call). Off by default: result rows keep their fields. Every way
+        out writes them (batch-native result rows, the batch transport's
+        timing columns), so every subclass takes it.
 
     Keyword arguments of a model's call belong to its node
     (``ModelNode(inference_args=...)``): each model gets its own. The
@@ -80,16 +82,13 @@ class Inference(beam.PTransform[PCollection[Any], InferenceOutputs]):
     Raises:
       SpecError: the spec is invalid, or a model cannot take its inference args
         (where the framework tells before loading), with each field path.
-      TypeError: ``inference_args`` is given, the spec's root is not the
-        node kind this transform takes, or ``timing`` is asked of a transform
-        whose outputs have no place for it (batch-native, the batch transport).
+      TypeError: ``inference_args`` is given, or the spec's root is not the
+        node kind this transform takes.
     """
 
     expected_kind: type | None = None
     #: Whether an input element holds many rows (batch-native input).
     multirow = False
-    #: Whether the outputs can carry ``model_ms`` / ``batch_size`` (``timing=True``).
-    timing_fields = True
 
     def __init__(self, spec: InferenceSpec | Node | str | dict[str, Any], *,
                  features_field: str = DEFAULT_FEATURES_FIELD,
@@ -102,9 +101,6 @@ class Inference(beam.PTransform[PCollection[Any], InferenceOutputs]):
                  timing: bool = False,
                  label: str | None = None) -> None:
         super().__init__(label)
-        if timing and not self.timing_fields:
-            raise TypeError(f"{type(self).__name__} does not take timing=True: its outputs "
-                            "have no model_ms / batch_size fields (use crossinfer.Inference)")
         self.timing = timing
         if inference_args is not None:
             raise TypeError(
