@@ -179,6 +179,24 @@ def test_input_schema_with_pickled_any_field_is_refused() -> None:
         schemas.check_input_schema(schema, "features", "key", key_required=False)
 
 
+def test_a_code_logical_type_hidden_in_a_logical_types_argument_is_refused() -> None:
+    """A logical type's argument type is a type too: the check walks into it
+    (one walk, registry.contained_types, for every pass over a client's types)."""
+    callable_type = schema_pb2.FieldType(logical_type=schema_pb2.LogicalType(
+        urn="beam:logical_type:python_callable:v1",
+        representation=schema_pb2.FieldType(atomic_type=schema_pb2.STRING)))
+    outer = schema_pb2.FieldType(logical_type=schema_pb2.LogicalType(
+        urn="beam:logical_type:fixed_bytes:v1", argument_type=callable_type,
+        representation=schema_pb2.FieldType(atomic_type=schema_pb2.BYTES)))
+    schema = schema_pb2.Schema(fields=[
+        schema_pb2.Field(name="features", type=schema_pb2.FieldType(
+            array_type=schema_pb2.ArrayType(element_type=schema_pb2.FieldType(
+                atomic_type=schema_pb2.FLOAT)))),
+        schema_pb2.Field(name="tag", type=outer)])
+    with pytest.raises(schemas.InputSchemaError, match="python_callable"):
+        schemas.check_input_schema(schema, "features", "key", key_required=False)
+
+
 def test_client_schema_ids_are_replaced_by_content_ids() -> None:
     """Beam reuses a registered id whatever its fields: no id a client chose is kept
     (nested ones included), and the same fields always get the same id."""

@@ -132,22 +132,29 @@ def with_content_ids(schema: schema_pb2.Schema) -> schema_pb2.Schema:
     return out
 
 
+def contained_types(t: schema_pb2.FieldType) -> list[schema_pb2.FieldType]:
+    """The types ``t`` holds directly: an array's or iterable's element type, a
+    map's key and value types, a logical type's representation and argument type
+    (not a row's field types). Every walk over a client's types uses it, so none
+    misses a place a type can hide."""
+    kind = t.WhichOneof("type_info")
+    if kind in ("array_type", "iterable_type"):
+        return [getattr(t, kind).element_type]
+    if kind == "map_type":
+        return [t.map_type.key_type, t.map_type.value_type]
+    if kind == "logical_type":
+        argument = t.logical_type.argument_type
+        return [t.logical_type.representation,
+                *((argument,) if argument.WhichOneof("type_info") else ())]
+    return []
+
+
 def _rewrite(schema: schema_pb2.Schema) -> None:
     for f in schema.fields:
         stack = [f.type]
         while stack:
             t = stack.pop()
-            kind = t.WhichOneof("type_info")
-            if kind == "row_type":
+            if t.WhichOneof("type_info") == "row_type":
                 _rewrite(t.row_type.schema)  # nested first: the parent's id covers them
-            elif kind == "array_type":
-                stack.append(t.array_type.element_type)
-            elif kind == "iterable_type":
-                stack.append(t.iterable_type.element_type)
-            elif kind == "map_type":
-                stack.extend((t.map_type.key_type, t.map_type.value_type))
-            elif kind == "logical_type":
-                stack.append(t.logical_type.representation)
-                if t.logical_type.argument_type.WhichOneof("type_info"):
-                    stack.append(t.logical_type.argument_type)
+            stack.extend(contained_types(t))
     schema.id = content_id(CLIENT_NAMESPACE, schema)

@@ -18,7 +18,7 @@ from apache_beam.typehints.schemas import named_tuple_from_schema, typing_from_r
 
 from crossinfer.errors import CrossinferError
 from crossinfer.expansion.limits import RequestLimits, fixed
-from crossinfer.expansion.registry import content_id
+from crossinfer.expansion.registry import contained_types, content_id
 from crossinfer.wire import FAILURE_FIELDS, OUTPUT_FIELDS, TIMING_FIELDS
 
 _NUMERIC = frozenset({schema_pb2.BYTE, schema_pb2.INT16, schema_pb2.INT32, schema_pb2.INT64,
@@ -260,16 +260,8 @@ def _types_in(field_type: schema_pb2.FieldType,
     while stack:
         t = stack.pop()
         found.append(t)
-        kind = t.WhichOneof("type_info")
-        if kind == "logical_type":
-            stack.append(t.logical_type.representation)
-        elif kind == "array_type":
-            stack.append(t.array_type.element_type)
-        elif kind == "iterable_type":
-            stack.append(t.iterable_type.element_type)
-        elif kind == "map_type":
-            stack.extend((t.map_type.key_type, t.map_type.value_type))
-        elif kind == "row_type" and into_rows:
+        stack.extend(contained_types(t))
+        if into_rows and t.WhichOneof("type_info") == "row_type":
             stack.extend(f.type for f in t.row_type.schema.fields)
     return found
 
