@@ -14,7 +14,8 @@ every element to both arms):
 
 The report's cost share is ``time(A/B + report) / time(A/B) - 1``, the median
 of the per-round values (issue 18's goal: <= 10% on 100,000 rows); the
-floor's the same with the no-op ParDo.
+floor's the same with the no-op ParDo. For the mirror it also prints the
+report's join counters (results paired in their bundle, sent to the join).
 
     python -m bench.experiments --elements 100000
 """
@@ -28,6 +29,7 @@ import sys
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 
 import crossinfer as ci
 from bench import harness
@@ -45,6 +47,17 @@ class _Nothing(beam.DoFn):
         return None
 
 
+#: Per pattern, the report's mirror counters of its last timed run: results
+#: paired in their bundle, and sent through the GroupByKey join instead.
+JOIN_COUNTERS: dict[str, dict[str, int]] = {}
+
+
+def _report_counter(result: Any, name: str) -> int:
+    found = result.metrics().query(MetricsFilter().with_name(name))
+    return int(sum(m.committed for m in found["counters"]
+                   if m.key.metric.namespace.endswith("/report")))
+
+
 def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False) -> Any:
     spec = crossinfer_spec(kind, models)
     out_count = 2 * n if kind == "ab-mirror" else n
@@ -60,9 +73,13 @@ def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False) -
             _ = out.results | "Nothing" >> beam.ParDo(_Nothing())
 
     def once() -> dict[str, Any]:
-        got = check(run(build), out_count, "out", "failed")
+        result = run(build)
+        got = check(result, out_count, "out", "failed")
         if got["failed"]:
             raise RuntimeError(f"crossinfer reported {got['failed']} failures")
+        if report and kind == "ab-mirror":
+            JOIN_COUNTERS[kind] = {name: _report_counter(result, name)
+                                   for name in ("paired_in_bundle", "sent_to_join")}
         return {"failures": 0}
 
     return once
@@ -117,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"wall-clock time, {100 * cpu_share:.1f}% to its CPU time; a no-op "
                      f"ParDo on the results adds {100 * report_share(floor, without):.1f}% "
                      f"({100 * report_share(floor, without, cpu=True):.1f}% CPU)")
+        if kind in JOIN_COUNTERS:
+            lines.append(f"  {kind}: of its elements, {JOIN_COUNTERS[kind]['paired_in_bundle']:,} "
+                         f"paired in their bundle, {JOIN_COUNTERS[kind]['sent_to_join']:,} "
+                         "results sent to the join")
         target = harness.target(f"{kind}: report time / A/B time", share, 0.10, op="<=",
                                 cpu_value=cpu_share)
         target["met"] = share <= 0.10

@@ -39,6 +39,7 @@ from crossinfer.experiments.combiners import (
     ArmCombineFn,
     PairAcc,
     PairCombineFn,
+    PairSide,
     WindowCombineFn,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
@@ -290,12 +291,14 @@ class _Accumulate(beam.DoFn):
     bundle ends: Beam's combiner lifting by hand, fused with reading the row,
     so the report costs one step per element.
 
-    For a mirror each result (its :class:`ReportInput`) is
-    held by (window, id) and arm until the element's other arms arrive in the same
-    bundle (a mirror's arms usually run in one fused stage): the pair is
-    accumulated here (one accumulator per (window, arm pair) and bundle).
+    For a mirror each result (its :data:`PairSide`, a tuple of numbers the
+    garbage collector does not track) is held per arm by (window, id) until the
+    element's other arms arrive in the same bundle (a mirror's arms usually run
+    in one fused stage; on the FnApiRunner they arrive in runs of tens of
+    thousands per arm, so that many are held): the pair is accumulated here
+    (one accumulator per (window, arm pair) and bundle).
     Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
-    are held, leave on ``join`` as ``(id, (arm, row))`` for the GroupByKey, so pairing
+    are held, leave on ``join`` as ``(id, (arm, side))`` for the GroupByKey, so pairing
     works however the runner splits or orders them.
 
     For a hash split each row's ``(arm, key)`` is kept once per (window, bundle)
@@ -312,7 +315,9 @@ class _Accumulate(beam.DoFn):
         self._fn = ArmCombineFn(self._s.metric)
         self._pair_fn = PairCombineFn(self._s.metric)
         self._arms: dict[str, str] = {}
-        self._n_arms = len(self._s.arm_names)
+        # each arm's other arms, to look an arriving side's partners up
+        self._partners = {arm: tuple(a for a in self._s.arm_names if a != arm)
+                          for arm in self._s.arm_names}
         self._control, self._others = self._s.control, self._s.others  # once, not per pair
         self._hashed = self._s.hashed
         self._add = self._fn.add_input
@@ -328,8 +333,9 @@ class _Accumulate(beam.DoFn):
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
         self._pairs: dict[tuple[Any, str], PairAcc] = {}
-        # (window, id), or the id alone in the global window
-        self._held: dict[Any, dict[str, ReportInput]] = {}
+        # per arm: (window, id), or the id alone in the global window -> its side
+        self._held: dict[str, dict[Any, PairSide]] = {arm: {} for arm in self._partners}
+        self._n_held = 0
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = 0
 
@@ -363,24 +369,29 @@ class _Accumulate(beam.DoFn):
             return ()
         id_ = row.id
         key = id_ if window is None else (window, id_)
-        sides = self._held.get(key)
-        if sides is None:
-            self._held[key] = {arm: row}
-            return self._unhold() if len(self._held) > _MAX_HELD else ()
-        if arm in sides:  # not unique in this bundle: let the join decide
+        side = (row.label, row.score, row.value, row.truth)  # pair_side(row), without a call
+        held = self._held
+        mine = held[arm]
+        if key in mine:  # not unique in this bundle: let the join decide
             self._joined += 1
-            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, row)), window)),)
-        sides[arm] = row
-        if len(sides) == self._n_arms:
-            del self._held[key]
-            self._paired += 1
-            control = sides[self._control]
-            pairs = self._pairs
-            for other in self._others:
-                pair = pairs.get((window, other))
-                if pair is None:
-                    pair = pairs[(window, other)] = PairAcc()
-                self._add_pair(pair, (control, sides[other]))
+            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, side)), window)),)
+        partners = self._partners[arm]
+        for partner in partners:
+            if key not in held[partner]:  # incomplete: hold it
+                mine[key] = side
+                self._n_held += 1
+                return self._unhold() if self._n_held > _MAX_HELD else ()
+        self._n_held -= len(partners)
+        self._paired += 1
+        sides = {partner: held[partner].pop(key) for partner in partners}
+        sides[arm] = side
+        control = sides[self._control]
+        pairs = self._pairs
+        for other in self._others:
+            pair = pairs.get((window, other))
+            if pair is None:
+                pair = pairs[(window, other)] = PairAcc()
+            self._add_pair(pair, (control, sides[other]))
         return ()
 
     def _check_truth(self, element: Any) -> None:
@@ -398,12 +409,13 @@ class _Accumulate(beam.DoFn):
                 self._s.ground_truth, ", ".join(fields))
 
     def _unhold(self) -> Iterator[Any]:
-        for key, sides in self._held.items():
-            window, id_ = (None, key) if type(key) is str else key
-            self._joined += len(sides)
-            for arm, row in sides.items():
-                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, row)), window))
-        self._held = {}
+        held, self._held = self._held, {arm: {} for arm in self._partners}
+        self._joined += self._n_held
+        self._n_held = 0
+        for arm, sides in held.items():
+            for key, side in sides.items():
+                window, id_ = (None, key) if type(key) is str else key
+                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, side)), window))
 
     def _unkey(self) -> Iterator[Any]:
         for window, arm, key in self._keys:
@@ -453,9 +465,9 @@ class _AccumulatePairs(beam.DoFn):
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], PairAcc] = {}
 
-    def process(self, kv: tuple[str, Iterable[tuple[str, ReportInput]]],
+    def process(self, kv: tuple[str, Iterable[tuple[str, PairSide]]],
                 window: Any = beam.DoFn.WindowParam) -> None:
-        by_arm: dict[str, ReportInput | None] = {}
+        by_arm: dict[str, PairSide | None] = {}
         for arm, side in kv[1]:
             by_arm[arm] = None if arm in by_arm else side
         control = by_arm.get(self._control)
