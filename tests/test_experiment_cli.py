@@ -374,3 +374,33 @@ def test_the_html_report_of_perfect_arms_without_timing_or_windows(
     assert "No latency plot: the result rows carry no timing" in text
     assert "No share vs weights over time plot" in text
     assert "<th>agreement</th>" not in text and "<th>p value</th>" in text
+
+
+def test_rows_with_malformed_timing_are_left_out_of_the_latency(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file's rows may hold anything (a fresh reviewer's): finite times whose
+    sum overflows, a batch size no coder takes, text or booleans for numbers, more
+    stages than the route. The report leaves their timing out instead of failing
+    or inventing stages; the other rows' latency is reported."""
+    out: Path = written["dir"]
+    rows = [json.loads(line) for path in sorted((out / "ab").glob("report-*.jsonl"))
+            for line in path.read_text().splitlines()]
+    rows = [r for r in rows if not r["failed"]][:40]
+    for i, row in enumerate(rows):
+        row["model_ms"], row["batch_size"] = [0.5 + i % 3], [8]
+    bad = ([1e308, 1e308], [1, 1]), ([1.0], [10**30]), (["1"], [8]), ([True], [8]), \
+        ([1.0] * 10_000, None), ([1.0], [1.5])
+    for row, (ms, size) in zip(rows, bad, strict=False):
+        row["model_ms"], row["batch_size"] = ms, size
+    path = tmp_path / "timing.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    json_out = tmp_path / "report.jsonl"
+    assert main(["report", str(path), "--spec", str(out / "ab.json"), "--json",
+                 str(json_out)]) == 0
+    capsys.readouterr()
+    arms = [json.loads(line) for line in json_out.read_text().splitlines()
+            if json.loads(line)["kind"] == "arm"]
+    assert sum(a["latency_count"] for a in arms) == len(rows) - len(bad)
+    # one stage per arm with timing, none invented (an arm without any: none)
+    assert all(len(a["stages"]) == (a["latency_count"] > 0) for a in arms), arms
+    assert all((a["latency_p99_ms"] or 0) <= 2.5 * 1.011 for a in arms)

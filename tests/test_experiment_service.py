@@ -160,6 +160,10 @@ def test_a_hash_splits_srm_through_the_service_counts_distinct_keys(models: Any)
 KeylessInput = typing.NamedTuple(  # type: ignore[misc]
     "KeylessInput", [(f, ReportInput.__annotations__[f]) for f in ReportInput._fields[:9]])
 registry.register_coder(KeylessInput, RowCoder)
+#: ... and of a client from before the timing fields: the first seven.
+UntimedInput = typing.NamedTuple(  # type: ignore[misc]
+    "UntimedInput", [(f, ReportInput.__annotations__[f]) for f in ReportInput._fields[:7]])
+registry.register_coder(UntimedInput, RowCoder)
 
 
 @pytest.mark.slow
@@ -167,6 +171,10 @@ def test_rows_without_keys_still_work_and_count_elements(models: Any) -> None:
     from scipy.stats import chisquare
 
     rows = [KeylessInput(*row[:9]) for row in _hash_rows(SOUND)]
-    found = _run_through_service(models, {"keyless": (rows, KeylessInput)})
-    assert {a.arm: a.routed for a in found["keyless"]} == {"control": 400, "treatment": 100}
-    assert _srm(found["keyless"]) == pytest.approx(chisquare([400, 100]).pvalue, rel=1e-9)
+    untimed = [UntimedInput(*row[:7]) for row in _hash_rows(SOUND)]
+    found = _run_through_service(models, {"keyless": (rows, KeylessInput),
+                                          "untimed": (untimed, UntimedInput)})
+    for tag in ("keyless", "untimed"):
+        assert {a.arm: a.routed for a in found[tag]} == {"control": 400, "treatment": 100}
+        assert _srm(found[tag]) == pytest.approx(chisquare([400, 100]).pvalue, rel=1e-9)
+    assert all(a.latency_count == 0 for a in found["untimed"])

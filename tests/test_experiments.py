@@ -645,3 +645,48 @@ def test_a_mirror_of_three_arms_pairs_each_with_the_control(
     for other, pair in pairs.items():
         assert pair.control == "control" and pair.pairs == n
         assert pair.agreement == np.mean(labels[other] == labels["control"])
+
+
+def test_malformed_timing_is_left_out_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """A row whose timing does not fit its arm's route or the bounds (a fresh
+    reviewer's rows: finite values whose sum overflows, more stages than the
+    route, mismatched lengths, negative or boolean values, text) is left out of
+    the latency, counted (``bad_timing``) and logged - it neither fails the
+    report nor invents stages."""
+    from crossinfer.experiments import ReportFromInputs
+
+    model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
+    node = ci.ABTestNode(name="t", split="random", arms=(
+        ci.Arm("control", model, 1), ci.Arm("treatment", model, 1)))
+    good = [ReportInput(f"t/{arm}/x", False, 1, 0.5, None, None, None, [ms], [8])
+            for arm in ("control", "treatment") for ms in (1.0, 2.0, 3.0)]
+    bad_timings = [([1e308, 1e308], [1, 1]), ([1.0, 2.0], [8, 8]), ([1.0], [8, 9]),
+                   ([-5.0], [8]), ([1.0], [-5]), ([1.0], [0]), ([1.0], [2**40]),
+                   ([4e6], [8]), ([float("nan")], [8]), ([1.0] * 10_000, None)]
+    bad = [ReportInput("t/control/x", False, 1, 0.5, None, None, None, ms, size)
+           for ms, size in bad_timings]
+    from apache_beam.metrics.metric import MetricsFilter
+
+    p = beam.Pipeline(runner="FnApiRunner")
+    report = (p | beam.Create(good + bad, reshuffle=False).with_output_types(ReportInput)
+              | ReportFromInputs(ReportSettings(node)))
+    _ = report.arms | beam.Map(Collect("bad_timing"))
+    with caplog.at_level("WARNING"):
+        result = p.run()
+        result.wait_until_finish()
+    arms = {a.arm: a for a in STORE.pop("bad_timing")}
+    assert arms["control"].count == 3 + len(bad) and arms["control"].latency_count == 3
+    assert arms["control"].stages == ["x"] == arms["treatment"].stages  # none invented
+    # the good rows alone: 1, 2 and 3 ms (DDSketch: within 1% of a value near the rank)
+    assert 2.0 * 0.989 <= arms["control"].latency_p99_ms <= 3.0 * 1.011
+    assert arms["control"].stage_batch_size_max == [8]
+    counted = result.metrics().query(MetricsFilter().with_name("bad_timing"))["counters"]
+    assert sum(c.committed for c in counted) == len(bad)
+    assert "malformed timing left out" in caplog.text
+    # what a file may hold but a coder would not pass (the CLI's rows)
+    from crossinfer.experiments.combiners import valid_timing
+
+    assert valid_timing([1.0, 2], [8, 4]) and valid_timing([1.0], None)
+    assert not any(valid_timing(ms, size) for ms, size in (
+        ([True], [8]), (["1"], [8]), ([1.0], [True]), ([1.0], [1.5]), (1.0, [8]),
+        ([1.0], [10**30]), ([], None)))

@@ -166,7 +166,7 @@ def _input_types() -> dict[str, schema_pb2.FieldType]:
 def check_report_input(schema: schema_pb2.Schema) -> None:
     """The input rows must have exactly the ReportInput fields, with its types
     (in any order; a field ReportInput allows null may be non-null), but for
-    the optional ones (``OPTIONAL_INPUT_FIELDS``: ``key``), which older
+    the optional ones (``OPTIONAL_INPUT_FIELDS``: the timing fields and ``key``), which older
     clients' rows lack."""
     want = _input_types()
     got = {f.name: f.type for f in schema.fields}

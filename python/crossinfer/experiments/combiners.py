@@ -22,8 +22,13 @@ from crossinfer.experiments.stats import Moments
 
 #: Relative accuracy of latency quantiles (DDSketch's guarantee).
 LATENCY_RELATIVE_ACCURACY = 0.01
-#: Model stages tracked per route (bounds the accumulator; deeper stages are ignored).
+#: Model stages tracked per route (bounds the accumulator; a row with more is malformed).
 MAX_STAGES = 16
+#: Largest model time per element and stage counted, in ms (an hour): a row above
+#: it is malformed (and no sum of stages can overflow the sketch's key mapping).
+MAX_MODEL_MS = 3_600_000.0
+#: Largest batch size counted (an int32: far above any batch a model runs).
+MAX_BATCH_SIZE = 2**31 - 1
 
 
 def _sketch() -> DDSketch:
@@ -80,9 +85,12 @@ class ArmAcc(_Summaries):
     new_scores: list[float] = field(default_factory=list)
     new_errors: list[float] = field(default_factory=list)
     new_timing: list[tuple[Any, Any]] = field(default_factory=list)
+    bad_timing: int = 0  # rows whose timing was malformed and left out (valid_timing)
 
-    def compact(self) -> ArmAcc:
-        """Fold the values added since the last call into the summaries."""
+    def compact(self, stages: int | None = None) -> ArmAcc:
+        """Fold the values added since the last call into the summaries;
+        ``stages``: the model stages on the arm's route, when known (a timing
+        of another length is malformed)."""
         if self.new_labels:
             self.labels.update(self.new_labels)
             self.new_labels = []
@@ -95,7 +103,8 @@ class ArmAcc(_Summaries):
             self.abs_error.merge(errors)
             self.new_errors = []
         for model_ms, batch_size in self.new_timing:
-            _add_timing(self, model_ms, batch_size or ())
+            if not _add_timing(self, model_ms, batch_size, stages):
+                self.bad_timing += 1
         self.new_timing = []
         return self
 
@@ -188,25 +197,49 @@ class ArmCombineFn(_SummaryCombineFn):
 
 
 
-def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any) -> None:
-    given = list(model_ms)[:MAX_STAGES]
-    times = [t for t in map(_finite, given) if t is not None and t >= 0]
-    if len(times) != len(given):
-        return  # a malformed timing is left out rather than skewing the quantiles
+def valid_timing(model_ms: Any, batch_size: Any, stages: int | None = None) -> bool:
+    """Whether a row's timing can be counted: ``model_ms`` 1 to
+    :data:`MAX_STAGES` numbers (not booleans or text) from 0 to
+    :data:`MAX_MODEL_MS`, as many as ``stages`` when given; ``batch_size`` null,
+    empty, or as many integers from 1 to :data:`MAX_BATCH_SIZE`. Anything else
+    (a hostile or corrupt row) is left out rather than skewing the quantiles."""
+    try:
+        times = list(model_ms)
+        sizes = [] if batch_size is None else list(batch_size)
+    except TypeError:
+        return False
+    if not 1 <= len(times) <= MAX_STAGES or (stages is not None and len(times) != stages) \
+            or (sizes and len(sizes) != len(times)):
+        return False
+    return all(isinstance(t, _REAL) and not isinstance(t, bool) and 0 <= t <= MAX_MODEL_MS
+               for t in times) and \
+        all(isinstance(b, _INTEGER) and not isinstance(b, bool) and 1 <= b <= MAX_BATCH_SIZE
+            for b in sizes)
+
+
+_REAL = (int, float, np.integer, np.floating)
+_INTEGER = (int, np.integer)
+
+
+def _add_timing(acc: ArmAcc, model_ms: Any, batch_size: Any, stages: int | None) -> bool:
+    """One row's timing into ``acc``; False (nothing added) when it is malformed."""
+    if not valid_timing(model_ms, batch_size, stages):
+        return False
+    times = [float(t) for t in model_ms]
+    sizes = [int(b) for b in batch_size or ()]
     if acc.latency is None:
         acc.latency = _sketch()
     acc.latency.add(sum(times))
-    sizes = list(batch_size)[:MAX_STAGES]
     while len(acc.stages) < len(times):
         acc.stages.append(StageAcc())
     for i, t in enumerate(times):
         stage = acc.stages[i]
         stage.ms.add(t)
-        if i < len(sizes) and sizes[i] is not None and int(sizes[i]) > 0:
-            size = int(sizes[i])
+        if sizes:
             stage.batch_n += 1
-            stage.batch_sum += size
-            stage.batch_max = max(stage.batch_max, size)
+            stage.batch_sum += sizes[i]
+            stage.batch_max = max(stage.batch_max, sizes[i])
+    return True
 
 
 @dataclass

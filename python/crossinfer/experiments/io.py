@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
+from crossinfer.experiments.combiners import valid_timing
 from crossinfer.experiments.schema import ReportInput
 from crossinfer.experiments.transform import ToReportInput
 from crossinfer.rows import fields_view
@@ -190,15 +191,26 @@ def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
       ValueError: a row that is neither (no ``path``, nor ``node``).
     """
     project = ToReportInput(ground_truth, id_field, failed, key_field)
-    out = []
+    out: list[tuple[ReportInput, int | None]] = []
     for row in rows:
         time = row.get(time_field) if time_field else None
         time = int(time) if isinstance(time, int | float) else None
         if "failed" in row and "path" in row:
-            out.append((ReportInput._make(row.get(f) for f in ReportInput._fields), time))
-            continue
-        if ("node" if failed else "path") not in row:
+            read = [ReportInput._make(row.get(f) for f in ReportInput._fields)]
+        elif ("node" if failed else "path") not in row:
             raise ValueError(f"a {'failure' if failed else 'result'} row without "
                              f"{'node' if failed else 'path'}: fields {sorted(row)[:12]}")
-        out.extend((projected, time) for projected in project.process(row))
+        else:
+            read = list(project.process(row))
+        out.extend((_timing_checked(r), time) for r in read)
     return out
+
+
+def _timing_checked(row: ReportInput) -> ReportInput:
+    """``row``, its timing nulled when malformed (a file may hold anything,
+    e.g. integers no coder takes): the report then leaves it out, as the
+    pipeline's report does (``combiners.valid_timing``; the route's stage count
+    is checked there)."""
+    if row.model_ms is None or valid_timing(row.model_ms, row.batch_size):
+        return row
+    return row._replace(model_ms=None, batch_size=None)

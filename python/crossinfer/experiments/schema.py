@@ -127,7 +127,7 @@ class PairReport(NamedTuple):
 
 #: ReportInput fields a client's rows may lack (added after the first version;
 #: nullable, taken as null): rows of older clients keep working.
-OPTIONAL_INPUT_FIELDS = ("key",)
+OPTIONAL_INPUT_FIELDS = ("model_ms", "batch_size", "key")
 
 #: Fixed schema ids (UUIDs: Beam Java parses every schema id as one).
 SCHEMA_IDS = {

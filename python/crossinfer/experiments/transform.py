@@ -35,6 +35,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.experiments import stats
 from crossinfer.experiments.combiners import (
+    MAX_MODEL_MS,
     ArmAcc,
     ArmCombineFn,
     PairAcc,
@@ -328,7 +329,9 @@ class _Accumulate(beam.DoFn):
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
         self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
-        self._warned = False
+        self._bad_timing = Metrics.counter(namespace, "bad_timing")
+        self._stage_counts = {arm: len(self._s.stages(arm)) for arm in self._s.arm_names}
+        self._warned = self._warned_timing = False
 
     def start_bundle(self) -> None:
         self._accs: dict[tuple[Any, str], ArmAcc] = {}
@@ -408,6 +411,18 @@ class _Accumulate(beam.DoFn):
                 "(fields: %s); they count as without ground truth", self._s.name,
                 self._s.ground_truth, ", ".join(fields))
 
+    def _count_bad_timing(self, bad: int) -> None:
+        """Rows whose timing was malformed (``combiners.valid_timing``): counted,
+        and logged once per worker."""
+        self._bad_timing.inc(bad)
+        if not self._warned_timing:
+            self._warned_timing = True
+            logging.getLogger(__name__).warning(
+                "experiment report %r: %d row(s) with malformed timing left out of the "
+                "latency (model_ms must hold one number from 0 to %g ms per model stage of "
+                "the row's arm, batch_size as many integers from 1)", self._s.name, bad,
+                MAX_MODEL_MS)
+
     def _unhold(self) -> Iterator[Any]:
         held, self._held = self._held, {arm: {} for arm in self._partners}
         self._joined += self._n_held
@@ -424,8 +439,13 @@ class _Accumulate(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         name = self._s.name
+        bad = 0
         for (window, arm), acc in self._accs.items():
-            yield _windowed((name, ("arm", arm, acc.compact())), window)
+            acc.compact(self._stage_counts.get(arm))
+            bad += acc.bad_timing
+            yield _windowed((name, ("arm", arm, acc)), window)
+        if bad:
+            self._count_bad_timing(bad)
         for (window, other), pair in self._pairs.items():
             yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
         yield from self._unhold()
