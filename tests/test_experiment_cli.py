@@ -404,3 +404,27 @@ def test_rows_with_malformed_timing_are_left_out_of_the_latency(
     # one stage per arm with timing, none invented (an arm without any: none)
     assert all(len(a["stages"]) == (a["latency_count"] > 0) for a in arms), arms
     assert all((a["latency_p99_ms"] or 0) <= 2.5 * 1.011 for a in arms)
+
+
+def test_report_rows_with_numeric_keys_and_ids_are_read_as_text(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A report-row file whose ``key`` and ``id`` are numbers (another writer's,
+    or a Parquet integer column): read as their text, the same report as with
+    text keys - not a traceback (a fresh reviewer's finding)."""
+    out: Path = written["dir"]
+    rows = [json.loads(line) for path in sorted((out / "heavy").glob("report-*.jsonl"))
+            for line in path.read_text().splitlines()]
+    numeric = tmp_path / "numeric.jsonl"
+    numeric.write_text("".join(json.dumps({
+        **r, "key": None if r["key"] is None else int(r["key"].lstrip("k")),
+        "id": None if r["id"] is None else len(r["id"])}) + "\n" for r in rows))
+    found = {}
+    for name, path in (("text", out / "heavy" / "report-*.jsonl"), ("numeric", numeric)):
+        json_out = tmp_path / f"{name}.jsonl"
+        assert main(["report", str(path), "--spec", str(out / "heavy.json"), "--json",
+                     str(json_out)]) == 0
+        found[name] = [json.loads(line) for line in json_out.read_text().splitlines()
+                       if json.loads(line)["kind"] == "arm"]
+    capsys.readouterr()
+    assert [a["srm_p_value"] for a in found["numeric"]] == \
+        [a["srm_p_value"] for a in found["text"]]

@@ -690,3 +690,34 @@ def test_malformed_timing_is_left_out_and_counted(caplog: pytest.LogCaptureFixtu
     assert not any(valid_timing(ms, size) for ms, size in (
         ([True], [8]), (["1"], [8]), ([1.0], [True]), ([1.0], [1.5]), (1.0, [8]),
         ([1.0], [10**30]), ([], None)))
+
+
+def test_a_hash_splits_rows_without_keys_are_counted_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A hash split's report whose rows carry no key (e.g. ``key_field`` not the
+    one given to ABTest - a fresh reviewer's false SRM alarm): the SRM counts
+    the rows that carry a key as keys and, when none does, elements; the rows
+    without one are counted (``missing_key``) and logged, never silently."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from crossinfer.experiments import ReportFromInputs
+
+    model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
+    node = ci.ABTestNode(name="h", split="hash", arms=(
+        ci.Arm("control", model, 1), ci.Arm("treatment", model, 1)))
+    keyed = [ReportInput(f"h/{arm}/x", False, 1, 0.5, None, None, None, None, None, f"u{i}")
+             for arm, n in (("control", 5), ("treatment", 5)) for i in range(n)
+             for _ in range(20 if arm == "control" else 1)]  # 100 vs 5 rows, 5 vs 5 keys
+    keyless = [r._replace(key=None) for r in keyed[:30]]
+    p = beam.Pipeline(runner="FnApiRunner")
+    report = (p | beam.Create(keyed + keyless, reshuffle=False).with_output_types(ReportInput)
+              | ReportFromInputs(ReportSettings(node)))
+    _ = report.arms | beam.Map(Collect("keyless"))
+    with caplog.at_level("WARNING"):
+        result = p.run()
+        result.wait_until_finish()
+    arms = STORE.pop("keyless")
+    assert all(a.srm_p_value == pytest.approx(1.0) for a in arms)  # 5 keys each
+    counted = result.metrics().query(MetricsFilter().with_name("missing_key"))["counters"]
+    assert sum(c.committed for c in counted) == len(keyless)
+    assert "30 routed row(s) without a key (key_field 'key')" in caplog.text

@@ -196,7 +196,10 @@ def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
         time = row.get(time_field) if time_field else None
         time = int(time) if isinstance(time, int | float) else None
         if "failed" in row and "path" in row:
-            read = [ReportInput._make(row.get(f) for f in ReportInput._fields)]
+            # ids and keys are text in ReportInput (a file may hold numbers)
+            read = [ReportInput._make(
+                _text(row.get(f)) if f in ("id", "key") else row.get(f)
+                for f in ReportInput._fields)]
         elif ("node" if failed else "path") not in row:
             raise ValueError(f"a {'failure' if failed else 'result'} row without "
                              f"{'node' if failed else 'path'}: fields {sorted(row)[:12]}")
@@ -204,6 +207,10 @@ def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
             read = list(project.process(row))
         out.extend((_timing_checked(r), time) for r in read)
     return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _timing_checked(row: ReportInput) -> ReportInput:

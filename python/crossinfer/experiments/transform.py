@@ -330,6 +330,8 @@ class _Accumulate(beam.DoFn):
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
         self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
         self._bad_timing = Metrics.counter(namespace, "bad_timing")
+        self._missing_key = Metrics.counter(namespace, "missing_key")
+        self._warned_key = False
         self._stage_counts = {arm: len(self._s.stages(arm)) for arm in self._s.arm_names}
         self._warned = self._warned_timing = False
 
@@ -340,7 +342,7 @@ class _Accumulate(beam.DoFn):
         self._held: dict[str, dict[Any, PairSide]] = {arm: {} for arm in self._partners}
         self._n_held = 0
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
-        self._paired = self._joined = 0
+        self._paired = self._joined = self._keyless = 0
 
     def process(self, element: Any) -> Any:
         # The global window (batch): no WindowParam, which would make Beam call
@@ -364,10 +366,13 @@ class _Accumulate(beam.DoFn):
         if acc is None:
             acc = self._accs[(window, arm)] = ArmAcc()
         self._add(acc, row)
-        if self._hashed and row.key is not None and arm != _UNROUTED:
-            self._keys.add((window, arm, row.key))
-            if len(self._keys) > _MAX_HELD:
-                return self._unkey()
+        if self._hashed and arm != _UNROUTED:
+            if row.key is None:
+                self._keyless += 1
+            else:
+                self._keys.add((window, arm, row.key))
+                if len(self._keys) > _MAX_HELD:
+                    return self._unkey()
         if not self._join or row.failed or row.id is None or arm == _UNROUTED:
             return ()
         id_ = row.id
@@ -411,6 +416,21 @@ class _Accumulate(beam.DoFn):
                 "(fields: %s); they count as without ground truth", self._s.name,
                 self._s.ground_truth, ", ".join(fields))
 
+    def _count_keyless(self) -> None:
+        """A hash split's rows without a key: counted, and logged once per
+        worker (the SRM counts the distinct keys of the rows that carry one,
+        elements only when none does - a key_field other than ABTest's would
+        otherwise turn a sound split into a false alarm without a word)."""
+        self._missing_key.inc(self._keyless)
+        if not self._warned_key:
+            self._warned_key = True
+            logging.getLogger(__name__).warning(
+                "experiment report %r: %d routed row(s) without a key (key_field %r): a hash "
+                "split's SRM counts the distinct keys of the rows that carry one, and elements "
+                "only when none does; pass the report the key_field given to ABTest",
+                self._s.name, self._keyless, self._s.key_field)
+        self._keyless = 0
+
     def _count_bad_timing(self, bad: int) -> None:
         """Rows whose timing was malformed (``combiners.valid_timing``): counted,
         and logged once per worker."""
@@ -446,6 +466,8 @@ class _Accumulate(beam.DoFn):
             yield _windowed((name, ("arm", arm, acc)), window)
         if bad:
             self._count_bad_timing(bad)
+        if self._keyless:
+            self._count_keyless()
         for (window, other), pair in self._pairs.items():
             yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
         yield from self._unhold()
