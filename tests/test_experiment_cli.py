@@ -428,3 +428,23 @@ def test_report_rows_with_numeric_keys_and_ids_are_read_as_text(
     capsys.readouterr()
     assert [a["srm_p_value"] for a in found["numeric"]] == \
         [a["srm_p_value"] for a in found["text"]]
+
+
+def test_a_hash_split_with_some_rows_without_keys_says_how_many_are_left_out(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Some rows without a key: the SRM counts the distinct keys of the others,
+    and the CLI says how many rows it left out (a fresh reviewer found them
+    dropped silently); an empty file warns about nothing."""
+    out: Path = written["dir"]
+    rows = [json.loads(line) for path in sorted((out / "heavy").glob("report-*.jsonl"))
+            for line in path.read_text().splitlines()]
+    half = tmp_path / "half.jsonl"
+    half.write_text("".join(json.dumps({**r, "key": None if i % 2 else r["key"]}) + "\n"
+                            for i, r in enumerate(rows)))
+    assert main(["report", str(half), "--spec", str(out / "heavy.json")]) == 0
+    left_out = sum(1 for i, r in enumerate(rows) if i % 2 and not r["failed"])
+    assert f"warning: {left_out:,} result rows have no key ('key')" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    main(["report", str(empty), "--spec", str(out / "heavy.json")])
+    assert "key" not in capsys.readouterr().err

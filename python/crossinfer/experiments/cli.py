@@ -182,12 +182,17 @@ def report_main(args: argparse.Namespace) -> int:
     if settings.ground_truth is None and any(r.truth is not None for r, _ in inputs):
         # report rows carry the ground truth already projected, under "truth"
         settings = dataclasses.replace(settings, ground_truth="truth")
-    if settings.hashed and not any(r.key is not None for r, _ in inputs):
+    keyless = sum(1 for r, _ in inputs if r.key is None and not r.failed)
+    if settings.hashed and inputs and keyless == sum(1 for r, _ in inputs if not r.failed):
         sys.stderr.write(
             f"warning: no row has a key ({args.key_field!r}): SRM counts elements, but a hash "
             "split assigns keys: the test assumes independent elements and fires on a sound "
             "split when few keys carry many elements (name the key field with --key-field, "
             "or write the rows with WriteForReport's key_field)\n")
+    elif settings.hashed and keyless:
+        sys.stderr.write(
+            f"warning: {keyless:,} result rows have no key ({args.key_field!r}): the SRM counts "
+            "the distinct keys of the rows that have one and leaves these out\n")
     arms, pairs, windows, window_pairs = run_report(inputs, settings, args.window)
     n_windows = len({a.window_start_ms for a in windows})
     text = summary_text(arms, pairs, windows=max(1, n_windows), alpha=args.alpha,
