@@ -170,6 +170,13 @@ def test_cli_errors_name_the_problem(written: dict[str, Any], tmp_path: Path,
     with pytest.raises(SystemExit):
         main(["report", str(bad), "--spec", spec])
     assert "bad.jsonl:2: not a JSON object" in capsys.readouterr().err
+    # a spec file that is not JSON, or not there: the message names --spec and the file
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"nope": ')
+    for path in (broken, tmp_path / "absent.json"):
+        with pytest.raises(SystemExit):
+            main(["report", str(written["dir"] / "ab" / "report-*.jsonl"), "--spec", str(path)])
+        assert f"error: --spec {path}: " in capsys.readouterr().err
 
 
 def test_cli_refuses_a_mistyped_field_or_another_experiments_spec(

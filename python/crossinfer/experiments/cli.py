@@ -28,6 +28,7 @@ from crossinfer.experiments.io import EVENT_TIME_FIELD, read_rows, to_report_inp
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import METRICS, ReportSettings, ReportSettingsError
 from crossinfer.experiments.summary import ALPHA, SRM_ALPHA, summary_text
+from crossinfer.spec.errors import SpecError
 
 _STORE: dict[str, list[Any]] = defaultdict(list)
 _RUNS = itertools.count()
@@ -165,10 +166,13 @@ def _check_times(inputs: Sequence[tuple[ReportInput, int | None]], time_field: s
 
 
 def report_main(args: argparse.Namespace) -> int:
-    settings = ReportSettings.from_spec(
-        Path(args.spec).read_text(encoding="utf-8"), ground_truth=args.ground_truth,
-        id_field=args.id_field, key_field=args.key_field, metric=args.metric,
-        control=args.control or "", confidence=args.confidence)
+    try:
+        settings = ReportSettings.from_spec(
+            Path(args.spec).read_text(encoding="utf-8"), ground_truth=args.ground_truth,
+            id_field=args.id_field, key_field=args.key_field, metric=args.metric,
+            control=args.control or "", confidence=args.confidence)
+    except (OSError, json.JSONDecodeError, SpecError) as exc:  # the file, not a flag
+        raise ValueError(f"--spec {args.spec}: {exc}") from None
     rows = read_rows(args.results)
     _check_ground_truth(rows, args.ground_truth)
     inputs = to_report_inputs(rows, args.ground_truth, args.id_field, False, args.time_field,
