@@ -53,13 +53,7 @@ final class ExpansionPayload {
     List<@Nullable Object> values = new ArrayList<>(List.of(specJson));
     values.add(featuresField);
     values.add(keyField);
-    if (timing) {
-      builder.addStringField("timing");
-      values.add(TIMING);
-    }
-    Schema schema = builder.build();
-    schema.setUUID(UUID.randomUUID());
-    return encode(schema, Row.withSchema(schema).addValues(values).build());
+    return encodeWithTiming(builder, values, timing);
   }
 
   /** The payload of the batch transport of rows of {@code rowSchema}. */
@@ -94,6 +88,15 @@ final class ExpansionPayload {
     values.add(keyField);
     values.add(BatchTransport.NAME);
     values.add(rows);
+    return encodeWithTiming(builder, values, timing);
+  }
+
+  /**
+   * The payload of {@code builder}'s fields holding {@code values}, plus {@code timing} when asked
+   * (left out otherwise, so a payload without it is the same bytes as before the field existed).
+   */
+  private static byte[] encodeWithTiming(
+      Schema.Builder builder, List<@Nullable Object> values, boolean timing) {
     if (timing) {
       builder.addStringField("timing");
       values.add(TIMING);

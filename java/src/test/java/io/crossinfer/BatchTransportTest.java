@@ -1,5 +1,9 @@
 package io.crossinfer;
 
+import static io.crossinfer.LittleEndian.doubles;
+import static io.crossinfer.LittleEndian.ints;
+import static io.crossinfer.LittleEndian.longs;
+
 import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertNull;
@@ -195,27 +199,6 @@ public class BatchTransportTest {
     assertTrue(e.getMessage(), e.getMessage().contains("needs bounded input in the global window"));
   }
 
-  private static byte[] ints(int... values) {
-    ByteBuffer b = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
-    for (int v : values) {
-      b.putInt(v);
-    }
-    return b.array();
-  }
 
-  private static byte[] longs(long... values) {
-    ByteBuffer b = ByteBuffer.allocate(values.length * 8).order(ByteOrder.LITTLE_ENDIAN);
-    for (long v : values) {
-      b.putLong(v);
-    }
-    return b.array();
-  }
 
-  private static byte[] doubles(double... values) {
-    ByteBuffer b = ByteBuffer.allocate(values.length * 8).order(ByteOrder.LITTLE_ENDIAN);
-    for (double v : values) {
-      b.putDouble(v);
-    }
-    return b.array();
-  }
 }

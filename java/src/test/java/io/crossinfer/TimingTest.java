@@ -1,12 +1,14 @@
 package io.crossinfer;
 
+import static io.crossinfer.LittleEndian.doubles;
+import static io.crossinfer.LittleEndian.ints;
+import static io.crossinfer.LittleEndian.longs;
+
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertNotEquals;
 import static org.junit.Assert.assertTrue;
 
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.beam.model.pipeline.v1.ExternalTransforms.ExternalConfigurationPayload;
@@ -168,27 +170,6 @@ public class TimingTest {
     }
   }
 
-  private static byte[] ints(int... values) {
-    ByteBuffer b = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
-    for (int v : values) {
-      b.putInt(v);
-    }
-    return b.array();
-  }
 
-  private static byte[] longs(long... values) {
-    ByteBuffer b = ByteBuffer.allocate(values.length * 8).order(ByteOrder.LITTLE_ENDIAN);
-    for (long v : values) {
-      b.putLong(v);
-    }
-    return b.array();
-  }
 
-  private static byte[] doubles(double... values) {
-    ByteBuffer b = ByteBuffer.allocate(values.length * 8).order(ByteOrder.LITTLE_ENDIAN);
-    for (double v : values) {
-      b.putDouble(v);
-    }
-    return b.array();
-  }
 }
