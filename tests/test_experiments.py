@@ -653,8 +653,6 @@ def test_malformed_timing_is_left_out_and_counted(caplog: pytest.LogCaptureFixtu
     route, mismatched lengths, negative or boolean values, text) is left out of
     the latency, counted (``bad_timing``) and logged - it neither fails the
     report nor invents stages."""
-    from crossinfer.experiments import ReportFromInputs
-
     model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
     node = ci.ABTestNode(name="t", split="random", arms=(
         ci.Arm("control", model, 1), ci.Arm("treatment", model, 1)))
@@ -665,23 +663,14 @@ def test_malformed_timing_is_left_out_and_counted(caplog: pytest.LogCaptureFixtu
                    ([4e6], [8]), ([float("nan")], [8]), ([1.0] * 10_000, None)]
     bad = [ReportInput("t/control/x", False, 1, 0.5, None, None, None, ms, size)
            for ms, size in bad_timings]
-    from apache_beam.metrics.metric import MetricsFilter
-
-    p = beam.Pipeline(runner="FnApiRunner")
-    report = (p | beam.Create(good + bad, reshuffle=False).with_output_types(ReportInput)
-              | ReportFromInputs(ReportSettings(node)))
-    _ = report.arms | beam.Map(Collect("bad_timing"))
-    with caplog.at_level("WARNING"):
-        result = p.run()
-        result.wait_until_finish()
-    arms = {a.arm: a for a in STORE.pop("bad_timing")}
+    found, counter = _report_inputs(node, good + bad, "bad_timing", caplog)
+    arms = {a.arm: a for a in found}
     assert arms["control"].count == 3 + len(bad) and arms["control"].latency_count == 3
     assert arms["control"].stages == ["x"] == arms["treatment"].stages  # none invented
     # the good rows alone: 1, 2 and 3 ms (DDSketch: within 1% of a value near the rank)
     assert 2.0 * 0.989 <= arms["control"].latency_p99_ms <= 3.0 * 1.011
     assert arms["control"].stage_batch_size_max == [8]
-    counted = result.metrics().query(MetricsFilter().with_name("bad_timing"))["counters"]
-    assert sum(c.committed for c in counted) == len(bad)
+    assert counter == len(bad)
     assert "malformed timing left out" in caplog.text
     # what a file may hold but a coder would not pass (the CLI's rows)
     from crossinfer.experiments.combiners import valid_timing
@@ -698,10 +687,6 @@ def test_a_hash_splits_rows_without_keys_are_counted_and_logged(
     one given to ABTest - a fresh reviewer's false SRM alarm): the SRM counts
     the rows that carry a key as keys and, when none does, elements; the rows
     without one are counted (``missing_key``) and logged, never silently."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    from crossinfer.experiments import ReportFromInputs
-
     model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
     node = ci.ABTestNode(name="h", split="hash", arms=(
         ci.Arm("control", model, 1), ci.Arm("treatment", model, 1)))
@@ -709,15 +694,26 @@ def test_a_hash_splits_rows_without_keys_are_counted_and_logged(
              for arm, n in (("control", 5), ("treatment", 5)) for i in range(n)
              for _ in range(20 if arm == "control" else 1)]  # 100 vs 5 rows, 5 vs 5 keys
     keyless = [r._replace(key=None) for r in keyed[:30]]
+    arms, counter = _report_inputs(node, keyed + keyless, "missing_key", caplog)
+    assert all(a.srm_p_value == pytest.approx(1.0) for a in arms)  # 5 keys each
+    assert counter == len(keyless)
+    assert "30 routed row(s) without a key (key_field 'key')" in caplog.text
+
+
+def _report_inputs(node: ci.ABTestNode, rows: list[ReportInput], counter: str,
+                   caplog: pytest.LogCaptureFixture) -> tuple[list[ArmReport], int]:
+    """``rows`` through ReportFromInputs in one bundle: its arm rows, and the
+    committed total of the report's Beam counter ``counter`` (logs captured)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from crossinfer.experiments import ReportFromInputs
+
     p = beam.Pipeline(runner="FnApiRunner")
-    report = (p | beam.Create(keyed + keyless, reshuffle=False).with_output_types(ReportInput)
+    report = (p | beam.Create(rows, reshuffle=False).with_output_types(ReportInput)
               | ReportFromInputs(ReportSettings(node)))
-    _ = report.arms | beam.Map(Collect("keyless"))
+    _ = report.arms | beam.Map(Collect(f"inputs/{counter}"))
     with caplog.at_level("WARNING"):
         result = p.run()
         result.wait_until_finish()
-    arms = STORE.pop("keyless")
-    assert all(a.srm_p_value == pytest.approx(1.0) for a in arms)  # 5 keys each
-    counted = result.metrics().query(MetricsFilter().with_name("missing_key"))["counters"]
-    assert sum(c.committed for c in counted) == len(keyless)
-    assert "30 routed row(s) without a key (key_field 'key')" in caplog.text
+    counted = result.metrics().query(MetricsFilter().with_name(counter))["counters"]
+    return STORE.pop(f"inputs/{counter}"), sum(c.committed for c in counted)
