@@ -64,6 +64,10 @@ def _collect(tag: str, outputs: Any, report: Any) -> None:
 @pytest.fixture(scope="module")
 def batch(zoo: Zoo) -> dict[str, list[Any]]:
     """Every batch experiment in one pipeline; outputs by '<experiment>/<output>'."""
+    return _batch_reports(zoo)
+
+
+def _batch_reports(zoo: Zoo) -> dict[str, list[Any]]:
     rows = zoo.rows()
     # Elements whose features a model rejects (63 values): they fail in the arm
     # they were routed to, one by one.
@@ -577,6 +581,41 @@ def test_streaming_windows_add_up_to_the_batch_report(zoo: Zoo, batch: dict[str,
 # ------------------------------------------------------------------ the mirror join
 
 
+def test_the_report_is_the_same_however_its_rows_are_chunked_and_paired(
+        zoo: Zoo, batch: dict[str, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch experiment again, its rows added to the accumulators 5 at a
+    time (not all ~900 in one chunk) and a mirror's held results paired every
+    7 (most leave for the join): the same report rows, counts exact, floats
+    within RTOL (sums in another order)."""
+    from crossinfer.experiments import transform
+
+    monkeypatch.setattr(transform, "_CHUNK", 5)  # the FnApiRunner runs in this process
+    monkeypatch.setattr(transform, "_MAX_HELD", 7)
+    again = _batch_reports(zoo)
+    tags = sorted({key.rsplit("/", 1)[0] for key in batch})
+    for tag in tags:
+        for output in ("arms", "pairs"):
+            mine = sorted(again[f"{tag}/{output}"], key=_report_key)
+            theirs = sorted(batch[f"{tag}/{output}"], key=_report_key)
+            assert len(mine) == len(theirs), (tag, output)
+            for a, b in zip(mine, theirs, strict=True):
+                for name, x, y in zip(a._fields, a, b, strict=True):
+                    assert x == _approx(y), (tag, output, name)
+
+
+def _report_key(row: Any) -> tuple[Any, ...]:
+    return tuple(getattr(row, f, None) or "" for f in ("arm", "control", "treatment"))
+
+
+def _approx(value: Any) -> Any:
+    """A report field, its floats compared within RTOL."""
+    if isinstance(value, float):
+        return pytest.approx(value, rel=RTOL, nan_ok=True)
+    if isinstance(value, list) and any(isinstance(v, float) for v in value):
+        return pytest.approx(value, rel=RTOL, nan_ok=True)
+    return value
+
+
 def test_mirror_pairs_are_joined_however_the_rows_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same mirror rows three ways: both arms in one bundle (paired as they
     arrive), each arm from its own source (paired by the GroupByKey on the id),
@@ -717,3 +756,47 @@ def _report_inputs(node: ci.ABTestNode, rows: list[ReportInput], counter: str,
         result.wait_until_finish()
     counted = result.metrics().query(MetricsFilter().with_name(counter))["counters"]
     return STORE.pop(f"inputs/{counter}"), sum(c.committed for c in counted)
+
+
+# ------------------------------------------------------------------ columns
+
+
+def test_columns_read_each_value_as_the_row_reader_did() -> None:
+    """A chunk's labels and numbers as numpy reads them: what ``int()`` /
+    ``float()`` of a field gives, none (NO_LABEL, NaN) for text that is no
+    number, bytes, lists, values out of int64 / float64 range; a long text
+    value costs no text array of that width per row."""
+    from crossinfer.experiments.columns import NO_LABEL, floats_of, labels_of
+
+    labels = labels_of([1, None, True, 2.7, "3", "x", float("nan"), float("inf"), 2**70, [1]])
+    assert labels.dtype == np.int64
+    assert labels.tolist() == [1, NO_LABEL, 1, 2, 3] + [NO_LABEL] * 5
+    assert labels_of([4, 5]).tolist() == [4, 5] and labels_of([None]).tolist() == [NO_LABEL]
+    floats = floats_of([1.5, 2, None, "1.5", b"1", True, 10**400, float("nan"), [1.0]])
+    assert floats.dtype == np.float64
+    np.testing.assert_array_equal(floats, [1.5, 2.0, np.nan, np.nan, np.nan, 1.0, np.nan,
+                                           np.nan, np.nan])
+    long = floats_of(["x" * 1_000_000] * 4096)  # as an np.array of text: 16 GB
+    assert long.shape == (4096,) and np.isnan(long).all()
+
+
+def test_pairing_takes_ids_every_arm_has_once_and_leaves_the_rest() -> None:
+    from crossinfer.experiments.columns import pair_rows
+
+    paired, left = pair_rows([["a", "b", "b", "c", "d"], ["b", "a", "c", "c", "e"]])
+    assert [p.tolist() for p in paired] == [[0], [1]]  # only "a": "b", "c" repeat in an arm
+    assert [r.tolist() for r in left] == [[1, 2, 3, 4], [0, 2, 3, 4]]
+
+
+def test_label_and_flip_counts_with_labels_near_and_far_apart() -> None:
+    """Class indices (counted in one pass) and labels far apart, up to the
+    int64 ends (sorted): the same counts as a Counter of the pairs."""
+    from crossinfer.experiments.columns import label_counts, pair_counts
+
+    rng = np.random.default_rng(7)
+    top = np.iinfo(np.int64).max
+    for labels in (rng.integers(0, 10, (2, 500)), rng.integers(-3, 3, (2, 500)),
+                   rng.choice([0, 70_000, -top + 1, top], (2, 500))):
+        a, b = labels.astype(np.int64)
+        assert pair_counts(a, b) == Counter(zip(a.tolist(), b.tolist(), strict=True))
+        assert label_counts(a) == Counter(a.tolist())

@@ -1,9 +1,10 @@
-"""Beam CombineFns: what the report keeps per (window, arm) and per (window, arm pair).
+"""What the report keeps per (window, arm) and per (window, arm pair), and their merge.
 
 Accumulators hold counts, :class:`~crossinfer.experiments.stats.Moments` and,
 for latency, DDSketches: a few kilobytes per arm whatever the traffic, merged
 exactly (counts, moments) or within 1% relative error (latency quantiles), so
-the report runs in parallel and per window like any Beam combiner.
+the report runs in parallel and per window like any Beam combiner. Rows are
+added a chunk of columns at a time (:mod:`crossinfer.experiments.columns`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-import apache_beam as beam
 import numpy as np
 from ddsketch import DDSketch
 
-from crossinfer.experiments.schema import ReportInput
+from crossinfer.experiments.columns import NO_LABEL, Columns, Sides, label_counts, pair_counts
 from crossinfer.experiments.stats import Moments
 
 #: Relative accuracy of latency quantiles (DDSketch's guarantee).
@@ -79,29 +79,49 @@ class ArmAcc(_Summaries):
     abs_error: Moments = field(default_factory=Moments)
     latency: DDSketch | None = None
     stages: list[StageAcc] = field(default_factory=list)
-    # Values added since the last compact(): appended per element (cheap), folded
-    # into the counts, moments and sketches above once per bundle, with numpy.
-    new_labels: list[int] = field(default_factory=list)
-    new_scores: list[float] = field(default_factory=list)
-    new_errors: list[float] = field(default_factory=list)
+    # Timings added since the last compact(): validated and folded into the
+    # sketches once per bundle, when the arm's stage count is known.
     new_timing: list[tuple[Any, Any]] = field(default_factory=list)
     bad_timing: int = 0  # rows whose timing was malformed and left out (valid_timing)
 
+    def add_rows(self, cols: Columns, rows: np.ndarray, accuracy: bool) -> None:
+        """Rows ``rows`` of ``cols`` (all of this arm): failures counted; of
+        results, the label histogram, score moments, the metric against a
+        finite ground truth (``accuracy``: label == truth; else
+        ``|value - truth|``) and the timing."""
+        failed = cols.failed[rows]
+        n_failed = int(np.count_nonzero(failed))
+        self.failures += n_failed
+        if n_failed:
+            rows = rows[~failed]
+        if not rows.size:
+            return
+        self.results += int(rows.size)
+        label = cols.label[rows]
+        self.labels.update(label_counts(label))
+        self.score.merge(moments_of(cols.score[rows]))
+        truth = cols.truth[rows]
+        known = np.isfinite(truth)
+        if known.any():
+            if accuracy:
+                known &= label != NO_LABEL
+                self.metric_n += int(np.count_nonzero(known))
+                self.correct += int(np.count_nonzero(label[known] == truth[known]))
+            else:
+                errors = moments_of(np.abs(cols.value[rows][known] - truth[known]))
+                self.metric_n += errors.n
+                self.abs_error.merge(errors)
+        if cols.model_ms is not None:
+            model_ms, batch_size = cols.model_ms, cols.batch_size
+            for i in rows.tolist():
+                ms = model_ms[i]
+                if ms is not None and _size(ms) != 0:
+                    self.new_timing.append((ms, None if batch_size is None else batch_size[i]))
+
     def compact(self, stages: int | None = None) -> ArmAcc:
-        """Fold the values added since the last call into the summaries;
+        """Fold the timings added since the last call into the sketches;
         ``stages``: the model stages on the arm's route, when known (a timing
         of another length is malformed)."""
-        if self.new_labels:
-            self.labels.update(self.new_labels)
-            self.new_labels = []
-        if self.new_scores:
-            self.score.merge(moments_of(self.new_scores))
-            self.new_scores = []
-        if self.new_errors:
-            errors = moments_of(self.new_errors)
-            self.metric_n += errors.n
-            self.abs_error.merge(errors)
-            self.new_errors = []
         for model_ms, batch_size in self.new_timing:
             if not _add_timing(self, model_ms, batch_size, stages):
                 self.bad_timing += 1
@@ -122,6 +142,14 @@ class ArmAcc(_Summaries):
                 self.stages.append(stage)
 
 
+def _size(x: Any) -> int:
+    """``len(x)``; -1 for a value without one (a malformed timing, counted as such)."""
+    try:
+        return len(x)
+    except TypeError:
+        return -1
+
+
 def moments_of(values: Any) -> Moments:
     """Count, mean and sum of squared deviations of the finite ``values``."""
     x = np.asarray(values, dtype=np.float64)
@@ -130,71 +158,6 @@ def moments_of(values: Any) -> Moments:
         return Moments()
     mean = float(x.mean())
     return Moments(int(x.size), mean, float(np.square(x - mean).sum()))
-
-
-def _finite(x: Any) -> float | None:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if f == f and abs(f) != float("inf") else None
-
-
-class _Acc(Protocol):
-    def compact(self) -> Any: ...
-
-    def merge(self, other: Any) -> None: ...
-
-
-AccT = TypeVar("AccT", bound=_Acc)
-
-
-class _SummaryCombineFn(beam.CombineFn):
-    """Merging and output of accumulators with ``compact`` and ``merge``."""
-
-    def merge_accumulators(self, accumulators: Iterable[AccT]) -> AccT:
-        it = iter(accumulators)
-        out = next(it).compact()
-        for acc in it:
-            out.merge(acc.compact())
-        return out  # type: ignore[no-any-return]
-
-    def extract_output(self, acc: AccT) -> AccT:
-        return acc.compact()  # type: ignore[no-any-return]
-
-
-class ArmCombineFn(_SummaryCombineFn):
-    """ReportInput rows of one arm -> :class:`ArmAcc`."""
-
-    def __init__(self, metric: str) -> None:
-        self._accuracy = metric == "accuracy"
-
-    def create_accumulator(self) -> ArmAcc:
-        return ArmAcc()
-
-    def add_input(self, acc: ArmAcc, row: ReportInput) -> ArmAcc:
-        """Per element, so kept to appends and counts (``compact`` does the rest)."""
-        if row.failed:
-            acc.failures += 1
-            return acc
-        acc.results += 1
-        label = row.label
-        if label is not None:
-            acc.new_labels.append(label)
-        if row.score is not None:
-            acc.new_scores.append(row.score)
-        truth = row.truth
-        if truth is not None and truth - truth == 0:  # finite (NaN - NaN, inf - inf are NaN)
-            if self._accuracy:
-                if label is not None:
-                    acc.metric_n += 1
-                    acc.correct += label == truth
-            elif row.value is not None:
-                acc.new_errors.append(abs(row.value - truth))
-        if row.model_ms:
-            acc.new_timing.append((row.model_ms, row.batch_size))
-        return acc
-
 
 
 def valid_timing(model_ms: Any, batch_size: Any, stages: int | None = None) -> bool:
@@ -253,128 +216,60 @@ class PairAcc(_Summaries):
     only_other: int = 0  # right in the other arm only
     only_control: int = 0
     error_diff: Moments = field(default_factory=Moments)  # |err other| - |err control|
-    # Added since the last compact() (see ArmAcc).
-    new_flips: list[tuple[int, int]] = field(default_factory=list)
-    new_score_diffs: list[float] = field(default_factory=list)
-    new_error_diffs: list[float] = field(default_factory=list)
 
-    def compact(self) -> PairAcc:
-        if self.new_flips:
-            self.flips.update(self.new_flips)
-            self.new_flips = []
-        if self.new_score_diffs:
-            self.score_diff.merge(moments_of(np.abs(self.new_score_diffs)))
-            self.new_score_diffs = []
-        if self.new_error_diffs:
-            diffs = moments_of(self.new_error_diffs)
+    def add_pairs(self, control: Sides, other: Sides, accuracy: bool) -> None:
+        """n elements' two sides, aligned by row. The control's truth is the
+        element's; ``accuracy``: compare labels with it, else ``|value - truth|``."""
+        self.pairs += len(control.label)
+        c_label, o_label = control.label, other.label
+        labeled = (c_label != NO_LABEL) & (o_label != NO_LABEL)
+        self.labeled += int(np.count_nonzero(labeled))
+        agree = labeled & (c_label == o_label)
+        self.agree += int(np.count_nonzero(agree))
+        flipped = labeled & ~agree
+        if flipped.any():
+            self.flips.update(pair_counts(c_label[flipped], o_label[flipped]))
+        self.score_diff.merge(moments_of(np.abs(other.score - control.score)))
+        truth = control.truth
+        known = np.isfinite(truth)
+        if not known.any():
+            return
+        if accuracy:
+            known &= labeled
+            self.metric_n += int(np.count_nonzero(known))
+            c_right, o_right = c_label[known] == truth[known], o_label[known] == truth[known]
+            self.only_other += int(np.count_nonzero(o_right & ~c_right))
+            self.only_control += int(np.count_nonzero(c_right & ~o_right))
+        else:
+            diffs = moments_of(np.abs(other.value[known] - truth[known])
+                               - np.abs(control.value[known] - truth[known]))
             self.metric_n += diffs.n
             self.error_diff.merge(diffs)
-            self.new_error_diffs = []
+
+    def compact(self) -> PairAcc:
         return self
 
 
-#: What pairing needs of one arm's result: ``(label, score, value, truth)`` of
-#: its :class:`ReportInput`. A plain tuple of numbers: a mirror holds one per
-#: result until the element's other arms arrive, and CPython's garbage
-#: collector stops tracking such tuples, so tens of thousands held cost no
-#: collections (a held ``ReportInput``, a tuple subclass, stays tracked: it
-#: doubled the report's per-result cost on a 100,000-row mirror), and the join
-#: encodes it as primitives.
+#: What pairing needs of one arm's result: ``(label, score, value, truth)``,
+#: Python numbers or None: what a mirror's result carries to the join on its id
+#: when its other arms are not in its bundle (:meth:`Sides.tuples`).
 PairSide = tuple[int | None, float | None, float | None, float | None]
 
 
-def pair_side(row: ReportInput) -> PairSide:
-    """A result's :data:`PairSide`."""
-    return (row.label, row.score, row.value, row.truth)
-
-
-class PairCombineFn(_SummaryCombineFn):
-    """The (control, other) sides (:data:`PairSide`) of one element -> :class:`PairAcc`."""
-
-    def __init__(self, metric: str) -> None:
-        self._accuracy = metric == "accuracy"
-
-    def create_accumulator(self) -> PairAcc:
-        return PairAcc()
-
-    def add_input(self, acc: PairAcc, pair: tuple[PairSide, PairSide]) -> PairAcc:
-        """``pair``: the element's (control, other) sides; per element, so
-        kept to appends and counts. The control's truth is the element's."""
-        (c_label, c_score, c_value, truth), (o_label, o_score, o_value, _) = pair
-        acc.pairs += 1
-        labeled = False
-        if c_label is not None and o_label is not None:
-            labeled = True
-            acc.labeled += 1
-            if c_label == o_label:
-                acc.agree += 1
-            else:
-                acc.new_flips.append((c_label, o_label))
-        if c_score is not None and o_score is not None:
-            acc.new_score_diffs.append(o_score - c_score)
-        if truth is None or truth - truth != 0:  # no ground truth, or not finite
-            return acc
-        if self._accuracy:
-            if labeled:
-                acc.metric_n += 1
-                c_right, o_right = c_label == truth, o_label == truth
-                if c_right != o_right:
-                    if o_right:
-                        acc.only_other += 1
-                    else:
-                        acc.only_control += 1
-        elif c_value is not None and o_value is not None:
-            acc.new_error_diffs.append(abs(o_value - truth) - abs(c_value - truth))
-        return acc
-
-
-
-class _Sum:
-    """Distinct keys per arm (a hash split): counts, summed."""
-
-    def merge_accumulators(self, counts: Any) -> int:
-        return sum(counts)
-
-    def extract_output(self, count: int) -> int:
-        return count
-
-
-class WindowCombineFn(beam.CombineFn):
+def merge_window(tagged: Iterable[tuple[str, Any, Any]]) -> dict[str, dict[Any, Any]]:
     """A window's per-bundle accumulators, tagged ``("arm", arm, ArmAcc)``,
     ``("pair", (control, other), PairAcc)`` or ``("keys", arm, distinct keys)``
-    -> ``{"arm": {arm: ArmAcc}, "pair": {pair: PairAcc}, "keys": {arm: int}}``,
-    one accumulator per arm and pair (merged with :class:`ArmCombineFn` and
-    :class:`PairCombineFn`). Beam lifts it: each bundle sends one on."""
-
-    def __init__(self, metric: str) -> None:
-        self._fns: dict[str, Any] = {"arm": ArmCombineFn(metric), "pair": PairCombineFn(metric),
-                                     "keys": _Sum()}
-
-    def create_accumulator(self) -> dict[str, dict[Any, Any]]:
-        return {"arm": {}, "pair": {}, "keys": {}}
-
-    def add_input(self, acc: dict[str, dict[Any, Any]], tagged: tuple[str, Any, Any]
-                  ) -> dict[str, dict[Any, Any]]:
-        kind, key, value = tagged
-        self._merge_into(acc, kind, key, value)
-        return acc
-
-    def _merge_into(self, acc: dict[str, dict[Any, Any]], kind: str, key: Any, value: Any) -> None:
-        held = acc[kind].get(key)
-        acc[kind][key] = value if held is None else self._fns[kind].merge_accumulators(
-            [held, value])
-
-    def merge_accumulators(self, accumulators: Any) -> dict[str, dict[Any, Any]]:
-        it = iter(accumulators)
-        out: dict[str, dict[Any, Any]] = next(it)
-        for acc in it:
-            for kind, values in acc.items():
-                for key, value in values.items():
-                    self._merge_into(out, kind, key, value)
-        return out
-
-    def extract_output(self, acc: dict[str, dict[Any, Any]]) -> dict[str, dict[Any, Any]]:
-        for kind, values in acc.items():
-            for value in values.values():
-                self._fns[kind].extract_output(value)
-        return acc
+    -> ``{"arm": {arm: ArmAcc}, "pair": {pair: PairAcc}, "keys": {arm: int}}``:
+    one accumulator per arm and pair, the distinct keys summed. (A few per
+    bundle: a GroupByKey brings them together, no combiner lifting needed.)"""
+    out: dict[str, dict[Any, Any]] = {"arm": {}, "pair": {}, "keys": {}}
+    for kind, key, value in tagged:
+        mine = out[kind]
+        held = mine.get(key)
+        if kind == "keys":
+            mine[key] = value + (held or 0)
+        elif held is None:
+            mine[key] = value.compact()
+        else:
+            held.merge(value.compact())
+    return out

@@ -7,15 +7,17 @@
     report.arms   # PCollection[ArmReport]: one per (window, arm)
     report.pairs  # PCollection[PairReport]: one per (window, control, other arm)
 
-The steps: each result and failure row is read as a :class:`ReportInput` and
-added to its (window, arm) accumulator in the same step (:class:`_Accumulate`,
-with :class:`ArmCombineFn`; one accumulator per bundle leaves); for a mirror,
-results are also paired per (window, element id) and accumulated per arm pair
-(:class:`PairCombineFn`); for a hash split, the rows' keys are made distinct
-per (window, arm) for the sample-ratio-mismatch test. A CombinePerKey
-(:class:`WindowCombineFn`) merges a window's accumulators, and
-:class:`_Finish` turns them into rows, where the statistics run
-(:mod:`crossinfer.experiments.stats`).
+The steps: each result and failure row's :class:`ReportInput` fields are read
+into a chunk, and every few thousand rows the chunk is added to its (window,
+arm) accumulators as columns, in the same step (:class:`_Accumulate`, with
+:class:`~crossinfer.experiments.combiners.ArmAcc`; one accumulator per bundle
+leaves); for a mirror, results are also paired per (window, element id) and
+accumulated per arm pair (:class:`~crossinfer.experiments.combiners.PairAcc`);
+for a hash split, the rows' keys are made distinct
+per (window, arm) for the sample-ratio-mismatch test. A GroupByKey brings a
+window's accumulators (a few per bundle) together, and :class:`_Finish`
+merges them (:func:`~crossinfer.experiments.combiners.merge_window`) and turns
+them into rows, where the statistics run (:mod:`crossinfer.experiments.stats`).
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
@@ -23,25 +25,27 @@ client already projected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, Row
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from crossinfer.experiments import stats
+from crossinfer.experiments import columns, stats
+from crossinfer.experiments.columns import Columns, Sides, columns_of, sides_of
 from crossinfer.experiments.combiners import (
     MAX_MODEL_MS,
     ArmAcc,
-    ArmCombineFn,
     PairAcc,
-    PairCombineFn,
     PairSide,
-    WindowCombineFn,
+    merge_window,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import ReportSettings, ReportSettingsError
@@ -87,6 +91,7 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None,
         key if key is None or type(key) is str else str(key)))
 
 
+_Row = Row
 #: ``tuple.__new__(ReportInput, values)``: a NamedTuple without its Python-level __new__.
 _new_tuple = tuple.__new__
 
@@ -189,20 +194,52 @@ class ExperimentReport(beam.PTransform[Any, ReportOutputs]):
         id_field = s.id_field if s.mirror else None
         # The unit of a hash split's assignment is the key: SRM counts distinct keys.
         key_field = s.key_field if s.hashed else None
+        reading = _Reading.of_results(s.ground_truth, id_field, key_field, s.metric)
         return _report(s, [
-            ("Results", results, _reader(read_result, s.ground_truth, id_field, key_field)),
-            ("Failures", failures, _reader(read_failure, s.ground_truth, id_field, key_field))])
+            ("Results", results, reading),
+            ("Failures", failures, _Reading.of_failures(s.ground_truth, id_field, key_field))])
 
 
-def _reader(read: Callable[..., ReportInput], ground_truth: str | None, id_field: str | None,
-            key_field: str | None) -> Callable[[Any], ReportInput]:
-    """``read`` with its settings bound (positionally: cheaper per element than a
-    ``functools.partial`` with keywords)."""
+@dataclass(frozen=True)
+class _Reading:
+    """How :class:`_Accumulate` reads its input's rows: ``names``, the fields
+    it takes from each (in order), each with its ``roles`` (a
+    :class:`ReportInput` field, or ``inference``: a result's inference list,
+    read as ``value``); with ``failures``, failure rows (read with
+    :func:`read_failure`); ``truth``: the ground-truth field whose absence is
+    counted (results only)."""
 
-    def read_row(row: Any) -> ReportInput:
-        return read(row, ground_truth, id_field, key_field)
+    names: tuple[str, ...]
+    roles: tuple[str, ...]
+    failures: bool = False
+    truth: str | None = None
+    id_field: str | None = None
+    key_field: str | None = None
 
-    return read_row
+    @staticmethod
+    def of_results(ground_truth: str | None, id_field: str | None, key_field: str | None,
+                   metric: str) -> _Reading:
+        """A result's fields; its inference list only where the metric reads
+        the value (a row's tuple of numbers and text, without a list, is one
+        the garbage collector stops tracking: a chunk of them costs no
+        collections)."""
+        inference = columns.INFERENCE if metric == "mean_abs_error" else None
+        fields = [("path", "path"), ("label", "label"), ("score", "score"),
+                  (inference, columns.INFERENCE), (ground_truth, "truth"),
+                  (id_field, "id"), (key_field, "key"), ("model_ms", "model_ms"),
+                  ("batch_size", "batch_size")]
+        names, roles = zip(*((name, role) for name, role in fields if name), strict=True)
+        return _Reading(names, roles, truth=ground_truth)
+
+    @staticmethod
+    def of_failures(ground_truth: str | None, id_field: str | None,
+                 key_field: str | None) -> _Reading:
+        return _Reading(columns.FIELDS, columns.FIELDS, failures=True, truth=ground_truth,
+                        id_field=id_field, key_field=key_field)
+
+    @staticmethod
+    def of_inputs() -> _Reading:
+        return _Reading(columns.FIELDS, columns.FIELDS)
 
 
 def _check_schema(results: PCollection[Any], s: ReportSettings) -> None:
@@ -226,7 +263,7 @@ def _check_schema(results: PCollection[Any], s: ReportSettings) -> None:
 
 def _tag_keys(arm_key: tuple[str, str], name: str) -> Any:
     """A distinct ``(arm, key)`` of a window -> one key counted for ``arm``
-    (summed per window by :class:`WindowCombineFn`)."""
+    (summed per window by :func:`~crossinfer.experiments.combiners.merge_window`)."""
     return name, ("keys", arm_key[0], 1)
 
 
@@ -241,7 +278,7 @@ class ReportFromInputs(beam.PTransform[PCollection[ReportInput], ReportOutputs])
         self.settings = settings
 
     def expand(self, inputs: PCollection[Any]) -> ReportOutputs:
-        return _report(self.settings, [("Inputs", inputs, None)])
+        return _report(self.settings, [("Inputs", inputs, _Reading.of_inputs())])
 
 
 _JOIN_TAG = "join"
@@ -249,8 +286,7 @@ _KEYS_TAG = "keys"
 _GLOBAL = GlobalWindow()
 
 
-def _report(s: ReportSettings,
-            parts: list[tuple[str, PCollection[Any], Callable[[Any], ReportInput] | None]]
+def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading]]
             ) -> ReportOutputs:
     """The report's steps: per element only :class:`_Accumulate` (and, for a
     mirror, the join on the id; for a hash split, the distinct keys per arm);
@@ -273,7 +309,7 @@ def _report(s: ReportSettings,
                     | "DistinctKeys" >> beam.Distinct()
                     | "TagKeys" >> beam.Map(_tag_keys, s.name))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
-            | "PerWindow" >> beam.CombinePerKey(WindowCombineFn(s.metric))
+            | "PerWindow" >> beam.GroupByKey()
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
     arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
     arm_rows.element_type = ArmReport
@@ -283,64 +319,95 @@ def _report(s: ReportSettings,
 
 #: Paths whose arm is remembered per worker (paths are few: one per model node).
 _MAX_CACHED_PATHS = 4096
-#: Mirror results held per bundle waiting for their other arms (then they go to the join).
+#: Rows read per chunk before they are added to the accumulators (columns of
+#: this many rows: the per-chunk numpy calls cost < 0.1 us per row; the
+#: chunk's tuples are the only objects held per row, for the garbage
+#: collector to see).
+_CHUNK = 4096
+#: Mirror results held per bundle waiting for their other arms, beyond those
+#: held at the last pairing (then they go to the join).
 _MAX_HELD = 50_000
+
+
+class _Held:
+    """One arm's mirror results of one window waiting for their other arms:
+    ids, and sides as arrays (nothing the garbage collector walks per row)."""
+
+    def __init__(self) -> None:
+        self.ids: list[Any] = []  # ints or text (columns.ids_of)
+        self.sides: list[Sides] = []
+
+    def add(self, ids: list[Any], sides: Sides) -> None:
+        self.ids.extend(ids)
+        self.sides.append(sides)
 
 
 class _Accumulate(beam.DoFn):
     """Rows -> one accumulator per (window, arm) and bundle, emitted when the
     bundle ends: Beam's combiner lifting by hand, fused with reading the row,
-    so the report costs one step per element.
+    so the report costs one step per element - and per element only the read
+    (one ``itemgetter`` call into a chunk); every :data:`_CHUNK` rows the chunk
+    is added to the accumulators as columns (:mod:`crossinfer.experiments.columns`).
 
-    For a mirror each result (its :data:`PairSide`, a tuple of numbers the
-    garbage collector does not track) is held per arm by (window, id) until the
-    element's other arms arrive in the same bundle (a mirror's arms usually run
-    in one fused stage; on the FnApiRunner they arrive in runs of tens of
-    thousands per arm, so that many are held): the pair is accumulated here
-    (one accumulator per (window, arm pair) and bundle).
-    Sides still unmatched when the bundle ends, or when more than ``_MAX_HELD``
-    are held, leave on ``join`` as ``(id, (arm, side))`` for the GroupByKey, so pairing
-    works however the runner splits or orders them.
+    For a mirror each result's side is held per (window, arm) until the
+    element's other arms arrive in the same bundle (a mirror's arms usually
+    run in one fused stage; on the FnApiRunner they arrive in runs of tens of
+    thousands per arm): held results are paired (:func:`columns.pair_rows`)
+    when the bundle ends, or once :data:`_MAX_HELD` more are held; those left
+    unpaired when the bundle ends, or more than ``_MAX_HELD`` after a pairing,
+    leave on ``join`` as ``(id, (arm, side))`` for the GroupByKey, so pairing
+    works however the runner splits or orders them. An id seen twice in an
+    arm of a bundle leaves for the join too (which does not pair it).
 
     For a hash split each row's ``(arm, key)`` is kept once per (window, bundle)
     and leaves on ``keys`` when the bundle ends (or past ``_MAX_HELD``), to be
     made distinct across bundles."""
 
-    def __init__(self, settings: ReportSettings, read: Callable[[Any], ReportInput] | None,
-                 join: bool) -> None:
+    def __init__(self, settings: ReportSettings, reading: _Reading, join: bool) -> None:
         self._s = settings
-        self._read = read
+        self._reading = reading
         self._join = join
 
     def setup(self) -> None:
-        self._fn = ArmCombineFn(self._s.metric)
-        self._pair_fn = PairCombineFn(self._s.metric)
-        self._arms: dict[str, str] = {}
-        # each arm's other arms, to look an arriving side's partners up
-        self._partners = {arm: tuple(a for a in self._s.arm_names if a != arm)
-                          for arm in self._s.arm_names}
-        self._control, self._others = self._s.control, self._s.others  # once, not per pair
-        self._hashed = self._s.hashed
-        self._add = self._fn.add_input
-        self._add_pair = self._pair_fn.add_input
-        # results read here whose ground truth is checked (not ReportFromInputs' rows)
-        self._check = bool(self._s.ground_truth) and self._read is not None
-        namespace = f"crossinfer/{self._s.name}/report"
+        s, reading = self._s, self._reading
+        self._arm_names = (*s.arm_names, _UNROUTED)
+        self._unrouted = len(s.arm_names)
+        self._control = s.arm_names.index(s.control)
+        self._others = [s.arm_names.index(a) for a in s.others]
+        self._arm_cache: dict[Any, int] = {}
+        self._accuracy = s.metric == "accuracy"
+        self._names, self._roles = reading.names, reading.roles
+        self._get = itemgetter(*self._names)
+        self._chunk_values = _CHUNK * len(self._names)
+        # Which of the fields the input's rows have is learnt from the first
+        # row read (a result without timing has no model_ms): one itemgetter
+        # per row for the rest.
+        self._learnt = reading.failures
+        self._fast = False
+        self._truth = reading.truth if not reading.failures else None
+        self._hashed = s.hashed
+        namespace = f"crossinfer/{s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
         self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
         self._bad_timing = Metrics.counter(namespace, "bad_timing")
         self._missing_key = Metrics.counter(namespace, "missing_key")
         self._warned_key = False
-        self._stage_counts = {arm: len(self._s.stages(arm)) for arm in self._s.arm_names}
+        self._stage_counts = {arm: len(s.stages(arm)) for arm in s.arm_names}
         self._warned = self._warned_timing = False
 
     def start_bundle(self) -> None:
-        self._accs: dict[tuple[Any, str], ArmAcc] = {}
-        self._pairs: dict[tuple[Any, str], PairAcc] = {}
-        # per arm: (window, id), or the id alone in the global window -> its side
-        self._held: dict[str, dict[Any, PairSide]] = {arm: {} for arm in self._partners}
+        # The global window's rows read since the last chunk, their fields one
+        # after another (a row's tuple is freed as soon as it is read: nothing
+        # is held per row but its values, which the garbage collector does not
+        # count, so a chunk costs no collections); other windows' in _bufs.
+        self._buf: list[Any] = []
+        self._bufs: dict[Any, list[Any]] = {}
+        self._accs: dict[tuple[Any, int], ArmAcc] = {}
+        self._pairs: dict[tuple[Any, int], PairAcc] = {}
+        self._held: dict[Any, list[_Held]] = {}  # per window, per arm
         self._n_held = 0
+        self._pair_at = _MAX_HELD  # pair the held results once this many are held
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = self._keyless = 0
 
@@ -349,65 +416,57 @@ class _Accumulate(beam.DoFn):
         # process through its slower per-window invoker (_AccumulateWindowed),
         # and None stands for the window in the keys below (GlobalWindow's hash
         # is Python code; None's is not).
-        return self.accumulate(element, None)
-
-    def accumulate(self, element: Any, window: Any) -> Any:
-        """``window``: the element's window, None for the global window."""
-        row = self._read(element) if self._read is not None else element
-        if self._check and row.truth is None and not row.failed:
-            self._check_truth(element)
-        path = row.path
-        arm = self._arms.get(path)
-        if arm is None:
-            arm = self._s.arm_of(path) or _UNROUTED
-            if len(self._arms) < _MAX_CACHED_PATHS:
-                self._arms[path] = arm
-        acc = self._accs.get((window, arm))
-        if acc is None:
-            acc = self._accs[(window, arm)] = ArmAcc()
-        self._add(acc, row)
-        if self._hashed and arm != _UNROUTED:
-            if row.key is None:
-                self._keyless += 1
-            else:
-                self._keys.add((window, arm, row.key))
-                if len(self._keys) > _MAX_HELD:
-                    return self._unkey()
-        if not self._join or row.failed or row.id is None or arm == _UNROUTED:
+        buf = self._buf
+        if type(element) is _Row and self._fast:
+            try:
+                buf.extend(self._get(element.__dict__))
+            except KeyError:  # a field the first row had is missing
+                self._read(element, buf)
+        else:
+            self._read(element, buf)
+        if len(buf) < self._chunk_values:
             return ()
-        id_ = row.id
-        key = id_ if window is None else (window, id_)
-        side = (row.label, row.score, row.value, row.truth)  # pair_side(row), without a call
-        held = self._held
-        mine = held[arm]
-        if key in mine:  # not unique in this bundle: let the join decide
-            self._joined += 1
-            return (pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, side)), window)),)
-        partners = self._partners[arm]
-        for partner in partners:
-            if key not in held[partner]:  # incomplete: hold it
-                mine[key] = side
-                self._n_held += 1
-                return self._unhold() if self._n_held > _MAX_HELD else ()
-        self._n_held -= len(partners)
-        self._paired += 1
-        sides = {partner: held[partner].pop(key) for partner in partners}
-        sides[arm] = side
-        control = sides[self._control]
-        pairs = self._pairs
-        for other in self._others:
-            pair = pairs.get((window, other))
-            if pair is None:
-                pair = pairs[(window, other)] = PairAcc()
-            self._add_pair(pair, (control, sides[other]))
-        return ()
+        self._buf = []
+        return self._add_chunk(buf, None)
 
-    def _check_truth(self, element: Any) -> None:
+    def _read(self, element: Any, buf: list[Any]) -> None:
+        """``element``'s fields (None where it has none) onto ``buf``: any row type."""
+        r = self._reading
+        if r.failures:
+            buf.extend(read_failure(element, r.truth, r.id_field, r.key_field))
+            return
+        try:
+            fields = fields_view(element)
+        except TypeError:  # not a row: counted in no arm
+            fields = {}
+        if not self._learnt:
+            self._learn_fields(fields)
+        if self._fast:
+            try:
+                buf.extend(self._get(fields))
+                return
+            except KeyError:
+                pass
+        buf.extend(map(fields.get, self._names))
+        if self._truth is not None and self._truth not in fields:
+            self._count_missing_truth(fields)
+
+    def _learn_fields(self, fields: Mapping[str, Any]) -> None:
+        """Read only the fields the first row has (and the ground truth, whose
+        absence is counted), with one itemgetter when it has them all."""
+        self._learnt = True
+        kept = [(name, role) for name, role in zip(self._names, self._roles, strict=True)
+                if name in fields or name == self._truth]
+        if len(kept) > 1:
+            names, roles = zip(*kept, strict=True)
+            self._names, self._roles = names, roles
+            self._get = itemgetter(*names)
+            self._chunk_values = _CHUNK * len(names)
+        self._fast = len(kept) > 1 and (self._truth is None or self._truth in fields)
+
+    def _count_missing_truth(self, fields: Mapping[str, Any]) -> None:
         """A result without the ground-truth field (a null value is fine):
         counted, and logged once per worker, naming the field and the row's."""
-        fields = fields_view(element)
-        if self._s.ground_truth in fields:
-            return
         self._missing_truth.inc()
         if not self._warned:
             self._warned = True
@@ -415,6 +474,112 @@ class _Accumulate(beam.DoFn):
                 "experiment report %r: ground_truth: the results have no field %r "
                 "(fields: %s); they count as without ground truth", self._s.name,
                 self._s.ground_truth, ", ".join(fields))
+
+    def _arm_index(self, paths: list[Any]) -> list[int]:
+        cache = self._arm_cache
+        try:
+            return [cache[p] if p in cache else self._learn_path(p) for p in paths]
+        except TypeError:  # an unhashable path
+            return [self._learn_path(p) for p in paths]
+
+    def _learn_path(self, path: Any) -> int:
+        arm = self._s.arm_of(path if type(path) is str else str(path))
+        index = self._unrouted if arm is None else self._s.arm_names.index(arm)
+        if len(self._arm_cache) < _MAX_CACHED_PATHS and type(path) is str:
+            self._arm_cache[path] = index
+        return index
+
+    def _add_chunk(self, values: list[Any], window: Any) -> list[Any]:
+        """A chunk of one window's rows (their field values one after another)
+        into the accumulators (and, for a mirror, its results held for
+        pairing); what leaves for the join and the key distinct step."""
+        cols = columns_of(values, self._roles, self._arm_index)
+        arms = cols.arm
+        present = np.bincount(arms, minlength=len(self._arm_names))
+        for arm in np.flatnonzero(present).tolist():
+            mine = np.flatnonzero(arms == arm) if present[arm] != len(arms) else \
+                np.arange(len(arms))
+            acc = self._accs.get((window, arm))
+            if acc is None:
+                acc = self._accs[(window, arm)] = ArmAcc()
+            acc.add_rows(cols, mine, self._accuracy)
+            if self._join and arm != self._unrouted and cols.id is not None:
+                self._hold(cols, mine, arm, window)
+        out: list[Any] = []
+        if self._hashed and cols.key is not None:
+            out += self._add_keys(cols, window)
+        if self._n_held >= self._pair_at:
+            out += self._pair(final=False)
+        return out
+
+    def _add_keys(self, cols: Columns, window: Any) -> list[Any]:
+        names, unrouted = self._arm_names, self._unrouted
+        keys = [(window, names[arm], key) for arm, key in zip(cols.arm.tolist(), cols.key or (),
+                                                              strict=True)
+                if arm != unrouted]
+        found = [k for k in keys if k[2] is not None]
+        self._keyless += len(keys) - len(found)
+        self._keys.update(found)  # type: ignore[arg-type]  # None left out
+        return list(self._unkey()) if len(self._keys) > _MAX_HELD else []
+
+    def _hold(self, cols: Columns, rows: np.ndarray, arm: int, window: Any) -> None:
+        """An arm's results in ``rows`` with an id, held for pairing."""
+        ids = cols.id or []
+        rows = rows[~cols.failed[rows]]
+        mine = [ids[i] for i in rows.tolist()]
+        if None in mine:
+            keep = [i for i, id_ in enumerate(mine) if id_ is not None]
+            rows, mine = rows[keep], [mine[i] for i in keep]
+        if not mine:
+            return
+        held = self._held.get(window)
+        if held is None:
+            held = self._held[window] = [_Held() for _ in self._s.arm_names]
+        held[arm].add(mine, sides_of(cols, rows))
+        self._n_held += len(mine)
+
+    def _pair(self, final: bool) -> list[Any]:
+        """Pair the held results of every window whose arms all arrived; the
+        rest stay held, or (``final``, or more than :data:`_MAX_HELD`) leave
+        for the join."""
+        out: list[Any] = []
+        held_windows, self._held = self._held, {}
+        self._n_held = 0
+        for window, held in held_windows.items():
+            sides = [Sides.concat(h.sides) if h.sides else None for h in held]
+            paired, left = columns.pair_rows([h.ids for h in held])
+            if len(paired[0]):
+                self._paired += len(paired[0])
+                control = sides[self._control].take(paired[self._control])  # type: ignore[union-attr]
+                for other in self._others:
+                    pair = self._pairs.get((window, other))
+                    if pair is None:
+                        pair = self._pairs[(window, other)] = PairAcc()
+                    pair.add_pairs(control, sides[other].take(paired[other]),  # type: ignore[union-attr]
+                                   self._accuracy)
+            kept = [_Held() for _ in held]
+            for arm, (h, rows) in enumerate(zip(held, left, strict=True)):
+                if len(rows):
+                    kept[arm].add([h.ids[i] for i in rows.tolist()],
+                                  sides[arm].take(rows))  # type: ignore[union-attr]
+                    self._n_held += len(rows)
+            self._held[window] = kept
+        if final or self._n_held > _MAX_HELD:
+            out += self._unhold()
+        self._pair_at = self._n_held + _MAX_HELD
+        return out
+
+    def _unhold(self) -> Iterator[Any]:
+        held_windows, self._held = self._held, {}
+        self._joined += self._n_held
+        self._n_held = 0
+        names = self._s.arm_names
+        for window, held in held_windows.items():
+            for arm, h in enumerate(held):
+                if h.ids:
+                    for id_, side in zip(h.ids, Sides.concat(h.sides).tuples(), strict=True):
+                        yield pvalue.TaggedOutput(_JOIN_TAG, _windowed(
+                            (id_ if type(id_) is str else str(id_), (names[arm], side)), window))
 
     def _count_keyless(self) -> None:
         """A hash split's rows without a key: counted, and logged once per
@@ -443,34 +608,33 @@ class _Accumulate(beam.DoFn):
                 "the row's arm, batch_size as many integers from 1)", self._s.name, bad,
                 MAX_MODEL_MS)
 
-    def _unhold(self) -> Iterator[Any]:
-        held, self._held = self._held, {arm: {} for arm in self._partners}
-        self._joined += self._n_held
-        self._n_held = 0
-        for arm, sides in held.items():
-            for key, side in sides.items():
-                window, id_ = (None, key) if type(key) is str else key
-                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((id_, (arm, side)), window))
-
     def _unkey(self) -> Iterator[Any]:
         for window, arm, key in self._keys:
             yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((arm, key), window))
         self._keys = set()
 
     def finish_bundle(self) -> Iterator[Any]:
+        if self._buf:
+            yield from self._add_chunk(self._buf, None)
+        for window, buf in self._bufs.items():
+            yield from self._add_chunk(buf, window)
+        self._buf, self._bufs = [], {}
+        if self._held:
+            yield from self._pair(final=True)
         name = self._s.name
         bad = 0
         for (window, arm), acc in self._accs.items():
-            acc.compact(self._stage_counts.get(arm))
+            arm_name = self._arm_names[arm]
+            acc.compact(self._stage_counts.get(arm_name))
             bad += acc.bad_timing
-            yield _windowed((name, ("arm", arm, acc)), window)
+            yield _windowed((name, ("arm", arm_name, acc)), window)
         if bad:
             self._count_bad_timing(bad)
         if self._keyless:
             self._count_keyless()
+        control = self._s.control
         for (window, other), pair in self._pairs.items():
-            yield _windowed((name, ("pair", (self._s.control, other), pair.compact())), window)
-        yield from self._unhold()
+            yield _windowed((name, ("pair", (control, self._arm_names[other]), pair)), window)
         yield from self._unkey()
         self._accs, self._pairs = {}, {}
         if self._paired:
@@ -489,7 +653,14 @@ class _AccumulateWindowed(_Accumulate):
     """:class:`_Accumulate` for input in windows other than the global one."""
 
     def process(self, element: Any, window: Any = beam.DoFn.WindowParam) -> Any:
-        return self.accumulate(element, window)
+        buf = self._bufs.get(window)
+        if buf is None:
+            buf = self._bufs[window] = []
+        self._read(element, buf)
+        if len(buf) < self._chunk_values:
+            return ()
+        del self._bufs[window]
+        return self._add_chunk(buf, window)
 
 
 class _AccumulatePairs(beam.DoFn):
@@ -501,11 +672,12 @@ class _AccumulatePairs(beam.DoFn):
         self._s = settings
 
     def setup(self) -> None:
-        self._fn = PairCombineFn(self._s.metric)
         self._control, self._others = self._s.control, self._s.others
+        self._accuracy = self._s.metric == "accuracy"
 
     def start_bundle(self) -> None:
-        self._accs: dict[tuple[Any, str], PairAcc] = {}
+        # per (window, other arm): the pairs' control and other sides
+        self._sides: dict[tuple[Any, str], tuple[list[PairSide], list[PairSide]]] = {}
 
     def process(self, kv: tuple[str, Iterable[tuple[str, PairSide]]],
                 window: Any = beam.DoFn.WindowParam) -> None:
@@ -518,16 +690,18 @@ class _AccumulatePairs(beam.DoFn):
         for other in self._others:
             treated = by_arm.get(other)
             if treated is not None:
-                acc = self._accs.get((window, other))
-                if acc is None:
-                    acc = self._accs[(window, other)] = PairAcc()
-                self._fn.add_input(acc, (control, treated))
+                sides = self._sides.get((window, other))
+                if sides is None:
+                    sides = self._sides[(window, other)] = ([], [])
+                sides[0].append(control)
+                sides[1].append(treated)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for (window, other), acc in self._accs.items():
-            yield _windowed((self._s.name, ("pair", (self._s.control, other), acc.compact())),
-                            window)
-        self._accs = {}
+        for (window, other), (control, treated) in self._sides.items():
+            acc = PairAcc()
+            acc.add_pairs(Sides.of_tuples(control), Sides.of_tuples(treated), self._accuracy)
+            yield _windowed((self._s.name, ("pair", (self._s.control, other), acc)), window)
+        self._sides = {}
 
 
 def _window_ms(window: Any) -> tuple[int | None, int | None]:
@@ -544,8 +718,9 @@ class _Finish(beam.DoFn):
 
     def process(self, kv: Any, window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
         s = self._s
-        arms: dict[str, ArmAcc] = kv[1]["arm"]
-        pairs: dict[tuple[str, str], PairAcc] = kv[1]["pair"]
+        merged = merge_window(kv[1])
+        arms: dict[str, ArmAcc] = merged["arm"]
+        pairs: dict[tuple[str, str], PairAcc] = merged["pair"]
         start, end = _window_ms(window)
         unrouted = arms.pop(_UNROUTED, ArmAcc()).failures
         accs = {name: arms.get(name, ArmAcc()) for name in s.arm_names}
@@ -554,7 +729,7 @@ class _Finish(beam.DoFn):
         expected = s.expected_shares
         # A hash split assigns keys, not elements: its SRM counts distinct keys
         # per arm when the rows carry them (rows written without keys: routed rows).
-        keys = kv[1].get("keys") or {}
+        keys = merged.get("keys") or {}
         units = {a: keys.get(a, 0) for a in s.arm_names} if keys else routed
         srm = None if expected is None else stats.srm_p_value(
             [units[a] for a in s.arm_names], [expected[a] for a in s.arm_names])
