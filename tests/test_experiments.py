@@ -739,6 +739,103 @@ def test_a_hash_splits_rows_without_keys_are_counted_and_logged(
     assert "30 routed row(s) without a key (key_field 'key')" in caplog.text
 
 
+def _report_rows(node: ci.ABTestNode, results: list[Any], counter: str,
+                 caplog: pytest.LogCaptureFixture, **settings: Any
+                 ) -> tuple[list[ArmReport], list[PairReport], int]:
+    """``results`` (any values, in this order, one bundle) through
+    ExperimentReport: its arm and pair rows, and the committed total of the
+    report's Beam counter ``counter`` (logs captured)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    p = beam.Pipeline(runner="FnApiRunner")
+    # made in a Map: Create would encode every row with the first one's schema
+    rows = (p | "r" >> beam.Create(range(len(results)), reshuffle=False)
+            | "rows" >> beam.Map(lambda i: results[i]).with_output_types(Any))
+    failures = p | "f" >> beam.Create([]).with_output_types(Any)
+    report = (rows, failures) | ExperimentReport(node, **settings)
+    _ = report.arms | "a" >> beam.Map(Collect(f"rows/{counter}/arms"))
+    _ = report.pairs | "p" >> beam.Map(Collect(f"rows/{counter}/pairs"))
+    with caplog.at_level("WARNING"):
+        result = p.run()
+        result.wait_until_finish()
+    counted = result.metrics().query(MetricsFilter().with_name(counter))["counters"]
+    return (STORE.pop(f"rows/{counter}/arms", []), STORE.pop(f"rows/{counter}/pairs", []),
+            sum(c.committed for c in counted))
+
+
+def _two_arms(name: str, split: str) -> ci.ABTestNode:
+    model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
+    return ci.ABTestNode(name=name, split=split, arms=(
+        ci.Arm("control", model, 1), ci.Arm("treatment", model, 1)))
+
+
+def test_rows_with_other_fields_than_the_first_are_read_whole(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The report learns which fields to read from the first row; rows with
+    fields it lacked (label, score, timing, the mirror's id) are still read
+    whole, wherever that first row is (a red-team finding: they were lost)."""
+    odd = beam.Row(path="e/control/x", inference=[0.3], truth=1)  # no label, score, id, timing
+    rows = [beam.Row(path=f"e/{'control' if i % 2 else 'treatment'}/x", inference=[0.1, 0.9],
+                     label=1, score=0.9, truth=1, id=i // 2, model_ms=[1.0], batch_size=[4])
+            for i in range(100)]
+    for order in ([odd, *rows], [*rows, odd]):
+        arms, pairs, _ = _report_rows(_two_arms("e", "mirror"), order, "missing_ground_truth",
+                                      caplog, ground_truth="truth")
+        by_arm = {a.arm: a for a in arms}
+        assert (by_arm["control"].count, by_arm["treatment"].count) == (51, 50)
+        for arm in by_arm.values():
+            assert arm.label_counts == [50] and arm.score_count == 50
+            assert arm.metric_count == 50 and arm.latency_count == 50
+        (pair,) = pairs
+        assert pair.pairs == 50 and pair.agreement == 1.0
+
+
+def test_a_hash_split_whose_rows_lack_the_key_field_is_counted_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No row has the report's key_field (not the one given to ABTest): every
+    routed row is counted (``missing_key``) and logged, the SRM counts rows."""
+    rows = [beam.Row(path=f"h/{arm}/x", label=1, score=0.5, user=f"u{i}")
+            for arm in ("control", "treatment") for i in range(100)]
+    arms, _, counter = _report_rows(_two_arms("h", "hash"), rows, "missing_key", caplog)
+    assert counter == 200
+    assert "200 routed row(s) without a key (key_field 'key')" in caplog.text
+    assert [a.srm_p_value for a in arms] == [pytest.approx(1.0)] * 2
+
+
+def test_results_in_no_arm_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Results whose path is no arm of the experiment (another experiment's,
+    none, not a row at all) are in no report row: counted
+    (``unrouted_results``) and logged with a path and the arms."""
+    rows: list[Any] = [beam.Row(path="e/control/x", label=1, score=0.5),
+                       beam.Row(path="other/control/x", label=1, score=0.5),
+                       beam.Row(path=None, label=1, score=0.5), 42, "text",
+                       beam.Row(path="e/treatment/x", label=1, score=0.5)]
+    arms, _, counter = _report_rows(_two_arms("e", "random"), rows, "unrouted_results", caplog)
+    assert sorted((a.arm, a.count) for a in arms) == [("control", 1), ("treatment", 1)]
+    assert counter == 4
+    assert "4 result(s) in no arm of the experiment (path 'other/control/x'; arms: control, " \
+           "treatment)" in caplog.text
+
+
+def test_mirror_ids_pair_as_text_whatever_their_type(caplog: pytest.LogCaptureFixture) -> None:
+    """One arm's ids ints, the other's the same ids as text: every element is
+    paired (the join's key is text; in a bundle, so are the ids compared)."""
+    rows = [beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=i if arm == "control"
+                     else str(i)) for i in range(50) for arm in ("control", "treatment")]
+    _, pairs, paired = _report_rows(_two_arms("m", "mirror"), rows, "paired_in_bundle", caplog)
+    (pair,) = pairs
+    assert pair.pairs == 50 == paired and pair.agreement == 1.0
+
+
+@pytest.mark.parametrize("names", [("control", ""), ("control", "a/b"), ("a", "a")])
+def test_report_settings_refuse_arm_names_abtest_refuses(names: tuple[str, str]) -> None:
+    model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
+    node = ci.ABTestNode(name="e", split="random", arms=tuple(ci.Arm(n, model, 1)
+                                                               for n in names))
+    with pytest.raises(ReportSettingsError, match=r"experiment\.arms\[\d\]\.name"):
+        ReportSettings(node)
+
+
 def _report_inputs(node: ci.ABTestNode, rows: list[ReportInput], counter: str,
                    caplog: pytest.LogCaptureFixture) -> tuple[list[ArmReport], int]:
     """``rows`` through ReportFromInputs in one bundle: its arm rows, and the

@@ -51,7 +51,7 @@ class Columns:
     score: np.ndarray
     value: np.ndarray
     truth: np.ndarray
-    id: list[Any] | None
+    id: list[str | None] | None
     key: list[str | None] | None
     model_ms: Sequence[Any] | None
     batch_size: Sequence[Any] | None
@@ -65,7 +65,7 @@ def columns_of(values: list[Any], roles: Sequence[str],
     indexes. A role not in ``roles`` is missing in every row."""
     k = len(roles)
     n = len(values) // k
-    cols = {role: values[i::k] for i, role in enumerate(roles)}
+    cols: dict[str, list[Any]] = {role: values[i::k] for i, role in enumerate(roles)}
     value = cols.get("value")
     if value is None and INFERENCE in cols:
         value = [v[0] if v is not None and _len(v) == 1 else None for v in cols[INFERENCE]]
@@ -81,8 +81,13 @@ def columns_of(values: list[Any], roles: Sequence[str],
         truth=_floats_or_nan(cols.get("truth"), n),
         id=ids_of(cols["id"]) if "id" in cols else None,
         key=texts_of(cols["key"]) if "key" in cols else None,
-        model_ms=cols.get("model_ms"),
-        batch_size=cols.get("batch_size"))
+        model_ms=_unless_none(cols.get("model_ms")),
+        batch_size=_unless_none(cols.get("batch_size")))
+
+
+def _unless_none(values: list[Any] | None) -> list[Any] | None:
+    """``values``, or None when every one is None (rows without timing)."""
+    return None if values is None or values.count(None) == len(values) else values
 
 
 def _floats_or_nan(values: Sequence[Any] | None, n: int) -> np.ndarray:
@@ -150,13 +155,14 @@ def _number(x: Any) -> float:
         return np.nan
 
 
-def ids_of(values: Sequence[Any]) -> list[Any]:
-    """Element ids to pair a mirror's results on: as they are when all are
-    ints or all text (the rows of one pipeline: an element's id has one type
-    in every arm), else as text; None kept. The join takes them as text."""
-    kinds = set(map(type, values)) - _NONE
-    if kinds == _INT or kinds == _STR:
+def ids_of(values: Sequence[Any]) -> list[str | None]:
+    """Element ids to pair a mirror's results on, as text (the join's key:
+    ``1`` and ``"1"`` are one id however the rows are chunked); None kept."""
+    kinds = set(map(type, values))
+    if kinds == _STR:
         return list(values)
+    if kinds == _INT:
+        return list(map(str, values))
     return texts_of(values)
 
 

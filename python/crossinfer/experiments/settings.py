@@ -27,8 +27,9 @@ class ReportSettings:
       ground_truth: the input field with the true label (``accuracy``) or the
         true value (``mean_abs_error``); None: no accuracy, no differences.
       id_field: the input field that identifies an element, joining a
-        mirror's arms (``id`` by default; ids must be unique per window: an
-        id seen twice in one arm is not paired).
+        mirror's arms (``id`` by default; compared as text; ids must be
+        unique per window: an id met twice in one arm when results are paired
+        is not paired, and copies arriving after a pairing pair again).
       key_field: the input field a ``hash`` split is sticky on (``key`` by
         default, as :class:`~crossinfer.ABTest`'s ``key_field``): the unit of
         assignment, so the sample-ratio-mismatch test counts distinct keys per
@@ -59,6 +60,11 @@ class ReportSettings:
         arms = self.arm_names
         if len(arms) < 2:
             raise ReportSettingsError("experiment.arms: an experiment needs two arms or more")
+        for i, arm in enumerate(arms):  # what ABTest takes: a result's path names its arm
+            if not arm or "/" in arm or arm in arms[:i]:
+                raise ReportSettingsError(
+                    f"experiment.arms[{i}].name: {arm!r} is not an arm name (arm names are "
+                    f"non-empty, unique and without '/')")
         if not self.control:
             object.__setattr__(self, "control", arms[0])
         if self.control not in arms:

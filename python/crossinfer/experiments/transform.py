@@ -334,10 +334,10 @@ class _Held:
     ids, and sides as arrays (nothing the garbage collector walks per row)."""
 
     def __init__(self) -> None:
-        self.ids: list[Any] = []  # ints or text (columns.ids_of)
+        self.ids: list[str] = []
         self.sides: list[Sides] = []
 
-    def add(self, ids: list[Any], sides: Sides) -> None:
+    def add(self, ids: list[str], sides: Sides) -> None:
         self.ids.extend(ids)
         self.sides.append(sides)
 
@@ -377,13 +377,16 @@ class _Accumulate(beam.DoFn):
         self._arm_cache: dict[Any, int] = {}
         self._accuracy = s.metric == "accuracy"
         self._names, self._roles = reading.names, reading.roles
-        self._get = itemgetter(*self._names)
         self._chunk_values = _CHUNK * len(self._names)
-        # Which of the fields the input's rows have is learnt from the first
-        # row read (a result without timing has no model_ms): one itemgetter
-        # per row for the rest.
+        # Which of the fields rows have is learnt from the first row read (a
+        # result without timing has no model_ms): a row with the same ones is
+        # read with one itemgetter (its missing fields: None); any other field
+        # by field (see _learn_fields).
         self._learnt = reading.failures
         self._fast = False
+        self._get = itemgetter(*self._names)
+        self._absent: tuple[str, ...] = ()
+        self._nones: tuple[None, ...] = ()
         self._truth = reading.truth if not reading.failures else None
         self._hashed = s.hashed
         namespace = f"crossinfer/{s.name}/report"
@@ -392,6 +395,8 @@ class _Accumulate(beam.DoFn):
         self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
         self._bad_timing = Metrics.counter(namespace, "bad_timing")
         self._missing_key = Metrics.counter(namespace, "missing_key")
+        self._unrouted_counter = Metrics.counter(namespace, "unrouted_results")
+        self._warned_unrouted = False
         self._warned_key = False
         self._stage_counts = {arm: len(s.stages(arm)) for arm in s.arm_names}
         self._warned = self._warned_timing = False
@@ -409,7 +414,8 @@ class _Accumulate(beam.DoFn):
         self._n_held = 0
         self._pair_at = _MAX_HELD  # pair the held results once this many are held
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
-        self._paired = self._joined = self._keyless = 0
+        self._paired = self._joined = self._keyless = self._unrouted_results = 0
+        self._unrouted_path: Any = None  # one of them, for the log
 
     def process(self, element: Any) -> Any:
         # The global window (batch): no WindowParam, which would make Beam call
@@ -418,9 +424,13 @@ class _Accumulate(beam.DoFn):
         # is Python code; None's is not).
         buf = self._buf
         if type(element) is _Row and self._fast:
+            fields = element.__dict__
             try:
-                buf.extend(self._get(element.__dict__))
-            except KeyError:  # a field the first row had is missing
+                if not fields.keys().isdisjoint(self._absent):
+                    raise KeyError  # a field the first row lacked: read field by field
+                buf.extend(self._get(fields))
+                buf.extend(self._nones)
+            except KeyError:  # (or a field the first row had is missing)
                 self._read(element, buf)
         else:
             self._read(element, buf)
@@ -437,32 +447,31 @@ class _Accumulate(beam.DoFn):
             return
         try:
             fields = fields_view(element)
-        except TypeError:  # not a row: counted in no arm
+        except TypeError:  # not a row: no path, so in no arm (counted there)
             fields = {}
-        if not self._learnt:
+        if not self._learnt and fields:  # (learnt from a row, not from a value without fields)
             self._learn_fields(fields)
-        if self._fast:
-            try:
-                buf.extend(self._get(fields))
-                return
-            except KeyError:
-                pass
         buf.extend(map(fields.get, self._names))
         if self._truth is not None and self._truth not in fields:
             self._count_missing_truth(fields)
 
     def _learn_fields(self, fields: Mapping[str, Any]) -> None:
-        """Read only the fields the first row has (and the ground truth, whose
-        absence is counted), with one itemgetter when it has them all."""
+        """The fields the first row has come first (one itemgetter reads them
+        from a row with the same ones), those it lacks last (None for such a
+        row; a row that has one is read field by field). Without the ground
+        truth in the first row, every row is read field by field (its absence
+        is counted per row)."""
         self._learnt = True
-        kept = [(name, role) for name, role in zip(self._names, self._roles, strict=True)
-                if name in fields or name == self._truth]
-        if len(kept) > 1:
-            names, roles = zip(*kept, strict=True)
-            self._names, self._roles = names, roles
-            self._get = itemgetter(*names)
-            self._chunk_values = _CHUNK * len(names)
-        self._fast = len(kept) > 1 and (self._truth is None or self._truth in fields)
+        fields_roles = list(zip(self._names, self._roles, strict=True))
+        present = [(n, r) for n, r in fields_roles if n in fields]
+        absent = [(n, r) for n, r in fields_roles if n not in fields]
+        self._names, self._roles = zip(*present, *absent, strict=True)
+        self._absent = tuple(n for n, _ in absent)
+        self._nones = (None,) * len(absent)
+        # (an itemgetter of one name gives no tuple)
+        self._fast = len(present) > 1 and (self._truth is None or self._truth in fields)
+        if self._fast:
+            self._get = itemgetter(*(n for n, _ in present))
 
     def _count_missing_truth(self, fields: Mapping[str, Any]) -> None:
         """A result without the ground-truth field (a null value is fine):
@@ -499,6 +508,8 @@ class _Accumulate(beam.DoFn):
         for arm in np.flatnonzero(present).tolist():
             mine = np.flatnonzero(arms == arm) if present[arm] != len(arms) else \
                 np.arange(len(arms))
+            if arm == self._unrouted:
+                self._count_unrouted(values, cols, mine)
             acc = self._accs.get((window, arm))
             if acc is None:
                 acc = self._accs[(window, arm)] = ArmAcc()
@@ -578,8 +589,33 @@ class _Accumulate(beam.DoFn):
             for arm, h in enumerate(held):
                 if h.ids:
                     for id_, side in zip(h.ids, Sides.concat(h.sides).tuples(), strict=True):
-                        yield pvalue.TaggedOutput(_JOIN_TAG, _windowed(
-                            (id_ if type(id_) is str else str(id_), (names[arm], side)), window))
+                        yield pvalue.TaggedOutput(
+                            _JOIN_TAG, _windowed((id_, (names[arm], side)), window))
+
+    def _count_unrouted(self, values: list[Any], cols: Columns, rows: np.ndarray) -> None:
+        """Results (not failures: those of elements no arm took are the
+        report's ``unrouted_failures``) whose path is no arm of the experiment:
+        counted, one path kept for the log."""
+        results = rows[~cols.failed[rows]]
+        if results.size:
+            self._unrouted_results += int(results.size)
+            if self._unrouted_path is None:
+                k = len(self._roles)
+                self._unrouted_path = values[int(results[0]) * k + self._roles.index("path")]
+
+    def _log_unrouted(self) -> None:
+        """Results in no arm: counted (``unrouted_results``) and logged once per
+        worker - the report was given another experiment's spec, or rows that
+        are no results of it (they are in no report row)."""
+        self._unrouted_counter.inc(self._unrouted_results)
+        if not self._warned_unrouted:
+            self._warned_unrouted = True
+            logging.getLogger(__name__).warning(
+                "experiment report %r: %d result(s) in no arm of the experiment (path %r; "
+                "arms: %s) left out of the report: is it given the spec its results came "
+                "from?", self._s.name, self._unrouted_results, self._unrouted_path,
+                ", ".join(self._s.arm_names))
+        self._unrouted_results, self._unrouted_path = 0, None
 
     def _count_keyless(self) -> None:
         """A hash split's rows without a key: counted, and logged once per
@@ -632,6 +668,8 @@ class _Accumulate(beam.DoFn):
             self._count_bad_timing(bad)
         if self._keyless:
             self._count_keyless()
+        if self._unrouted_results:
+            self._log_unrouted()
         control = self._s.control
         for (window, other), pair in self._pairs.items():
             yield _windowed((name, ("pair", (control, self._arm_names[other]), pair)), window)
