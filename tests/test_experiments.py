@@ -897,3 +897,16 @@ def test_label_and_flip_counts_with_labels_near_and_far_apart() -> None:
         a, b = labels.astype(np.int64)
         assert pair_counts(a, b) == Counter(zip(a.tolist(), b.tolist(), strict=True))
         assert label_counts(a) == Counter(a.tolist())
+
+
+def test_pairing_arms_in_the_same_order_takes_their_common_prefix() -> None:
+    """Arms holding the same ids in the same order pair row by row, as the
+    general path would; a repeat, or a copy further on, falls back to it."""
+    from crossinfer.experiments.columns import pair_rows
+
+    paired, left = pair_rows([["a", "b", "c"], ["a", "b"]])
+    assert [p.tolist() for p in paired] == [[0, 1], [0, 1]]
+    assert [r.tolist() for r in left] == [[2], []]
+    paired, left = pair_rows([["a", "b", "a"], ["a", "b"]])  # "a" repeats in the first arm
+    assert [p.tolist() for p in paired] == [[1], [1]]
+    assert [r.tolist() for r in left] == [[0, 2], [0]]

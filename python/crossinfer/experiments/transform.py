@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import apache_beam as beam
 import numpy as np
@@ -487,8 +487,12 @@ class _Accumulate(beam.DoFn):
     def _arm_index(self, paths: list[Any]) -> list[int]:
         cache = self._arm_cache
         try:
+            return list(map(cache.__getitem__, paths))  # the common case: paths seen before
+        except (KeyError, TypeError):  # a new path; an unhashable one
+            pass
+        try:
             return [cache[p] if p in cache else self._learn_path(p) for p in paths]
-        except TypeError:  # an unhashable path
+        except TypeError:
             return [self._learn_path(p) for p in paths]
 
     def _learn_path(self, path: Any) -> int:
@@ -537,7 +541,9 @@ class _Accumulate(beam.DoFn):
         """An arm's results in ``rows`` with an id, held for pairing."""
         ids = cols.id or []
         rows = rows[~cols.failed[rows]]
-        mine = [ids[i] for i in rows.tolist()]
+        # (a chunk of one arm's results, the common case on a runner that
+        # sends each arm's results in runs: its ids as they are)
+        mine = ids if len(rows) == len(ids) else [ids[i] for i in rows.tolist()]
         if None in mine:
             keep = [i for i, id_ in enumerate(mine) if id_ is not None]
             rows, mine = rows[keep], [mine[i] for i in keep]
@@ -546,7 +552,7 @@ class _Accumulate(beam.DoFn):
         held = self._held.get(window)
         if held is None:
             held = self._held[window] = [_Held() for _ in self._s.arm_names]
-        held[arm].add(mine, sides_of(cols, rows))
+        held[arm].add(cast(list[str], mine), sides_of(cols, rows))  # (None left out above)
         self._n_held += len(mine)
 
     def _pair(self, final: bool) -> list[Any]:
