@@ -910,3 +910,44 @@ def test_pairing_arms_in_the_same_order_takes_their_common_prefix() -> None:
     paired, left = pair_rows([["a", "b", "a"], ["a", "b"]])  # "a" repeats in the first arm
     assert [p.tolist() for p in paired] == [[1], [1]]
     assert [r.tolist() for r in left] == [[0, 2], [0]]
+
+
+@pytest.mark.parametrize("split", ["random", "mirror"])
+def test_an_early_trigger_on_the_input_still_gives_one_report_per_window(split: str) -> None:
+    """Results windowed with a trigger that fires on every element (a
+    TestStream, on the DirectRunner: the FnApiRunner runs no TestStream):
+    one report row per arm and window, when it closes, with all its elements
+    (a red-team finding: the report's GroupByKeys took the input's trigger and
+    gave partial rows per pane)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import trigger, window
+
+    rows = [beam.Row(path=f"t/{arm}/x", label=i % 3, score=0.5, truth=i % 3, id=i)
+            for i in range(40) for arm in ("control", "treatment")]
+    stream = TestStream().advance_watermark_to(0)
+    for k in range(0, len(rows), 20):
+        stream = stream.add_elements([window.TimestampedValue(r, 1.0 + (k >= 40) * 10)
+                                      for r in rows[k:k + 20]]).advance_processing_time(1)
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner="DirectRunner", options=options) as p:
+        results = (p | stream.with_output_types(Any)
+                   | "w" >> beam.WindowInto(window.FixedWindows(10),
+                                            trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                            accumulation_mode=trigger.AccumulationMode.DISCARDING))
+        failures = (p | "f" >> beam.Create([]).with_output_types(Any)
+                    | "wf" >> beam.WindowInto(window.FixedWindows(10)))
+        report = (results, failures) | ExperimentReport(_two_arms("t", split),
+                                                        ground_truth="truth")
+        _ = report.arms | "a" >> beam.Map(Collect(f"trigger/{split}/arms"))
+        _ = report.pairs | "p" >> beam.Map(Collect(f"trigger/{split}/pairs"))
+    arms = STORE.pop(f"trigger/{split}/arms")
+    assert sorted((a.window_start_ms, a.arm, a.count) for a in arms) == [
+        (0, "control", 20), (0, "treatment", 20), (10_000, "control", 20),
+        (10_000, "treatment", 20)]
+    pairs = STORE.pop(f"trigger/{split}/pairs")
+    assert len(pairs) == 2
+    if split == "mirror":
+        assert sorted(p.pairs for p in pairs) == [20, 20]

@@ -35,6 +35,7 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, Row
+from apache_beam.transforms.trigger import DefaultTrigger
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -294,6 +295,7 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
     pipeline = parts[0][1].pipeline
     accs, joins, keys = [], [], []
     for name, pcoll, read in parts:
+        pcoll = _closing_windows(pcoll, name)
         accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
             accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _KEYS_TAG, main="accs")
@@ -315,6 +317,19 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
     arm_rows.element_type = ArmReport
     pair_rows.element_type = PairReport
     return ReportOutputs(arm_rows, pair_rows)
+
+
+def _closing_windows(pcoll: PCollection[Any], name: str) -> PCollection[Any]:
+    """``pcoll`` in the same windows, under the default trigger when its own
+    fires otherwise: the report's GroupByKeys then give one set of rows per
+    window when it closes (and one per late pane, within the allowed
+    lateness), not partial rows per early pane."""
+    windowing = pcoll.windowing
+    if windowing.triggerfn == DefaultTrigger():
+        return pcoll
+    out: PCollection[Any] = pcoll | f"Windows{name}" >> beam.WindowInto(
+        windowing.windowfn, allowed_lateness=windowing.allowed_lateness)
+    return out
 
 
 #: Paths whose arm is remembered per worker (paths are few: one per model node).
