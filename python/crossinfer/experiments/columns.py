@@ -1,8 +1,8 @@
 """Report inputs as columns: the report's per-row work done once per chunk, with numpy.
 
 The report reads each result with one C-level call (an ``operator.itemgetter``
-of the fields it needs: ~0.3 us) and appends the tuple to a chunk; a chunk of
-rows becomes :class:`Columns` (numpy arrays, one per :class:`ReportInput`
+of the fields it needs: ~0.3 us) and extends a chunk with the values; a chunk
+of rows becomes :class:`Columns` (numpy arrays, one per :class:`ReportInput`
 field), and the accumulators (:mod:`crossinfer.experiments.combiners`) take
 whole arms of a chunk: counts, label histograms, moments and, for a mirror,
 the pairs of an element's arms (:func:`pair_rows`). Reading a result into a
@@ -68,7 +68,7 @@ def columns_of(values: list[Any], roles: Sequence[str],
     cols: dict[str, list[Any]] = {role: values[i::k] for i, role in enumerate(roles)}
     value = cols.get("value")
     if value is None and INFERENCE in cols:
-        value = [v[0] if v is not None and _len(v) == 1 else None for v in cols[INFERENCE]]
+        value = [v[0] if v is not None and length(v) == 1 else None for v in cols[INFERENCE]]
     failed = cols.get("failed")
     return Columns(
         arm=np.asarray(arm_index(cols["path"] if "path" in cols else [None] * n),
@@ -94,7 +94,8 @@ def _floats_or_nan(values: Sequence[Any] | None, n: int) -> np.ndarray:
     return np.full(n, np.nan) if values is None else floats_of(values)
 
 
-def _len(x: Any) -> int:
+def length(x: Any) -> int:
+    """``len(x)``; -1 for a value without one (a malformed field)."""
     try:
         return len(x)
     except TypeError:
@@ -143,16 +144,26 @@ def floats_of(values: Sequence[Any]) -> np.ndarray:
             pass
     elif kinds == _NONE:
         return np.full(n, np.nan)
-    return np.array([_number(x) for x in values], dtype=np.float64).reshape(n)
+    # (np.array takes each None as NaN)
+    return np.array([number(x) for x in values], dtype=np.float64).reshape(n)
 
 
-def _number(x: Any) -> float:
+def number(x: Any) -> float | None:
+    """A field's value as a float; None for none, text, bytes or no number
+    (a column holds it as NaN)."""
+    if type(x) is float:
+        return x
     if x is None or isinstance(x, (str, bytes)):
-        return np.nan
+        return None
     try:
         return float(x)
     except (TypeError, ValueError, OverflowError):
-        return np.nan
+        return None
+
+
+def text(x: Any) -> str | None:
+    """A field's value as text, None kept."""
+    return None if x is None else str(x)
 
 
 def ids_of(values: Sequence[Any]) -> list[str | None]:
@@ -173,7 +184,7 @@ def texts_of(values: Sequence[Any]) -> list[str | None]:
     """Each value as text, None kept."""
     if all(type(x) is str for x in values):
         return list(values)
-    return [x if x is None or type(x) is str else str(x) for x in values]
+    return [x if type(x) is str else text(x) for x in values]
 
 
 def label_counts(labels: np.ndarray) -> Counter[int]:

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 from ddsketch import DDSketch
 
-from crossinfer.experiments.columns import NO_LABEL, Columns, Sides, label_counts, pair_counts
+from crossinfer.experiments.columns import (
+    NO_LABEL,
+    Columns,
+    Sides,
+    label_counts,
+    length,
+    pair_counts,
+)
 from crossinfer.experiments.stats import Moments
 
 #: Relative accuracy of latency quantiles (DDSketch's guarantee).
@@ -115,7 +122,7 @@ class ArmAcc(_Summaries):
             model_ms, batch_size = cols.model_ms, cols.batch_size
             for i in rows.tolist():
                 ms = model_ms[i]
-                if ms is not None and _size(ms) != 0:
+                if ms is not None and length(ms) != 0:  # (-1: malformed, counted so)
                     self.new_timing.append((ms, None if batch_size is None else batch_size[i]))
 
     def compact(self, stages: int | None = None) -> ArmAcc:
@@ -140,14 +147,6 @@ class ArmAcc(_Summaries):
                 self.stages[i].merge(stage)
             else:
                 self.stages.append(stage)
-
-
-def _size(x: Any) -> int:
-    """``len(x)``; -1 for a value without one (a malformed timing, counted as such)."""
-    try:
-        return len(x)
-    except TypeError:
-        return -1
 
 
 def moments_of(values: Any) -> Moments:

@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
+from crossinfer.experiments.columns import text
 from crossinfer.experiments.combiners import valid_timing
 from crossinfer.experiments.schema import ReportInput
 from crossinfer.experiments.transform import ToReportInput
@@ -198,7 +199,7 @@ def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
         if "failed" in row and "path" in row:
             # ids and keys are text in ReportInput (a file may hold numbers)
             read = [ReportInput._make(
-                _text(row.get(f)) if f in ("id", "key") else row.get(f)
+                text(row.get(f)) if f in ("id", "key") else row.get(f)
                 for f in ReportInput._fields)]
         elif ("node" if failed else "path") not in row:
             raise ValueError(f"a {'failure' if failed else 'result'} row without "
@@ -207,10 +208,6 @@ def to_report_inputs(rows: list[dict[str, Any]], ground_truth: str | None,
             read = list(project.process(row))
         out.extend((_timing_checked(r), time) for r in read)
     return out
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _timing_checked(row: ReportInput) -> ReportInput:

@@ -40,7 +40,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.experiments import columns, stats
-from crossinfer.experiments.columns import Columns, Sides, columns_of, sides_of
+from crossinfer.experiments.columns import Columns, Sides, columns_of, number, sides_of, text
 from crossinfer.experiments.combiners import (
     MAX_MODEL_MS,
     ArmAcc,
@@ -68,9 +68,7 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None,
     """A result row -> :class:`ReportInput`: its ``path``, ``label``, ``score``,
     ``inference`` (the value of a one-value output), the ground-truth, id and
     key fields, and the optional timing fields ``model_ms`` and ``batch_size``."""
-    # Once per result (the report's only per-element step): the common types
-    # (a Beam Row of Python values, as the engine writes them) without a call.
-    get = (row.__dict__ if type(row) is Row else fields_view(row)).get
+    get = fields_view(row).get
     path = get("path")
     inference = get("inference")
     label = get("label")
@@ -80,21 +78,17 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None,
     truth = get(ground_truth) if ground_truth else None
     id_ = get(id_field) if id_field else None
     key = get(key_field) if key_field else None
-    return _new_tuple(ReportInput, (
-        path if type(path) is str else str(path), False,
-        label if label is None or type(label) is int else int(label),
-        score if score is None or type(score) is float else _number(score),
-        _number(inference[0]) if inference is not None and len(inference) == 1 else None,
-        truth if truth is None or type(truth) is float else _number(truth),
-        id_ if id_ is None or type(id_) is str else str(id_),
+    return ReportInput(
+        str(path), False, label if label is None or type(label) is int else int(label),
+        number(score),
+        number(inference[0]) if inference is not None and len(inference) == 1 else None,
+        number(truth), text(id_),
         None if model_ms is None else _floats(model_ms),
         None if batch_size is None else _ints(batch_size),
-        key if key is None or type(key) is str else str(key)))
+        text(key))
 
 
 _Row = Row
-#: ``tuple.__new__(ReportInput, values)``: a NamedTuple without its Python-level __new__.
-_new_tuple = tuple.__new__
 
 
 def read_failure(row: Any, ground_truth: str | None, id_field: str | None,
@@ -107,9 +101,9 @@ def read_failure(row: Any, ground_truth: str | None, id_field: str | None,
     except TypeError:
         source = {}
     return ReportInput(str(fields.get("node")), True, None, None, None,
-                       _number(source.get(ground_truth)) if ground_truth else None,
-                       _text(source.get(id_field)) if id_field else None, None, None,
-                       _text(source.get(key_field)) if key_field else None)
+                       number(source.get(ground_truth)) if ground_truth else None,
+                       text(source.get(id_field)) if id_field else None, None, None,
+                       text(source.get(key_field)) if key_field else None)
 
 
 class ToReportInput(beam.DoFn):
@@ -127,23 +121,6 @@ class ToReportInput(beam.DoFn):
 
     def process(self, row: Any) -> Iterator[ReportInput]:
         yield self._read(row, self._truth, self._id, self._key)
-
-
-def _number(x: Any) -> float | None:
-    if type(x) is float:
-        return x
-    if type(x) is int:
-        return float(x)
-    if x is None or isinstance(x, (str, bytes)):
-        return None
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def _text(x: Any) -> str | None:
-    return None if x is None else str(x)
 
 
 def _floats(xs: Any) -> list[float] | None:
@@ -398,8 +375,7 @@ class _Accumulate(beam.DoFn):
         # read with one itemgetter (its missing fields: None); any other field
         # by field (see _learn_fields).
         self._learnt = reading.failures
-        self._fast = False
-        self._get = itemgetter(*self._names)
+        self._fast = False  # (then _get: an itemgetter of the first row's fields)
         self._absent: tuple[str, ...] = ()
         self._nones: tuple[None, ...] = ()
         self._truth = reading.truth if not reading.failures else None
@@ -595,7 +571,8 @@ class _Accumulate(beam.DoFn):
                     kept[arm].add([h.ids[i] for i in rows.tolist()],
                                   sides[arm].take(rows))  # type: ignore[union-attr]
                     self._n_held += len(rows)
-            self._held[window] = kept
+            if any(h.ids for h in kept):
+                self._held[window] = kept
         if final or self._n_held > _MAX_HELD:
             out += self._unhold()
         self._pair_at = self._n_held + _MAX_HELD
