@@ -67,7 +67,14 @@ def batch(zoo: Zoo) -> dict[str, list[Any]]:
     return _batch_reports(zoo)
 
 
-def _batch_reports(zoo: Zoo) -> dict[str, list[Any]]:
+def _same(row: Any) -> Any:
+    return row
+
+
+def _batch_reports(zoo: Zoo, via_rows: bool = False) -> dict[str, list[Any]]:
+    """``via_rows``: each A/B's result rows are passed on by a Map before the
+    report, which then reads them row by row (as rows from another SDK or a
+    file) rather than from crossinfer's blocks."""
     rows = zoo.rows()
     # Elements whose features a model rejects (63 values): they fail in the arm
     # they were routed to, one by one.
@@ -95,12 +102,18 @@ def _batch_reports(zoo: Zoo) -> dict[str, list[Any]]:
                        {"metric": "mean_abs_error"}),
         "regression_mirror": (ab("reg_m", zoo.regressor("ridge"), zoo.regressor("mean"),
                                  split="mirror"), rows, {"metric": "mean_abs_error"}),
+        # timing measured by the engine (timing=True), a mirror joined on the id
+        "timed": (ab("timed", zoo.node("good"), seq, split="mirror"), rows + broken,
+                  {"id_field": "id"}),
     }
     policy = ci.LoadPolicy(allowed_classes=("crossinfer.models:*", "support:*"))
     with beam.Pipeline(runner="FnApiRunner") as p:
         for tag, (node, elements, settings) in experiments.items():
             out = (p | f"{tag}/in" >> beam.Create(elements)
-                   | f"{tag}/ab" >> ci.ABTest(node, policy=policy))
+                   | f"{tag}/ab" >> ci.ABTest(node, policy=policy, timing=tag == "timed"))
+            if via_rows:
+                out = ci.InferenceOutputs(out.results | f"{tag}/same" >> beam.Map(_same),
+                                          out.failures)
             if tag == "latency":
                 out = ci.InferenceOutputs(out.results | "timing" >> beam.Map(_with_timing),
                                           out.failures)
@@ -112,11 +125,17 @@ def _batch_reports(zoo: Zoo) -> dict[str, list[Any]]:
         heavy_rows = [beam.Row(id=r.id, key=f"k{j % 4}", features=r.features,
                                truth=r.truth) for j, r in enumerate(rows)]
         out = p | "heavy/in" >> beam.Create(heavy_rows) | "heavy/ab" >> ci.ABTest(heavy)
+        if via_rows:
+            out = ci.InferenceOutputs(out.results | "heavy/same" >> beam.Map(_same),
+                                      out.failures)
         _collect("heavy", out, out | "heavy/report" >> ExperimentReport(heavy))
         # The broken split: routed 60/40, analysed against the 50/50 it should have been.
         node_6040 = experiments["srm_ok"][0]
         planned = ab("srm", zoo.node("good"), zoo.node("good", "good2"), weights=(50, 50))
         out = (p | "srm_bad/in" >> beam.Create(rows) | "srm_bad/ab" >> ci.ABTest(node_6040))
+        if via_rows:
+            out = ci.InferenceOutputs(out.results | "srm_bad/same" >> beam.Map(_same),
+                                      out.failures)
         _collect("srm_bad", out, out | "srm_bad/report" >> ExperimentReport(planned))
     found = {key: STORE.pop(key) for key in list(STORE)}
     return found
@@ -591,7 +610,21 @@ def test_the_report_is_the_same_however_its_rows_are_chunked_and_paired(
 
     monkeypatch.setattr(transform, "_CHUNK", 5)  # the FnApiRunner runs in this process
     monkeypatch.setattr(transform, "_MAX_HELD", 7)
-    again = _batch_reports(zoo)
+    _assert_same_reports(_batch_reports(zoo), batch)
+
+
+def test_the_report_reads_crossinfer_blocks_as_it_reads_result_rows(
+        zoo: Zoo, batch: dict[str, list[Any]]) -> None:
+    """Every batch experiment again, its result rows passed on by a Map: the
+    report reads them row by row (as it reads rows from another SDK or a file)
+    and gives the same report rows as from crossinfer's blocks - timing from
+    the engine included (``timed``) - counts exact, floats within RTOL."""
+    assert {r.arm: r.latency_count for r in batch["timed/arms"]} == {
+        "control": 898, "treatment": 898}  # (the 30 broken elements fail in both arms)
+    _assert_same_reports(_batch_reports(zoo, via_rows=True), batch)
+
+
+def _assert_same_reports(again: dict[str, list[Any]], batch: dict[str, list[Any]]) -> None:
     tags = sorted({key.rsplit("/", 1)[0] for key in batch})
     for tag in tags:
         for output in ("arms", "pairs"):
@@ -600,7 +633,13 @@ def test_the_report_is_the_same_however_its_rows_are_chunked_and_paired(
             assert len(mine) == len(theirs), (tag, output)
             for a, b in zip(mine, theirs, strict=True):
                 for name, x, y in zip(a._fields, a, b, strict=True):
+                    if tag == "timed" and name.startswith(_MEASURED):
+                        continue  # times measured in another run
                     assert x == _approx(y), (tag, output, name)
+
+
+#: Report fields of times measured (and the batches measured in) per run.
+_MEASURED = ("latency_p", "stage_p", "stage_batch_size")
 
 
 def _report_key(row: Any) -> tuple[Any, ...]:
@@ -951,3 +990,83 @@ def test_an_early_trigger_on_the_input_still_gives_one_report_per_window(split: 
     assert len(pairs) == 2
     if split == "mirror":
         assert sorted(p.pairs for p in pairs) == [20, 20]
+
+
+# ------------------------------------------------------------------ reading crossinfer's blocks
+
+
+def _row_of(**fields: Any) -> Any:
+    return beam.Row(**fields)
+
+
+def _accumulators(p: beam.Pipeline) -> list[str]:
+    """The class names of the report's accumulating DoFns in ``p``."""
+    found: list[str] = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node: Any) -> None:
+            fn = getattr(node.transform, "fn", None)
+            if type(fn).__name__.startswith("_Accumulate"):
+                found.append(type(fn).__name__)
+
+    p.visit(Visitor())
+    return found
+
+
+def test_the_report_reads_blocks_only_of_results_as_crossinfer_wrote_them(zoo: Zoo) -> None:
+    """The report reads an A/B's blocks only where its results are the rows
+    crossinfer wrote from them: not rows a later step passed on, not
+    batch-native results, not rows of another output factory, not where a
+    field the report reads is one an output field shadows."""
+    from crossinfer.patterns.edges import finished_blocks
+
+    node = ab("e", zoo.node("good"), zoo.node("bad"))
+    p = beam.Pipeline(runner="FnApiRunner")
+    rows = p | beam.Create(zoo.rows()[:10])
+    out = rows | "ab" >> ci.ABTest(node)
+    assert finished_blocks(out.results) is not None
+    assert finished_blocks(out.failures) is None
+    assert finished_blocks(out.results | "same" >> beam.Map(_same)) is None
+    custom = rows | "custom" >> ci.ABTest(node, output_factory=_row_of)
+    assert finished_blocks(custom.results) is None
+    _ = out | "blocks" >> ExperimentReport(node, ground_truth="truth")
+    _ = out | "shadowed" >> ExperimentReport(node, ground_truth="label")
+    assert _accumulators(p) == ["_AccumulateBlocks", "_Accumulate", "_Accumulate",
+                                "_Accumulate"]  # (blocks; failures; rows; failures)
+
+
+def test_blocks_without_ground_truth_or_in_no_arm_are_counted_and_logged(
+        zoo: Zoo, caplog: pytest.LogCaptureFixture) -> None:
+    """Read from blocks as from rows: results whose element lacks the ground
+    truth are counted (``missing_ground_truth``) and logged; results of another
+    experiment's arms are counted (``unrouted_results``) and logged with a path."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    node = ab("e", zoo.node("good"), zoo.node("bad"), seed=2)
+    other = ab("other", zoo.node("good"), zoo.node("bad"), seed=2)
+    elements = zoo.rows(with_key=False)[:40]
+    elements = [r if i % 4 else beam.Row(id=r.id, features=r.features)
+                for i, r in enumerate(elements)]  # 10 without a ground truth
+    p = beam.Pipeline(runner="FnApiRunner")
+    # made in a Map: Create would encode every row with the first one's schema
+    out = (p | beam.Create(range(len(elements)), reshuffle=False)
+           | beam.Map(lambda i: elements[i]).with_output_types(Any) | ci.ABTest(node))
+    report = out | "mine" >> ExperimentReport(node, ground_truth="truth")
+    _ = out | "theirs" >> ExperimentReport(other, ground_truth="truth")
+    _ = report.arms | beam.Map(Collect("blocks/arms"))
+    assert "_AccumulateBlocks" in _accumulators(p)
+    with caplog.at_level("WARNING"):
+        result = p.run()
+        result.wait_until_finish()
+
+    def counter(name: str) -> int:
+        found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+        return int(sum(c.committed for c in found))
+
+    arms = STORE.pop("blocks/arms")
+    assert sum(a.count for a in arms) == 40 and sum(a.metric_count for a in arms) == 30
+    assert counter("missing_ground_truth") == 20  # 10 in each of the two reports
+    assert counter("unrouted_results") == 40
+    assert "ground_truth: the results have no field 'truth' (fields: id, features)" \
+        in caplog.text
+    assert "40 result(s) in no arm of the experiment (path 'e/" in caplog.text

@@ -75,6 +75,14 @@ class Format(Protocol):
         """Results held back until the end of a bundle."""
 
 
+def row_originals(block: Block) -> list[Any]:
+    """The original element of each of a finished block's rows (n): a result
+    row holds its fields, then the output fields."""
+    if block.owner is None:
+        return block.originals
+    return [block.originals[o] for o in block.owner.tolist()]
+
+
 def _floats(values: np.ndarray) -> list[Any]:
     """Rows of an array as lists of Python floats (float16/32 convert exactly)."""
     out: list[Any] = (values if values.dtype.kind == "f" else values.astype(np.float64)).tolist()
@@ -95,6 +103,12 @@ class RowFormat:
         self._factory: RowFactory = output_factory or Row
         self._failure_factory: RowFactory = failure_factory or Row
 
+    @property
+    def beam_rows(self) -> bool:
+        """Whether its results are ``beam.Row``s of the input's fields, then
+        the output fields (the default: no factory given, no subclass)."""
+        return type(self) is RowFormat and self._factory is Row
+
     def results(self, block: Block) -> list[Any]:
         n = len(block)
         if not n:
@@ -103,8 +117,7 @@ class RowFormat:
         inference = _floats(c.inference)
         label, score = _as_list(c.label, np.int64, n), _as_list(c.score, np.float64, n)
         labels, scores = _as_list(c.labels, np.int64, n), _as_list(c.scores, np.float64, n)
-        originals = block.originals if block.owner is None else [
-            block.originals[o] for o in block.owner.tolist()]
+        originals = row_originals(block)
         model, path, factory = block.model, block.path, self._factory
         if block.timing is not None:  # the transform measures timing: two fields more
             return [factory(**{**fields_view(original), "model": model, "path": path,

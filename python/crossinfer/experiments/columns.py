@@ -16,13 +16,18 @@ is NaN (the statistics count finite values only, as before).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
+from apache_beam.pvalue import Row
 
+from crossinfer.engine.block import Block
+from crossinfer.engine.emit import output_columns, row_originals
 from crossinfer.experiments.schema import ReportInput
+from crossinfer.rows import fields_view
 
 #: The label of a row without one (an int64 no model's class index is).
 NO_LABEL = int(np.iinfo(np.int64).min)
@@ -55,6 +60,88 @@ class Columns:
     key: list[str | None] | None
     model_ms: Sequence[Any] | None
     batch_size: Sequence[Any] | None
+
+    def __len__(self) -> int:
+        return len(self.arm)
+
+    @staticmethod
+    def concat(parts: Sequence[Columns]) -> Columns:
+        """The rows of ``parts``, one after another."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def rows(name: str) -> Any:
+            values = [getattr(p, name) for p in parts]
+            if all(v is None for v in values):
+                return None
+            out: list[Any] = []
+            for part, v in zip(parts, values, strict=True):
+                out.extend([None] * len(part) if v is None else v)
+            return out
+
+        def arrays(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        return Columns(arrays("arm"), arrays("failed"), arrays("label"), arrays("score"),
+                       arrays("value"), arrays("truth"), rows("id"), rows("key"),
+                       rows("model_ms"), rows("batch_size"))
+
+
+def columns_of_block(block: Block, arm: int, truth: str | None, id_field: str | None,
+                     key_field: str | None, value: bool) -> tuple[Columns, int]:
+    """A finished block's n rows as :class:`Columns`: what :func:`columns_of`
+    gives for the block's result rows (:class:`~crossinfer.engine.emit.RowFormat`:
+    each row's input fields, then the output fields), read from the block's
+    output arrays; only ``truth``, ``id_field`` and ``key_field`` (input fields
+    no output field shadows) are read per row, from its input element. ``arm``:
+    every row's arm index (a block is one path); ``value``: the one-value
+    inference is read (else NaN). Returns the columns and how many rows lack
+    the ``truth`` field."""
+    n = len(block)
+    c = output_columns(block)
+    fields = _fields_of(row_originals(block)) if truth or id_field or key_field else []
+    missing = 0
+    truths = np.full(n, np.nan)
+    if truth:
+        found, missing = _field(fields, truth)
+        truths = floats_of(found)
+    values = np.full(n, np.nan)
+    inference = c.inference
+    if value and inference.shape[1] == 1:  # (a result row's one-value inference list)
+        values = inference[:, 0].astype(np.float64)
+    timing = block.timing
+    return Columns(
+        arm=np.full(n, arm, dtype=np.int64), failed=np.zeros(n, dtype=bool),
+        label=np.full(n, NO_LABEL, dtype=np.int64) if c.label is None
+        else c.label.astype(np.int64).reshape(n),
+        score=np.full(n, np.nan) if c.score is None else c.score.astype(np.float64).reshape(n),
+        value=values, truth=truths,
+        id=ids_of(_field(fields, id_field)[0]) if id_field else None,
+        key=texts_of(_field(fields, key_field)[0]) if key_field else None,
+        model_ms=None if timing is None else [ms for ms, _ in timing],
+        batch_size=None if timing is None else [sizes for _, sizes in timing]), missing
+
+
+def _fields_of(originals: list[Any]) -> list[Mapping[str, Any]]:
+    """Each element's fields (:func:`~crossinfer.rows.fields_view`)."""
+    kinds = set(map(type, originals))
+    if kinds == _ROW:
+        return list(map(vars, originals))  # (a Row keeps its fields in its __dict__)
+    if kinds == _DICT:
+        return originals
+    return list(map(fields_view, originals))
+
+
+_ROW = {Row}
+_DICT = {dict}
+
+
+def _field(fields: list[Mapping[str, Any]], name: str) -> tuple[list[Any], int]:
+    """Each row's value of ``name`` (None where it has none), and how many have none."""
+    try:
+        return list(map(itemgetter(name), fields)), 0
+    except KeyError:
+        return [f.get(name) for f in fields], sum(name not in f for f in fields)
 
 
 def columns_of(values: list[Any], roles: Sequence[str],

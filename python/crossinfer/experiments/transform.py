@@ -39,8 +39,17 @@ from apache_beam.transforms.trigger import DefaultTrigger
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from crossinfer.engine.block import Block
 from crossinfer.experiments import columns, stats
-from crossinfer.experiments.columns import Columns, Sides, columns_of, number, sides_of, text
+from crossinfer.experiments.columns import (
+    Columns,
+    Sides,
+    columns_of,
+    columns_of_block,
+    number,
+    sides_of,
+    text,
+)
 from crossinfer.experiments.combiners import (
     MAX_MODEL_MS,
     ArmAcc,
@@ -50,7 +59,9 @@ from crossinfer.experiments.combiners import (
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import ReportSettings, ReportSettingsError
+from crossinfer.patterns.edges import finished_blocks
 from crossinfer.rows import fields_view
+from crossinfer.wire import OUTPUT_FIELDS, TIMING_FIELDS
 
 PAIRS_TAG = "pairs"
 ARMS_TAG = "arms"
@@ -172,7 +183,15 @@ class ExperimentReport(beam.PTransform[Any, ReportOutputs]):
         id_field = s.id_field if s.mirror else None
         # The unit of a hash split's assignment is the key: SRM counts distinct keys.
         key_field = s.key_field if s.hashed else None
-        reading = _Reading.of_results(s.ground_truth, id_field, key_field, s.metric)
+        # Results as crossinfer wrote them: read from their blocks (columns
+        # already), not row by row.
+        blocks = finished_blocks(results)
+        reading = _Reading.of_blocks(s.ground_truth, id_field, key_field, s.metric) \
+            if blocks is not None else None
+        if reading is not None:
+            results = blocks
+        else:
+            reading = _Reading.of_results(s.ground_truth, id_field, key_field, s.metric)
         return _report(s, [
             ("Results", results, reading),
             ("Failures", failures, _Reading.of_failures(s.ground_truth, id_field, key_field))])
@@ -185,7 +204,9 @@ class _Reading:
     :class:`ReportInput` field, or ``inference``: a result's inference list,
     read as ``value``); with ``failures``, failure rows (read with
     :func:`read_failure`); ``truth``: the ground-truth field whose absence is
-    counted (results only)."""
+    counted (results only). With ``blocks``, the input is finished blocks
+    (:class:`_AccumulateBlocks`), ``truth``, ``id_field`` and ``key_field``
+    read from each row's input element, the one-value inference with ``value``."""
 
     names: tuple[str, ...]
     roles: tuple[str, ...]
@@ -193,6 +214,8 @@ class _Reading:
     truth: str | None = None
     id_field: str | None = None
     key_field: str | None = None
+    blocks: bool = False
+    value: bool = False
 
     @staticmethod
     def of_results(ground_truth: str | None, id_field: str | None, key_field: str | None,
@@ -208,6 +231,17 @@ class _Reading:
                   ("batch_size", "batch_size")]
         names, roles = zip(*((name, role) for name, role in fields if name), strict=True)
         return _Reading(names, roles, truth=ground_truth)
+
+    @staticmethod
+    def of_blocks(ground_truth: str | None, id_field: str | None, key_field: str | None,
+                  metric: str) -> _Reading | None:
+        """Finished blocks' rows; None where a field the report reads is one
+        the result rows' output fields would shadow (those are read from rows)."""
+        shadowed = set(OUTPUT_FIELDS) | set(TIMING_FIELDS)
+        if any(name in shadowed for name in (ground_truth, id_field, key_field)):
+            return None
+        return _Reading((), (), truth=ground_truth, id_field=id_field, key_field=key_field,
+                        blocks=True, value=metric == "mean_abs_error")
 
     @staticmethod
     def of_failures(ground_truth: str | None, id_field: str | None,
@@ -273,7 +307,8 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
     accs, joins, keys = [], [], []
     for name, pcoll, read in parts:
         pcoll = _closing_windows(pcoll, name)
-        accumulate = _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
+        accumulate = _AccumulateBlocks if read.blocks else \
+            _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
             accumulate(s, read, s.mirror)).with_outputs(_JOIN_TAG, _KEYS_TAG, main="accs")
         accs.append(out.accs)
@@ -407,6 +442,7 @@ class _Accumulate(beam.DoFn):
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = self._keyless = self._unrouted_results = 0
         self._unrouted_path: Any = None  # one of them, for the log
+        self._path_at: Any = None  # the path of a row of the chunk being added
 
     def process(self, element: Any) -> Any:
         # The global window (batch): no WindowParam, which would make Beam call
@@ -464,10 +500,11 @@ class _Accumulate(beam.DoFn):
         if self._fast:
             self._get = itemgetter(*(n for n, _ in present))
 
-    def _count_missing_truth(self, fields: Mapping[str, Any]) -> None:
-        """A result without the ground-truth field (a null value is fine):
-        counted, and logged once per worker, naming the field and the row's."""
-        self._missing_truth.inc()
+    def _count_missing_truth(self, fields: Mapping[str, Any], count: int = 1) -> None:
+        """``count`` results without the ground-truth field (a null value is
+        fine), one of whose fields are ``fields``: counted, and logged once per
+        worker, naming the field and the row's."""
+        self._missing_truth.inc(count)
         if not self._warned:
             self._warned = True
             logging.getLogger(__name__).warning(
@@ -495,16 +532,23 @@ class _Accumulate(beam.DoFn):
 
     def _add_chunk(self, values: list[Any], window: Any) -> list[Any]:
         """A chunk of one window's rows (their field values one after another)
-        into the accumulators (and, for a mirror, its results held for
-        pairing); what leaves for the join and the key distinct step."""
-        cols = columns_of(values, self._roles, self._arm_index)
+        into the accumulators; see :meth:`_add_columns`."""
+        if self._unrouted_path is None and "path" in self._roles:
+            k, at = len(self._roles), self._roles.index("path")
+            self._path_at = lambda row: values[row * k + at]
+        return self._add_columns(columns_of(values, self._roles, self._arm_index), window)
+
+    def _add_columns(self, cols: Columns, window: Any) -> list[Any]:
+        """A chunk of one window's rows into the accumulators (and, for a
+        mirror, its results held for pairing); what leaves for the join and
+        the key distinct step."""
         arms = cols.arm
         present = np.bincount(arms, minlength=len(self._arm_names))
         for arm in np.flatnonzero(present).tolist():
             mine = np.flatnonzero(arms == arm) if present[arm] != len(arms) else \
                 np.arange(len(arms))
             if arm == self._unrouted:
-                self._count_unrouted(values, cols, mine)
+                self._count_unrouted(cols, mine)
             acc = self._accs.get((window, arm))
             if acc is None:
                 acc = self._accs[(window, arm)] = ArmAcc()
@@ -590,16 +634,15 @@ class _Accumulate(beam.DoFn):
                         yield pvalue.TaggedOutput(
                             _JOIN_TAG, _windowed((id_, (names[arm], side)), window))
 
-    def _count_unrouted(self, values: list[Any], cols: Columns, rows: np.ndarray) -> None:
+    def _count_unrouted(self, cols: Columns, rows: np.ndarray) -> None:
         """Results (not failures: those of elements no arm took are the
         report's ``unrouted_failures``) whose path is no arm of the experiment:
-        counted, one path kept for the log."""
+        counted, one path kept for the log (``_path_at``: a row's path)."""
         results = rows[~cols.failed[rows]]
         if results.size:
             self._unrouted_results += int(results.size)
-            if self._unrouted_path is None:
-                k = len(self._roles)
-                self._unrouted_path = values[int(results[0]) * k + self._roles.index("path")]
+            if self._unrouted_path is None and self._path_at is not None:
+                self._unrouted_path = self._path_at(int(results[0]))
 
     def _log_unrouted(self) -> None:
         """Results in no arm: counted (``unrouted_results``) and logged once per
@@ -697,6 +740,48 @@ class _AccumulateWindowed(_Accumulate):
             return ()
         del self._bufs[window]
         return self._add_chunk(buf, window)
+
+
+class _AccumulateBlocks(_Accumulate):
+    """:class:`_Accumulate` over the finished blocks a crossinfer transform
+    wrote its result rows from (:func:`~crossinfer.patterns.edges.finished_blocks`):
+    a block's outputs are columns already
+    (:func:`~crossinfer.experiments.columns.columns_of_block`), so only the
+    ground truth, id and key are read per row, from its input element. A
+    window's blocks are held until :data:`_CHUNK` rows (streaming's are small),
+    then added as one chunk."""
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._blocks: dict[Any, list[Columns]] = {}  # per window
+        self._rows: dict[Any, int] = {}
+
+    def process(self, block: Block, window: Any = beam.DoFn.WindowParam) -> Any:
+        n = len(block)
+        if not n:
+            return ()
+        if isinstance(window, GlobalWindow):
+            window = None  # (as _Accumulate keys it)
+        arm = self._arm_index([block.path])[0]
+        if arm == self._unrouted and self._unrouted_path is None:
+            self._unrouted_path = block.path
+        r = self._reading
+        cols, missing = columns_of_block(block, arm, r.truth, r.id_field, r.key_field, r.value)
+        if missing:
+            self._count_missing_truth(fields_view(block.originals[0]), missing)
+        held = self._blocks.setdefault(window, [])
+        held.append(cols)
+        self._rows[window] = rows = self._rows.get(window, 0) + n
+        if rows < _CHUNK:
+            return ()
+        del self._blocks[window], self._rows[window]
+        return self._add_columns(Columns.concat(held), window)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for window, held in self._blocks.items():
+            yield from self._add_columns(Columns.concat(held), window)
+        self._blocks, self._rows = {}, {}
+        yield from super().finish_bundle()
 
 
 class _AccumulatePairs(beam.DoFn):

@@ -6,7 +6,8 @@
   :class:`~crossinfer.engine.assemble.Assembler`, which hands on blocks;
 * :class:`ToOutputs` writes each finished block with a
   :class:`~crossinfer.engine.emit.Format`: results on the main output,
-  failures tagged :data:`~crossinfer.wire.FAILURES_TAG`.
+  failures tagged :data:`~crossinfer.wire.FAILURES_TAG`
+  (:func:`finished_blocks`: the blocks a result PCollection came from).
 
 Between the two, a spec's nodes pass blocks on (:mod:`crossinfer.patterns.graph`):
 with a model at the end of every branch, an element costs the runner two steps
@@ -26,7 +27,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from crossinfer.engine.assemble import Assembler
 from crossinfer.engine.block import NO_TIMING, Block, Failure
-from crossinfer.engine.emit import Format
+from crossinfer.engine.emit import Format, RowFormat
 from crossinfer.rows import FAST_DTYPES, IOConfig, features_of, fields_view, key_of
 from crossinfer.wire import FAILURES_TAG, INPUT_NODE
 
@@ -124,6 +125,10 @@ class ToOutputs(beam.DoFn):
     def __init__(self, fmt: Format) -> None:
         self._format = fmt
 
+    @property
+    def format(self) -> Format:
+        return self._format
+
     def process(self, block: Block) -> Iterable[Any]:
         out = self._format.results(block)
         if block.failures:
@@ -134,3 +139,21 @@ class ToOutputs(beam.DoFn):
     def finish_bundle(self) -> Iterator[Any]:
         for value in self._format.flush():
             yield GlobalWindows.windowed_value_at_end_of_window(value)
+
+
+def finished_blocks(results: Any) -> Any:
+    """The finished blocks ``results`` was written from, when ``results`` is,
+    as made, the result rows of a crossinfer transform (the main output of its
+    :class:`ToOutputs` step, ``beam.Row`` s of the input's fields then the
+    output fields: :attr:`~crossinfer.engine.emit.RowFormat.beam_rows`); None
+    for any other PCollection (rows a later step made or passed on, another
+    format, rows from another SDK).
+
+    The experiment report reads these blocks rather than the rows: their
+    outputs are columns already, so nothing runs per result."""
+    producer = getattr(results, "producer", None)
+    fn = getattr(getattr(producer, "transform", None), "fn", None)
+    if getattr(results, "tag", "") is not None or not isinstance(fn, ToOutputs) \
+            or not isinstance(fn.format, RowFormat) or not fn.format.beam_rows:
+        return None
+    return producer.inputs[0]  # type: ignore[union-attr]  # (a ParDo's main input)
