@@ -8,9 +8,13 @@ every element to both arms):
 * ``A/B + report``: the same pipeline plus ``ExperimentReport`` on its
   outputs, with a ground truth (the ``id`` field: the comparisons cost the same
   whatever the values) and, for the mirror, the join on ``id``;
+* ``A/B + report from rows``: the same report on the result rows passed on
+  by a Map (``beam.Map(lambda r: r)``), so it reads them row by row - as it
+  reads rows from another SDK, the service or files - rather than from the
+  blocks crossinfer wrote them from;
 * ``A/B + no-op ParDo``: the A/B pipeline plus a ParDo on its results that
-  does nothing (``return None``): the floor, on this runner, of any report that
-  looks at each result once (Beam's per-element dispatch to one more consumer).
+  does nothing (``return None``): Beam's per-element dispatch to one more
+  consumer, the floor of any step that looks at each result once.
 
 The report's cost share is ``time(A/B + report) / time(A/B) - 1``, the median
 of the per-round values (issue 18's goal: <= 10% on 100,000 rows); the
@@ -58,7 +62,12 @@ def _report_counter(result: Any, name: str) -> int:
                    if m.key.metric.namespace.endswith("/report")))
 
 
-def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False) -> Any:
+def _same(row: Any) -> Any:
+    return row
+
+
+def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False,
+             rows: bool = False) -> Any:
     spec = crossinfer_spec(kind, models)
     out_count = 2 * n if kind == "ab-mirror" else n
 
@@ -67,8 +76,10 @@ def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False) -
         count(out.results, "out")
         count(out.failures, "failed")
         if report:
-            rows = out | ExperimentReport(spec, ground_truth="id", id_field="id")
-            count(rows.arms, "arms")
+            read = ci.InferenceOutputs(out.results | "Same" >> beam.Map(_same), out.failures) \
+                if rows else out
+            report_rows = read | ExperimentReport(spec, ground_truth="id", id_field="id")
+            count(report_rows.arms, "arms")
         if noop:
             _ = out.results | "Nothing" >> beam.ParDo(_Nothing())
 
@@ -77,7 +88,7 @@ def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False) -
         got = check(result, out_count, "out", "failed")
         if got["failed"]:
             raise RuntimeError(f"crossinfer reported {got['failed']} failures")
-        if report and kind == "ab-mirror":
+        if report and kind == "ab-mirror" and not rows:
             JOIN_COUNTERS[kind] = {name: _report_counter(result, name)
                                    for name in ("paired_in_bundle", "sent_to_join")}
         return {"failures": 0}
@@ -113,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                     warm=pipeline(kind, models, 2_000, False)),
             Variant("A/B + ExperimentReport", kind, out, pipeline(kind, models, n, True),
                     "crossinfer", warm=pipeline(kind, models, 2_000, True)),
+            Variant("A/B + report from rows", kind, out,
+                    pipeline(kind, models, n, True, rows=True), "rows",
+                    warm=pipeline(kind, models, 2_000, True, rows=True)),
             Variant("A/B + no-op ParDo", kind, out, pipeline(kind, models, n, False, True),
                     "floor", warm=pipeline(kind, models, 2_000, False, True)),
         ]
@@ -128,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         without = next(m for m in measured if m.group == kind and m.kind == "beam")
         with_report = next(m for m in measured if m.group == kind and m.kind == "crossinfer")
         floor = next(m for m in measured if m.group == kind and m.kind == "floor")
+        from_rows = next(m for m in measured if m.group == kind and m.kind == "rows")
         share = report_share(with_report, without)
         cpu_share = report_share(with_report, without, cpu=True)
         lines.append(f"  {kind}: the report adds {100 * share:.1f}% to the A/B pipeline's "
-                     f"wall-clock time, {100 * cpu_share:.1f}% to its CPU time; a no-op "
+                     f"wall-clock time, {100 * cpu_share:.1f}% to its CPU time; from rows "
+                     f"passed on by a Map {100 * report_share(from_rows, without):.1f}% "
+                     f"({100 * report_share(from_rows, without, cpu=True):.1f}% CPU); a no-op "
                      f"ParDo on the results adds {100 * report_share(floor, without):.1f}% "
                      f"({100 * report_share(floor, without, cpu=True):.1f}% CPU)")
         if kind in JOIN_COUNTERS:

@@ -11,13 +11,16 @@ The steps: each result and failure row's :class:`ReportInput` fields are read
 into a chunk, and every few thousand rows the chunk is added to its (window,
 arm) accumulators as columns, in the same step (:class:`_Accumulate`, with
 :class:`~crossinfer.experiments.combiners.ArmAcc`; one accumulator per bundle
-leaves); for a mirror, results are also paired per (window, element id) and
+leaves). Results as a crossinfer transform wrote them are read from the blocks
+they were written from instead (:class:`_AccumulateBlocks`): a block's outputs
+are columns already, and only the ground truth, id and key are read per row.
+For a mirror, results are also paired per (window, element id) and
 accumulated per arm pair (:class:`~crossinfer.experiments.combiners.PairAcc`);
-for a hash split, the rows' keys are made distinct
-per (window, arm) for the sample-ratio-mismatch test. A GroupByKey brings a
-window's accumulators (a few per bundle) together, and :class:`_Finish`
-merges them (:func:`~crossinfer.experiments.combiners.merge_window`) and turns
-them into rows, where the statistics run (:mod:`crossinfer.experiments.stats`).
+for a hash split, the rows' keys are made distinct per (window, arm) for the
+sample-ratio-mismatch test. A GroupByKey brings a window's accumulators (a few
+per bundle) together, and :class:`_Finish` merges them
+(:func:`~crossinfer.experiments.combiners.merge_window`) and turns them into
+rows, where the statistics run (:mod:`crossinfer.experiments.stats`).
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
