@@ -1067,6 +1067,135 @@ def test_blocks_without_ground_truth_or_in_no_arm_are_counted_and_logged(
     assert sum(a.count for a in arms) == 40 and sum(a.metric_count for a in arms) == 30
     assert counter("missing_ground_truth") == 20  # 10 in each of the two reports
     assert counter("unrouted_results") == 40
-    assert "ground_truth: the results have no field 'truth' (fields: id, features)" \
+    assert "ground_truth: the results have no field 'truth' (fields: id, features, model, path" \
         in caplog.text
     assert "40 result(s) in no arm of the experiment (path 'e/" in caplog.text
+
+
+def _reports_both_ways(node: ci.ABTestNode, elements: list[Any], tag: str,
+                       **settings: Any) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """One A/B over ``elements`` (made in a Map, kept as they are: Create would
+    encode them), reported from its blocks and from its result rows passed
+    on by a Map: each way's arm and pair rows."""
+    p = beam.Pipeline(runner="FnApiRunner")
+    out = (p | beam.Create(range(len(elements)), reshuffle=False)
+           | beam.Map(lambda i: elements[i]).with_output_types(Any) | ci.ABTest(node))
+    rows = ci.InferenceOutputs(out.results | "same" >> beam.Map(_same), out.failures)
+    found: list[dict[str, list[Any]]] = []
+    for way, outputs in (("blocks", out), ("rows", rows)):
+        report = outputs | f"{way}/report" >> ExperimentReport(node, **settings)
+        _ = report.arms | f"{way}/a" >> beam.Map(Collect(f"{tag}/{way}/arms"))
+        _ = report.pairs | f"{way}/p" >> beam.Map(Collect(f"{tag}/{way}/pairs"))
+    assert _accumulators(p).count("_AccumulateBlocks") == 1
+    p.run().wait_until_finish()
+    for way in ("blocks", "rows"):
+        found.append({f"{tag}/{output}": STORE.pop(f"{tag}/{way}/{output}")
+                      for output in ("arms", "pairs")})
+    return found[0], found[1]
+
+
+def test_dict_subclass_elements_and_their_own_timing_fields_read_as_from_rows(zoo: Zoo) -> None:
+    """Elements that are dict subclasses whose ``__missing__`` makes up values
+    (defaultdict, Counter), half without the ground truth, some with their own
+    ``model_ms``/``batch_size`` fields (timing off: result rows carry them and
+    the report reads them): the same report from blocks as from rows, a
+    missing ground truth counted as missing (a red-team finding: read as 0)."""
+    from collections import defaultdict
+
+    node = ab("odd", zoo.node("good"), zoo.node("bad"), split="mirror")
+    elements: list[Any] = []
+    for i, r in enumerate(zoo.rows()[:120]):
+        e: dict[str, Any] = (defaultdict(int) if i % 3 else Counter())  # type: ignore[assignment]
+        e["id"], e["features"] = r.id, r.features  # (Counter.update adds)
+        if i % 2:
+            e["truth"] = r.truth
+        if i % 5 == 0:
+            e["model_ms"], e["batch_size"] = [1.0 + i % 7], [4]
+        elements.append(e)
+    blocks, rows = _reports_both_ways(node, elements, "odd", ground_truth="truth",
+                                      id_field="id")
+    _assert_same_reports(blocks, rows)
+    arms = {a.arm: a for a in blocks["odd/arms"]}
+    assert [arms[a].metric_count for a in ("control", "treatment")] == [60, 60]
+    assert [arms[a].latency_count for a in ("control", "treatment")] == [24, 24]
+    assert blocks["odd/pairs"][0].pairs == 120
+
+
+def test_sliding_windows_with_a_trigger_count_each_result_once_per_window() -> None:
+    """Results in sliding windows (two per element) under a trigger firing on
+    every element: each window's rows count its elements once (a red-team
+    finding: re-windowing to close the windows put each (element, window)
+    copy in both windows again, and every count came out doubled)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import trigger, window
+
+    rows = [beam.Row(path=f"s/{arm}/x", label=i % 3, score=0.5, truth=i % 3, id=i)
+            for i in range(40) for arm in ("control", "treatment")]
+    stream = TestStream().advance_watermark_to(0)
+    for k in range(0, len(rows), 20):  # the first 40 rows at 1 s, the last 40 at 11 s
+        stream = stream.add_elements([window.TimestampedValue(r, 1.0 + (k >= 40) * 10)
+                                      for r in rows[k:k + 20]]).advance_processing_time(1)
+    stream = stream.advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    sliding = window.SlidingWindows(20, 10)
+    with beam.Pipeline(runner="DirectRunner", options=options) as p:
+        results = (p | stream.with_output_types(Any)
+                   | "w" >> beam.WindowInto(sliding,
+                                            trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                            accumulation_mode=trigger.AccumulationMode.DISCARDING))
+        failures = (p | "f" >> beam.Create([]).with_output_types(Any)
+                    | "wf" >> beam.WindowInto(sliding))
+        report = (results, failures) | ExperimentReport(_two_arms("s", "mirror"),
+                                                        ground_truth="truth")
+        _ = report.arms | "a" >> beam.Map(Collect("sliding/arms"))
+        _ = report.pairs | "p" >> beam.Map(Collect("sliding/pairs"))
+    arms = STORE.pop("sliding/arms")
+    # 1 s is in [-10, 10) and [0, 20); 11 s in [0, 20) and [10, 30)
+    assert sorted((a.window_start_ms, a.arm, a.count) for a in arms) == [
+        (-10_000, "control", 20), (-10_000, "treatment", 20), (0, "control", 40),
+        (0, "treatment", 40), (10_000, "control", 20), (10_000, "treatment", 20)]
+    assert sorted((p.window_start_ms, p.pairs) for p in STORE.pop("sliding/pairs")) == [
+        (-10_000, 20), (0, 40), (10_000, 20)]
+
+
+def test_unbounded_results_in_the_global_window_are_refused_naming_the_windowing(
+        zoo: Zoo) -> None:
+    """Unbounded results in the global window (with a trigger or without):
+    refused at construction, saying why and what to do (Beam's own error
+    spoke of a GroupByKey the user never wrote)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import trigger, window
+
+    node = ab("u", zoo.node("good"), zoo.node("bad"))
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    for fires in (None, trigger.Repeatedly(trigger.AfterCount(5))):
+        p = beam.Pipeline(runner="DirectRunner", options=options)
+        rows = p | TestStream().add_elements(zoo.rows()[:5]).with_output_types(Any)
+        if fires is not None:
+            rows = rows | beam.WindowInto(window.GlobalWindows(), trigger=fires,
+                                          accumulation_mode=trigger.AccumulationMode.DISCARDING)
+        out = rows | ci.ABTest(node)
+        with pytest.raises(ReportSettingsError,
+                           match=r"windowing: the results are unbounded, in the global window"):
+            _ = out | ExperimentReport(node, ground_truth="truth")
+
+
+def test_elements_with_keys_that_are_no_names_get_timed_result_rows(zoo: Zoo) -> None:
+    """A dict element with a key that is no name (7) through a transform that
+    measures timing: its result row keeps the key, as without timing (a
+    red-team finding: ``Row(**fields)`` raised and the pipeline failed)."""
+    node = ab("k", zoo.node("good"), zoo.node("bad"))
+    elements = [{"id": r.id, "features": r.features, "truth": r.truth, 7: "x"}
+                for r in zoo.rows()[:20]]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = (p | beam.Create(range(len(elements)), reshuffle=False)
+               | beam.Map(lambda i: elements[i]).with_output_types(Any)
+               | ci.ABTest(node, timing=True))
+        _ = out.results | beam.Map(Collect("nonames/results"))
+    results = STORE.pop("nonames/results")
+    assert len(results) == 20
+    assert all(r.__dict__[7] == "x" and len(r.model_ms) == 1 for r in results)

@@ -120,12 +120,15 @@ class RowFormat:
         originals = row_originals(block)
         model, path, factory = block.model, block.path, self._factory
         if block.timing is not None:  # the transform measures timing: two fields more
-            return [factory(**{**fields_view(original), "model": model, "path": path,
-                               "inference": inf, "label": lab, "score": sc, "labels": labs,
-                               "scores": scs, "model_ms": list(ms), "batch_size": list(sizes)})
-                    for original, inf, lab, sc, labs, scs, (ms, sizes) in zip(
-                        originals, inference, label, score, labels, scores, block.timing,
-                        strict=True)]
+            timed = ({**fields_view(original), "model": model, "path": path, "inference": inf,
+                      "label": lab, "score": sc, "labels": labs, "scores": scs,
+                      "model_ms": list(ms), "batch_size": list(sizes)}
+                     for original, inf, lab, sc, labs, scs, (ms, sizes) in zip(
+                         originals, inference, label, score, labels, scores, block.timing,
+                         strict=True))
+            if factory is Row:  # (an element's keys need not be names: no keywords)
+                return [_row_of(values) for values in timed]
+            return [factory(**values) for values in timed]
         rows = zip(originals, inference, label, score, labels, scores, strict=True)
         if factory is Row:  # Row(**values) without unpacking the keywords
             out = []
@@ -158,6 +161,13 @@ class RowFormat:
 
 
 _new = object.__new__
+
+
+def _row_of(values: dict[Any, Any]) -> Row:
+    """A ``beam.Row`` of ``values``, whatever its keys (``Row(**values)`` needs names)."""
+    row = _new(Row)
+    row.__dict__ = values
+    return row
 
 
 @functools.cache

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any
+from operator import itemgetter, methodcaller
+from typing import Any, NamedTuple
 
 import numpy as np
 from apache_beam.pvalue import Row
@@ -28,6 +28,7 @@ from crossinfer.engine.block import Block
 from crossinfer.engine.emit import output_columns, row_originals
 from crossinfer.experiments.schema import ReportInput
 from crossinfer.rows import fields_view
+from crossinfer.wire import OUTPUT_FIELDS
 
 #: The label of a row without one (an int64 no model's class index is).
 NO_LABEL = int(np.iinfo(np.int64).min)
@@ -87,61 +88,90 @@ class Columns:
                        rows("model_ms"), rows("batch_size"))
 
 
+class BlockColumns(NamedTuple):
+    """:func:`columns_of_block`'s answer: the ``columns``, how many rows lack
+    the ground-truth field (``missing``), and the fields of a result row that
+    does (``example``, for the log)."""
+
+    columns: Columns
+    missing: int
+    example: Sequence[str]
+
+
 def columns_of_block(block: Block, arm: int, truth: str | None, id_field: str | None,
-                     key_field: str | None, value: bool) -> tuple[Columns, int]:
+                     key_field: str | None, value: bool) -> BlockColumns:
     """A finished block's n rows as :class:`Columns`: what :func:`columns_of`
     gives for the block's result rows (:class:`~crossinfer.engine.emit.RowFormat`:
     each row's input fields, then the output fields), read from the block's
     output arrays; only ``truth``, ``id_field`` and ``key_field`` (input fields
-    no output field shadows) are read per row, from its input element. ``arm``:
-    every row's arm index (a block is one path); ``value``: the one-value
-    inference is read (else NaN). Returns the columns and how many rows lack
-    the ``truth`` field."""
+    no output field shadows) are read per row, from its input element, and,
+    when the transform measured no timing, an element's own ``model_ms`` and
+    ``batch_size`` fields (a result row carries them: the report reads them as
+    timing). ``arm``: every row's arm index (a block is one path); ``value``:
+    the one-value inference is read (else NaN)."""
     n = len(block)
     c = output_columns(block)
-    fields = _fields_of(row_originals(block)) if truth or id_field or key_field else []
+    fields, plain = _fields_of(row_originals(block))
     missing = 0
+    example: Sequence[str] = ()
     truths = np.full(n, np.nan)
     if truth:
-        found, missing = _field(fields, truth)
+        found, missing = _field(fields, truth, plain)
         truths = floats_of(found)
+        if missing:
+            example = (*next(f for f in fields if truth not in f), *OUTPUT_FIELDS)
     values = np.full(n, np.nan)
     inference = c.inference
     if value and inference.shape[1] == 1:  # (a result row's one-value inference list)
         values = inference[:, 0].astype(np.float64)
-    timing = block.timing
-    return Columns(
+    if block.timing is not None:
+        model_ms: list[Any] | None = [ms for ms, _ in block.timing]
+        batch_size: list[Any] | None = [sizes for _, sizes in block.timing]
+    elif any(map(_HAS_MODEL_MS, fields)):
+        model_ms = _unless_none(_field(fields, "model_ms", plain)[0])
+        batch_size = _unless_none(_field(fields, "batch_size", plain)[0])
+    else:
+        model_ms = batch_size = None
+    return BlockColumns(Columns(
         arm=np.full(n, arm, dtype=np.int64), failed=np.zeros(n, dtype=bool),
         label=np.full(n, NO_LABEL, dtype=np.int64) if c.label is None
         else c.label.astype(np.int64).reshape(n),
         score=np.full(n, np.nan) if c.score is None else c.score.astype(np.float64).reshape(n),
         value=values, truth=truths,
-        id=ids_of(_field(fields, id_field)[0]) if id_field else None,
-        key=texts_of(_field(fields, key_field)[0]) if key_field else None,
-        model_ms=None if timing is None else [ms for ms, _ in timing],
-        batch_size=None if timing is None else [sizes for _, sizes in timing]), missing
+        id=ids_of(_field(fields, id_field, plain)[0]) if id_field else None,
+        key=texts_of(_field(fields, key_field, plain)[0]) if key_field else None,
+        model_ms=model_ms, batch_size=batch_size), missing, example)
 
 
-def _fields_of(originals: list[Any]) -> list[Mapping[str, Any]]:
-    """Each element's fields (:func:`~crossinfer.rows.fields_view`)."""
+_HAS_MODEL_MS = methodcaller("__contains__", "model_ms")
+
+
+def _fields_of(originals: list[Any]) -> tuple[list[Mapping[str, Any]], bool]:
+    """Each element's fields (:func:`~crossinfer.rows.fields_view`), and
+    whether each is a plain ``dict`` (a Row's ``__dict__``, or a dict: read by
+    ``itemgetter``; a dict subclass's ``__missing__`` would make up a value,
+    and write it into the element)."""
     kinds = set(map(type, originals))
     if kinds == _ROW:
-        return list(map(vars, originals))  # (a Row keeps its fields in its __dict__)
+        return list(map(vars, originals)), True  # (a Row keeps its fields in its __dict__)
     if kinds == _DICT:
-        return originals
-    return list(map(fields_view, originals))
+        return originals, True
+    return list(map(fields_view, originals)), False
 
 
 _ROW = {Row}
 _DICT = {dict}
 
 
-def _field(fields: list[Mapping[str, Any]], name: str) -> tuple[list[Any], int]:
-    """Each row's value of ``name`` (None where it has none), and how many have none."""
-    try:
-        return list(map(itemgetter(name), fields)), 0
-    except KeyError:
-        return [f.get(name) for f in fields], sum(name not in f for f in fields)
+def _field(fields: list[Mapping[str, Any]], name: str, plain: bool) -> tuple[list[Any], int]:
+    """Each row's value of ``name`` (None where it has none, as in the copy
+    of its fields a result row is), and how many have none."""
+    if plain:
+        try:
+            return list(map(itemgetter(name), fields)), 0
+        except KeyError:
+            pass
+    return [f.get(name) for f in fields], sum(name not in f for f in fields)
 
 
 def columns_of(values: list[Any], roles: Sequence[str],

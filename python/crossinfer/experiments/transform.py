@@ -39,7 +39,7 @@ from apache_beam import pvalue
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, Row
 from apache_beam.transforms.trigger import DefaultTrigger
-from apache_beam.transforms.window import GlobalWindow
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.engine.block import Block
@@ -338,13 +338,44 @@ def _closing_windows(pcoll: PCollection[Any], name: str) -> PCollection[Any]:
     """``pcoll`` in the same windows, under the default trigger when its own
     fires otherwise: the report's GroupByKeys then give one set of rows per
     window when it closes (and one per late pane, within the allowed
-    lateness), not partial rows per early pane."""
+    lateness), not partial rows per early pane.
+
+    Raises:
+      ReportSettingsError: ``pcoll`` is unbounded in the global window, which
+        never closes.
+    """
     windowing = pcoll.windowing
+    windowfn = windowing.windowfn
+    if not pcoll.is_bounded and isinstance(windowfn, GlobalWindows):
+        raise ReportSettingsError(
+            "windowing: the results are unbounded, in the global window: the report gives "
+            "its rows when a window closes, and that one never does; window the input "
+            "(FixedWindows, SlidingWindows, Sessions) before the A/B test or the report")
     if windowing.triggerfn == DefaultTrigger():
         return pcoll
-    out: PCollection[Any] = pcoll | f"Windows{name}" >> beam.WindowInto(
-        windowing.windowfn, allowed_lateness=windowing.allowed_lateness)
+    retrigger = beam.WindowInto(windowfn, allowed_lateness=windowing.allowed_lateness)
+    if windowfn.is_merging():  # (one proto-window per element: merged again downstream)
+        out: PCollection[Any] = pcoll | f"Windows{name}" >> retrigger
+        return out
+    # A WindowFn that puts an element in several windows (SlidingWindows) puts
+    # each (element, window) copy in all of them again: only the copy in the
+    # window it came from is kept.
+    out = (pcoll | f"TagWindows{name}" >> beam.Map(_tag_window)
+           | f"Windows{name}" >> retrigger
+           | f"SameWindows{name}" >> beam.FlatMap(_in_its_window))
     return out
+
+
+def _tag_window(element: Any, window: Any = beam.DoFn.WindowParam) -> tuple[Any, Any]:
+    """An element -> (its window, the element), once per window."""
+    return window, element
+
+
+def _in_its_window(tagged: tuple[Any, Any], window: Any = beam.DoFn.WindowParam
+                   ) -> Iterator[Any]:
+    """(window, element) -> the element, in that window only."""
+    if tagged[0] == window:
+        yield tagged[1]
 
 
 #: Paths whose arm is remembered per worker (paths are few: one per model node).
@@ -503,7 +534,7 @@ class _Accumulate(beam.DoFn):
         if self._fast:
             self._get = itemgetter(*(n for n, _ in present))
 
-    def _count_missing_truth(self, fields: Mapping[str, Any], count: int = 1) -> None:
+    def _count_missing_truth(self, fields: Iterable[str], count: int = 1) -> None:
         """``count`` results without the ground-truth field (a null value is
         fine), one of whose fields are ``fields``: counted, and logged once per
         worker, naming the field and the row's."""
@@ -769,9 +800,10 @@ class _AccumulateBlocks(_Accumulate):
         if arm == self._unrouted and self._unrouted_path is None:
             self._unrouted_path = block.path
         r = self._reading
-        cols, missing = columns_of_block(block, arm, r.truth, r.id_field, r.key_field, r.value)
+        cols, missing, example = columns_of_block(block, arm, r.truth, r.id_field, r.key_field,
+                                                  r.value)
         if missing:
-            self._count_missing_truth(fields_view(block.originals[0]), missing)
+            self._count_missing_truth(example, missing)
         held = self._blocks.setdefault(window, [])
         held.append(cols)
         self._rows[window] = rows = self._rows.get(window, 0) + n
