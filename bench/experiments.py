@@ -96,14 +96,33 @@ def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False,
     return once
 
 
-def report_share(with_report: harness.Measured, without: harness.Measured,
-                 cpu: bool = False) -> float:
-    """Median over rounds of time(with) / time(without) - 1 (wall clock, or this
-    process's CPU time: everything runs in this process, and CPU time is less
-    disturbed by other work on a shared machine)."""
+def shares(with_report: harness.Measured, without: harness.Measured,
+           cpu: bool = False) -> list[float]:
+    """Per round, time(with) / time(without) - 1 (wall clock, or this process's
+    CPU time: everything runs in this process, and CPU time is less disturbed
+    by other work on a shared machine)."""
     mine, theirs = ((with_report.cpu_seconds, without.cpu_seconds) if cpu
                     else (with_report.seconds, without.seconds))
-    return statistics.median(a / b - 1 for a, b in zip(mine, theirs, strict=True))
+    return [a / b - 1 for a, b in zip(mine, theirs, strict=True)]
+
+
+def report_share(with_report: harness.Measured, without: harness.Measured,
+                 cpu: bool = False) -> float:
+    """The median over rounds of :func:`shares`."""
+    return statistics.median(shares(with_report, without, cpu))
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A bootstrap interval (percentile method, scipy) for the median of
+    ``values``: how far the median of this run's rounds could be from the
+    machine's (single rounds vary by +-20% here)."""
+    from scipy.stats import bootstrap
+
+    if len(values) < 3:
+        return float("nan"), float("nan")
+    found = bootstrap((values,), statistics.median, confidence_level=confidence,
+                      method="percentile", vectorized=False, random_state=0)
+    return float(found.confidence_interval.low), float(found.confidence_interval.high)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         from_rows = next(m for m in measured if m.group == kind and m.kind == "rows")
         share = report_share(with_report, without)
         cpu_share = report_share(with_report, without, cpu=True)
-        lines.append(f"  {kind}: the report adds {100 * share:.1f}% to the A/B pipeline's "
+        low, high = median_interval(shares(with_report, without))
+        lines.append(f"  {kind}: the report adds {100 * share:.1f}% (95% interval of the median "
+                     f"{100 * low:.1f}% .. {100 * high:.1f}%) to the A/B pipeline's "
                      f"wall-clock time, {100 * cpu_share:.1f}% to its CPU time; from rows "
                      f"passed on by a Map {100 * report_share(from_rows, without):.1f}% "
                      f"({100 * report_share(from_rows, without, cpu=True):.1f}% CPU); a no-op "
