@@ -38,8 +38,8 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, Row
-from apache_beam.transforms.trigger import DefaultTrigger
-from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.transforms.trigger import AccumulationMode, DefaultTrigger
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows, SlidingWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.engine.block import Block
@@ -335,31 +335,42 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
 
 
 def _closing_windows(pcoll: PCollection[Any], name: str) -> PCollection[Any]:
-    """``pcoll`` in the same windows, under the default trigger when its own
-    fires otherwise: the report's GroupByKeys then give one set of rows per
-    window when it closes (and one per late pane, within the allowed
-    lateness), not partial rows per early pane.
+    """``pcoll`` in the same windows, under the default trigger, discarding,
+    when its own windowing fires otherwise or accumulates: the report's
+    GroupByKeys then give one set of rows per window when it closes, and one
+    per late pane within the allowed lateness holding only the late results -
+    not partial rows per early pane, nor panes that a later GroupByKey adds up
+    again.
 
     Raises:
       ReportSettingsError: ``pcoll`` is unbounded in the global window, which
-        never closes.
+        never closes; or it is in session windows (a merging WindowFn) under
+        another trigger or accumulating (sessions cannot be assigned again:
+        an A/B test's results carry their window's end as their timestamp).
     """
     windowing = pcoll.windowing
     windowfn = windowing.windowfn
+    what = name.lower()
     if not pcoll.is_bounded and isinstance(windowfn, GlobalWindows):
         raise ReportSettingsError(
-            "windowing: the results are unbounded, in the global window: the report gives "
+            f"windowing: the {what} are unbounded, in the global window: the report gives "
             "its rows when a window closes, and that one never does; window the input "
             "(FixedWindows, SlidingWindows, Sessions) before the A/B test or the report")
-    if windowing.triggerfn == DefaultTrigger():
+    if windowing.triggerfn == DefaultTrigger() and \
+            windowing.accumulation_mode == AccumulationMode.DISCARDING:
         return pcoll
+    if windowfn.is_merging():
+        raise ReportSettingsError(
+            f"windowing: the {what} are in merging windows ({type(windowfn).__name__}) under a "
+            "trigger other than Beam's default, or accumulating panes: the report gives one "
+            "set of rows per window when it closes, and cannot assign sessions again; apply "
+            "it to results windowed under the default trigger (discarding)")
     retrigger = beam.WindowInto(windowfn, allowed_lateness=windowing.allowed_lateness)
-    if windowfn.is_merging():  # (one proto-window per element: merged again downstream)
+    if not isinstance(windowfn, SlidingWindows):  # one window per element, found again
         out: PCollection[Any] = pcoll | f"Windows{name}" >> retrigger
         return out
-    # A WindowFn that puts an element in several windows (SlidingWindows) puts
-    # each (element, window) copy in all of them again: only the copy in the
-    # window it came from is kept.
+    # Sliding windows put each (element, window) copy in all of its windows
+    # again: only the copy in the window it came from is kept.
     out = (pcoll | f"TagWindows{name}" >> beam.Map(_tag_window)
            | f"Windows{name}" >> retrigger
            | f"SameWindows{name}" >> beam.FlatMap(_in_its_window))
