@@ -695,6 +695,39 @@ def test_mirror_pairs_are_joined_however_the_rows_arrive(monkeypatch: pytest.Mon
                                                 rel=RTOL)
 
 
+@pytest.mark.slow
+def test_mirror_pairs_are_joined_across_worker_processes(tmp_path: Any) -> None:
+    """Each arm's rows from a source of its own, on two SDK worker processes
+    (each salts Python's str hash its own way): every element leaves its
+    bundle unpaired (``sent_to_join``: both arms' results), and the join still
+    pairs every one - an id's join bucket is the same in every process."""
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from crossinfer.experiments import ReportFromInputs
+
+    n = 400
+    rng = np.random.default_rng(3)
+    labels = {arm: rng.integers(0, 3, n) for arm in ("control", "treatment")}
+    rows = {arm: [ReportInput(f"m/{arm}/x", False, int(labels[arm][i]), 0.5, None, None,
+                              f"element-{i}", None, None) for i in range(n)]
+            for arm in labels}
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=2",
+                               "--direct_running_mode=multi_processing"])
+    p = beam.Pipeline(options=options)
+    arms = [p | arm >> beam.Create(rows[arm][::step]).with_output_types(ReportInput)
+            for arm, step in (("control", 1), ("treatment", -1))]
+    report = arms | beam.Flatten() | ReportFromInputs(ReportSettings(_two_arms("m", "mirror")))
+    _ = (report.pairs | beam.Map(lambda r: json.dumps([r.pairs, r.agreement]))
+         | beam.io.WriteToText(str(tmp_path / "pairs")))
+    result = p.run()
+    result.wait_until_finish()
+    lines = [json.loads(line) for path in tmp_path.glob("pairs*") for line in open(path)]
+    assert lines == [[n, float(np.mean(labels["control"] == labels["treatment"]))]]
+    joined = result.metrics().query(MetricsFilter().with_name("sent_to_join"))["counters"]
+    assert sum(c.committed for c in joined) == 2 * n
+
+
 @pytest.mark.parametrize("max_held", [50_000, 2])
 def test_a_mirror_of_three_arms_pairs_each_with_the_control(
         monkeypatch: pytest.MonkeyPatch, max_held: int) -> None:

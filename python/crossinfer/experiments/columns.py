@@ -16,10 +16,11 @@ is NaN (the statistics count finite values only, as before).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter, methodcaller
 from typing import Any, NamedTuple
+from zlib import crc32
 
 import numpy as np
 from apache_beam.pvalue import Row
@@ -362,21 +363,6 @@ class Sides:
         return Sides(*(np.concatenate([getattr(p, f) for p in parts])
                        for f in ("label", "score", "value", "truth")))
 
-    @staticmethod
-    def of_tuples(sides: Sequence[tuple[Any, Any, Any, Any]]) -> Sides:
-        """From :data:`~crossinfer.experiments.combiners.PairSide` tuples."""
-        n = len(sides)
-        labels, scores, values, truths = zip(*sides, strict=True) if n else ((),) * 4
-        return Sides(labels_of(labels), floats_of(scores), floats_of(values), floats_of(truths))
-
-    def tuples(self) -> Iterable[tuple[int | None, float | None, float | None, float | None]]:
-        """Each row as a ``PairSide`` of Python numbers (None: missing), for the join."""
-        for label, score, value, truth in zip(self.label.tolist(), self.score.tolist(),
-                                              self.value.tolist(), self.truth.tolist(),
-                                              strict=True):
-            yield (None if label == NO_LABEL else label, None if score != score else score,
-                   None if value != value else value, None if truth != truth else truth)
-
 
 def sides_of(cols: Columns, rows: np.ndarray) -> Sides:
     return Sides(cols.label[rows], cols.score[rows], cols.value[rows], cols.truth[rows])
@@ -411,6 +397,21 @@ def pair_rows(ids: Sequence[Sequence[Any]]) -> tuple[list[np.ndarray], list[np.n
         keep[rows] = False
         left.append(np.flatnonzero(keep))
     return paired, left
+
+
+def join_buckets(ids: Sequence[str], buckets: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The rows of ``ids`` per join bucket, ``(bucket, rows)`` (int64 row
+    numbers, in row order), for buckets that have rows. An id's bucket is
+    ``CRC-32(id as UTF-8) mod buckets``: the same in every worker process
+    (Python's ``hash`` of a str is salted per process, so it cannot say where
+    another worker's copy of the id went)."""
+    if not ids:
+        return
+    keys = np.fromiter((crc32(id_.encode("utf-8", "surrogatepass")) for id_ in ids),
+                       dtype=np.int64, count=len(ids)) % buckets
+    order = np.argsort(keys, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(keys[order])) + 1):
+        yield int(keys[rows[0]]), rows
 
 
 def _aligned(ids: Sequence[Sequence[Any]]) -> int:

@@ -249,12 +249,6 @@ class PairAcc(_Summaries):
         return self
 
 
-#: What pairing needs of one arm's result: ``(label, score, value, truth)``,
-#: Python numbers or None: what a mirror's result carries to the join on its id
-#: when its other arms are not in its bundle (:meth:`Sides.tuples`).
-PairSide = tuple[int | None, float | None, float | None, float | None]
-
-
 def merge_window(tagged: Iterable[tuple[str, Any, Any]]) -> dict[str, dict[Any, Any]]:
     """A window's per-bundle accumulators, tagged ``("arm", arm, ArmAcc)``,
     ``("pair", (control, other), PairAcc)`` or ``("keys", arm, distinct keys)``

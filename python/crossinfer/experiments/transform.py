@@ -57,7 +57,6 @@ from crossinfer.experiments.combiners import (
     MAX_MODEL_MS,
     ArmAcc,
     PairAcc,
-    PairSide,
     merge_window,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
@@ -319,8 +318,8 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
         keys.append(out[_KEYS_TAG])
     if s.mirror:
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
-                    | "ById" >> beam.GroupByKey()
-                    | "Pairs" >> beam.ParDo(_AccumulatePairs(s)))
+                    | "ByIdBucket" >> beam.GroupByKey()
+                    | "Pairs" >> beam.ParDo(_PairJoined(s)))
     if s.hashed:
         accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline)
                     | "DistinctKeys" >> beam.Distinct()
@@ -399,6 +398,12 @@ _CHUNK = 4096
 #: Mirror results held per bundle waiting for their other arms, beyond those
 #: held at the last pairing (then they go to the join).
 _MAX_HELD = 50_000
+#: Buckets of the mirror join: its GroupByKey's keys per window (CRC-32 of the
+#: id, mod this); each bundle sends its unpaired results as columns, one
+#: record per bucket it has results of, so the join costs per bucket and
+#: bundle, not per result, and a window's unpaired results spread over this
+#: many groups (for the runner to share among workers).
+_JOIN_BUCKETS = 256
 
 
 class _Held:
@@ -427,9 +432,10 @@ class _Accumulate(beam.DoFn):
     thousands per arm): held results are paired (:func:`columns.pair_rows`)
     when the bundle ends, or once :data:`_MAX_HELD` more are held; those left
     unpaired when the bundle ends, or more than ``_MAX_HELD`` after a pairing,
-    leave on ``join`` as ``(id, (arm, side))`` for the GroupByKey, so pairing
-    works however the runner splits or orders them. An id seen twice in an
-    arm of a bundle leaves for the join too (which does not pair it).
+    leave on ``join`` as columns per join bucket (:meth:`_unhold`) for the
+    GroupByKey, so pairing works however the runner splits or orders them
+    (:class:`_PairJoined`). An id seen twice in an arm of a bundle leaves for
+    the join too (which does not pair it).
 
     For a hash split each row's ``(arm, key)`` is kept once per (window, bundle)
     and leaves on ``keys`` when the bundle ends (or past ``_MAX_HELD``), to be
@@ -643,17 +649,11 @@ class _Accumulate(beam.DoFn):
         held_windows, self._held = self._held, {}
         self._n_held = 0
         for window, held in held_windows.items():
+            ids = [h.ids for h in held]
             sides = [Sides.concat(h.sides) if h.sides else None for h in held]
-            paired, left = columns.pair_rows([h.ids for h in held])
-            if len(paired[0]):
-                self._paired += len(paired[0])
-                control = sides[self._control].take(paired[self._control])  # type: ignore[union-attr]
-                for other in self._others:
-                    pair = self._pairs.get((window, other))
-                    if pair is None:
-                        pair = self._pairs[(window, other)] = PairAcc()
-                    pair.add_pairs(control, sides[other].take(paired[other]),  # type: ignore[union-attr]
-                                   self._accuracy)
+            paired, left = _add_pairs(self._pairs, window, ids, sides, self._control,
+                                      self._others, self._accuracy)
+            self._paired += paired
             kept = [_Held() for _ in held]
             for arm, (h, rows) in enumerate(zip(held, left, strict=True)):
                 if len(rows):
@@ -668,16 +668,23 @@ class _Accumulate(beam.DoFn):
         return out
 
     def _unhold(self) -> Iterator[Any]:
+        """The held results, as columns per (window, join bucket): one
+        ``(bucket, [(arm, ids, sides), ...])`` each, for the GroupByKey that
+        brings every bundle's copies of an id together (:class:`_PairJoined`)."""
         held_windows, self._held = self._held, {}
         self._joined += self._n_held
         self._n_held = 0
-        names = self._s.arm_names
         for window, held in held_windows.items():
+            parts: dict[int, list[tuple[int, list[str], Sides]]] = {}
             for arm, h in enumerate(held):
-                if h.ids:
-                    for id_, side in zip(h.ids, Sides.concat(h.sides).tuples(), strict=True):
-                        yield pvalue.TaggedOutput(
-                            _JOIN_TAG, _windowed((id_, (names[arm], side)), window))
+                if not h.ids:
+                    continue
+                sides = Sides.concat(h.sides)
+                for bucket, rows in columns.join_buckets(h.ids, _JOIN_BUCKETS):
+                    parts.setdefault(bucket, []).append(
+                        (arm, [h.ids[i] for i in rows.tolist()], sides.take(rows)))
+            for bucket, part in parts.items():
+                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((bucket, part), window))
 
     def _count_unrouted(self, cols: Columns, rows: np.ndarray) -> None:
         """Results (not failures: those of elements no arm took are the
@@ -830,45 +837,63 @@ class _AccumulateBlocks(_Accumulate):
         yield from super().finish_bundle()
 
 
-class _AccumulatePairs(beam.DoFn):
-    """One element's rows from every arm -> (control, other) pairs, accumulated
-    per (window, pair) and bundle. An id seen twice in one arm is not unique
-    and is not paired."""
+def _add_pairs(pairs: dict[tuple[Any, int], PairAcc], window: Any,
+               ids: list[list[str]], sides: list[Sides | None], control: int,
+               others: list[int], accuracy: bool) -> tuple[int, list[np.ndarray]]:
+    """Pair one window's results by id (:func:`columns.pair_rows`: ids every
+    arm has once) into ``pairs``, one :class:`PairAcc` per (window, other arm).
+
+    ``ids``, ``sides``: per arm (in the settings' order), its results' ids and
+    sides, aligned by row (``sides`` None where an arm has none). Returns how
+    many elements were paired, and per arm the rows left unpaired."""
+    paired, left = columns.pair_rows(ids)
+    n = len(paired[0])
+    if n:
+        control_sides = sides[control].take(paired[control])  # type: ignore[union-attr]
+        for other in others:
+            pair = pairs.get((window, other))
+            if pair is None:
+                pair = pairs[(window, other)] = PairAcc()
+            pair.add_pairs(control_sides, sides[other].take(paired[other]),  # type: ignore[union-attr]
+                           accuracy)
+    return n, left
+
+
+class _PairJoined(beam.DoFn):
+    """A join bucket's held results from every bundle -> pairs, accumulated per
+    (window, arm pair) and bundle. Every copy of an id is in its bucket, so an
+    element's arms meet here however the runner bundled them; ids not in every
+    arm (an arm failed) or seen twice in one arm are not paired."""
 
     def __init__(self, settings: ReportSettings) -> None:
         self._s = settings
 
     def setup(self) -> None:
-        self._control, self._others = self._s.control, self._s.others
-        self._accuracy = self._s.metric == "accuracy"
+        s = self._s
+        self._control = s.arm_names.index(s.control)
+        self._others = [s.arm_names.index(a) for a in s.others]
+        self._accuracy = s.metric == "accuracy"
 
     def start_bundle(self) -> None:
-        # per (window, other arm): the pairs' control and other sides
-        self._sides: dict[tuple[Any, str], tuple[list[PairSide], list[PairSide]]] = {}
+        self._pairs: dict[tuple[Any, int], PairAcc] = {}
 
-    def process(self, kv: tuple[str, Iterable[tuple[str, PairSide]]],
+    def process(self, kv: tuple[int, Iterable[list[tuple[int, list[str], Sides]]]],
                 window: Any = beam.DoFn.WindowParam) -> None:
-        by_arm: dict[str, PairSide | None] = {}
-        for arm, side in kv[1]:
-            by_arm[arm] = None if arm in by_arm else side
-        control = by_arm.get(self._control)
-        if control is None:
-            return
-        for other in self._others:
-            treated = by_arm.get(other)
-            if treated is not None:
-                sides = self._sides.get((window, other))
-                if sides is None:
-                    sides = self._sides[(window, other)] = ([], [])
-                sides[0].append(control)
-                sides[1].append(treated)
+        ids: list[list[str]] = [[] for _ in self._s.arm_names]
+        sides: list[list[Sides]] = [[] for _ in self._s.arm_names]
+        for part in kv[1]:
+            for arm, arm_ids, arm_sides in part:
+                ids[arm].extend(arm_ids)
+                sides[arm].append(arm_sides)
+        if all(ids):
+            _add_pairs(self._pairs, window, ids, [Sides.concat(x) for x in sides],
+                       self._control, self._others, self._accuracy)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for (window, other), (control, treated) in self._sides.items():
-            acc = PairAcc()
-            acc.add_pairs(Sides.of_tuples(control), Sides.of_tuples(treated), self._accuracy)
-            yield _windowed((self._s.name, ("pair", (self._s.control, other), acc)), window)
-        self._sides = {}
+        names, control = self._s.arm_names, self._s.control
+        for (window, other), acc in self._pairs.items():
+            yield _windowed((self._s.name, ("pair", (control, names[other]), acc)), window)
+        self._pairs = {}
 
 
 def _window_ms(window: Any) -> tuple[int | None, int | None]:
