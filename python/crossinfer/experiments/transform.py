@@ -28,7 +28,7 @@ client already projected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
@@ -403,7 +403,7 @@ _MAX_HELD = 50_000
 #: record per bucket it has results of, so the join costs per bucket and
 #: bundle, not per result, and a window's unpaired results spread over this
 #: many groups (for the runner to share among workers).
-_JOIN_BUCKETS = 256
+_JOIN_BUCKETS = 64
 
 
 class _Held:
@@ -493,7 +493,6 @@ class _Accumulate(beam.DoFn):
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = self._keyless = self._unrouted_results = 0
         self._unrouted_path: Any = None  # one of them, for the log
-        self._path_at: Any = None  # the path of a row of the chunk being added
 
     def process(self, element: Any) -> Any:
         # The global window (batch): no WindowParam, which would make Beam call
@@ -584,22 +583,26 @@ class _Accumulate(beam.DoFn):
     def _add_chunk(self, values: list[Any], window: Any) -> list[Any]:
         """A chunk of one window's rows (their field values one after another)
         into the accumulators; see :meth:`_add_columns`."""
+        path_at = None
         if self._unrouted_path is None and "path" in self._roles:
             k, at = len(self._roles), self._roles.index("path")
-            self._path_at = lambda row: values[row * k + at]
-        return self._add_columns(columns_of(values, self._roles, self._arm_index), window)
+            path_at = lambda row: values[row * k + at]  # noqa: E731
+        return self._add_columns(columns_of(values, self._roles, self._arm_index), window,
+                                 path_at)
 
-    def _add_columns(self, cols: Columns, window: Any) -> list[Any]:
+    def _add_columns(self, cols: Columns, window: Any,
+                     path_at: Callable[[int], Any] | None = None) -> list[Any]:
         """A chunk of one window's rows into the accumulators (and, for a
         mirror, its results held for pairing); what leaves for the join and
-        the key distinct step."""
+        the key distinct step. ``path_at``: a row's path, for the log of
+        unrouted results (None: the path is known already)."""
         arms = cols.arm
         present = np.bincount(arms, minlength=len(self._arm_names))
         for arm in np.flatnonzero(present).tolist():
             mine = np.flatnonzero(arms == arm) if present[arm] != len(arms) else \
                 np.arange(len(arms))
             if arm == self._unrouted:
-                self._count_unrouted(cols, mine)
+                self._count_unrouted(cols, mine, path_at)
             acc = self._accs.get((window, arm))
             if acc is None:
                 acc = self._accs[(window, arm)] = ArmAcc()
@@ -686,15 +689,16 @@ class _Accumulate(beam.DoFn):
             for bucket, part in parts.items():
                 yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((bucket, part), window))
 
-    def _count_unrouted(self, cols: Columns, rows: np.ndarray) -> None:
+    def _count_unrouted(self, cols: Columns, rows: np.ndarray,
+                        path_at: Callable[[int], Any] | None) -> None:
         """Results (not failures: those of elements no arm took are the
         report's ``unrouted_failures``) whose path is no arm of the experiment:
-        counted, one path kept for the log (``_path_at``: a row's path)."""
+        counted, one path kept for the log (``path_at``: a row's path)."""
         results = rows[~cols.failed[rows]]
         if results.size:
             self._unrouted_results += int(results.size)
-            if self._unrouted_path is None and self._path_at is not None:
-                self._unrouted_path = self._path_at(int(results[0]))
+            if self._unrouted_path is None and path_at is not None:
+                self._unrouted_path = path_at(int(results[0]))
 
     def _log_unrouted(self) -> None:
         """Results in no arm: counted (``unrouted_results``) and logged once per
