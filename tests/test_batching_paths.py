@@ -171,7 +171,9 @@ def test_block_coder_round_trips_and_estimates_without_pickling() -> None:
 
 def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+        return (type(a) is type(b) and a.dtype.str == b.dtype.str and a.shape == b.shape
+                and a.dtype.metadata == b.dtype.metadata
+                and a.flags.writeable == b.flags.writeable
                 and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f")))
     if type(a) is beam.Row:
         return type(b) is beam.Row and list(vars(a)) == list(vars(b)) and all(
@@ -194,11 +196,17 @@ def _assert_same_block(back: Block, value: Block) -> None:
         assert _same_value(getattr(back, name), getattr(value, name)), name
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
 def test_block_coder_keeps_every_kind_of_original() -> None:
     """Rows of the same fields travel as columns (their arrays stacked); any
     other originals as they are; either way each original comes back with its
     fields, types, dtypes and shapes (0-d arrays, arrays of other dtypes or
-    shapes row to row, lists, dicts, fields in another order, NaN)."""
+    shapes row to row, lists, dicts, fields in another order, NaN; byte order,
+    dtype metadata and read-only flags; rows without fields)."""
     impl = BlockCoder().get_impl()
     n = 4
     kinds = {
@@ -214,6 +222,13 @@ def test_block_coder_keeps_every_kind_of_original() -> None:
                   beam.Row(features=np.ones(3), a=1) for i in range(n)],
         "dicts": [{"features": np.ones(3, np.float32), "id": i} for i in range(n)],
         "mixed": [beam.Row(features=np.ones(3)), {"features": np.ones(3)}] * 2,
+        # (a reviewer's: np.stack would make these native-order and writeable)
+        "big_endian": [beam.Row(features=np.arange(3, dtype=">i4") + i) for i in range(n)],
+        "read_only": [beam.Row(features=_read_only(np.full(3, i, np.float32)))
+                      for i in range(n)],
+        "metadata": [beam.Row(features=np.ones(3, np.dtype(np.float32, metadata={"unit": "m"})))
+                     for i in range(n)],
+        "no_fields": [beam.Row() for i in range(n)],
     }
     for kind, originals in kinds.items():
         block = Block(originals, np.zeros((n, 3), np.float32))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -698,9 +699,9 @@ def test_mirror_pairs_are_joined_however_the_rows_arrive(monkeypatch: pytest.Mon
 @pytest.mark.slow
 def test_mirror_pairs_are_joined_across_worker_processes(tmp_path: Any) -> None:
     """Each arm's rows from a source of its own, on two SDK worker processes
-    (each salts Python's str hash its own way): every element leaves its
-    bundle unpaired (``sent_to_join``: both arms' results), and the join still
-    pairs every one - an id's join bucket is the same in every process."""
+    (each salts Python's str hash its own way): every element is paired, in
+    its bundle or by the join - an id's join bucket is the same in every
+    process (with Python's hash, most pairs were lost here)."""
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -724,8 +725,133 @@ def test_mirror_pairs_are_joined_across_worker_processes(tmp_path: Any) -> None:
     result.wait_until_finish()
     lines = [json.loads(line) for path in tmp_path.glob("pairs*") for line in open(path)]
     assert lines == [[n, float(np.mean(labels["control"] == labels["treatment"]))]]
-    joined = result.metrics().query(MetricsFilter().with_name("sent_to_join"))["counters"]
-    assert sum(c.committed for c in joined) == 2 * n
+    counters = {name: sum(c.committed for c in result.metrics().query(
+        MetricsFilter().with_name(name))["counters"]) for name in ("sent_to_join",
+                                                                   "paired_in_bundle")}
+    # (whether the two processes bundle the arms apart is the runner's choice:
+    # every result is paired in its bundle or sent to the join)
+    assert 2 * counters["paired_in_bundle"] + counters["sent_to_join"] == 2 * n
+
+
+def test_join_buckets_are_the_same_in_every_process() -> None:
+    """An id's join bucket comes from its UTF-8 (CRC-32), not from Python's
+    str hash, which each process salts its own way (PYTHONHASHSEED): the
+    buckets computed in processes with other seeds are this one's."""
+    import subprocess
+    import sys
+
+    from crossinfer.experiments import columns
+
+    ids = [f"element-{i}" for i in range(200)] + ["", "bad\ud800", "\u00e9"]
+    code = ("import json, sys; from crossinfer.experiments import columns; "
+            "ids = json.loads(sys.stdin.read()); "
+            "print(json.dumps([[b, r.tolist()] for b, r in "
+            "columns.join_buckets(columns.utf8(ids), 64)]))")
+    mine = [[b, r.tolist()] for b, r in columns.join_buckets(columns.utf8(ids), 64)]
+    assert len(mine) > 1 and sorted(i for _, r in mine for i in r) == list(range(len(ids)))
+    for seed in ("1", "2"):
+        theirs = subprocess.run([sys.executable, "-c", code], input=json.dumps(ids),
+                                capture_output=True, text=True, check=True,
+                                env={**os.environ, "PYTHONHASHSEED": seed})
+        assert json.loads(theirs.stdout) == mine
+
+
+def _apart(p: beam.Pipeline, rows: dict[str, list[ReportInput]], tag: str) -> Any:
+    """Each arm's rows from a source of its own (their arms in other bundles),
+    made in a Map and carried by Beam's pickling coder (its schema coder would
+    refuse text that is no valid UTF-8)."""
+    return ([_made(p, mine, f"{tag}/{arm}") for arm, mine in rows.items()]
+            | f"{tag}/apart" >> beam.Flatten())
+
+
+def _made(p: beam.Pipeline, rows: list[Any], tag: str) -> Any:
+    return (p | f"{tag}/n" >> beam.Create(range(len(rows)), reshuffle=False)
+            | f"{tag}/rows" >> beam.Map(lambda i: rows[i]).with_output_types(Any))
+
+
+def test_ids_and_keys_with_lone_surrogates_are_joined_and_counted() -> None:
+    """A reviewer's: text that is no valid UTF-8 (a lone surrogate) as a
+    mirror's ids, its arms in other bundles, and as a hash split's keys: the
+    join and the distinct keys send them as UTF-8 bytes (surrogates kept), so
+    the pipeline does not fail in Beam's str coder, every element is paired,
+    and ``bad\ud800`` and ``bad\ud801`` stay two keys."""
+    from crossinfer.experiments import ReportFromInputs
+
+    n = 40
+    ids = [f"bad\ud800{i}" if i % 2 else f"ok{i}" for i in range(n)]
+    mirror = {arm: [ReportInput(f"m/{arm}/x", False, i % 3, 0.5, None, None, ids[i], None,
+                                None) for i in range(n)] for arm in ("control", "treatment")}
+    keys = ["bad\ud800", "bad\ud801", "k"]
+    hashed = [ReportInput(f"h/{arm}/x", False, 1, 0.5, None, None, None, None, None,
+                          key=keys[i % 3] if arm == "control" else "k")
+              for i in range(30) for arm in ("control", "treatment")]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        report = _apart(p, mirror, "m") | "m" >> ReportFromInputs(
+            ReportSettings(_two_arms("m", "mirror")))
+        _ = report.pairs | "pairs" >> beam.Map(Collect("surrogate/pairs"))
+        report = _made(p, hashed, "h") | "hr" >> ReportFromInputs(
+            ReportSettings(_two_arms("h", "hash")))
+        _ = report.arms | "arms" >> beam.Map(Collect("surrogate/arms"))
+    (pair,) = STORE.pop("surrogate/pairs")
+    assert pair.pairs == n and pair.agreement == 1.0
+    arms = STORE.pop("surrogate/arms")
+    assert sorted(a.count for a in arms) == [30, 30]
+    # distinct keys 3 (control) and 1 (treatment): the two surrogate keys are two
+    assert [a.srm_p_value for a in arms] == [pytest.approx(
+        sps.chisquare([3, 1], [2, 2]).pvalue, rel=1e-9)] * 2
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_three_arms_pair_the_control_with_each_arm_that_has_the_element(together: bool) -> None:
+    """A reviewer's: arm ``t2`` fails a third of the elements; the control is
+    still paired with ``t1`` on every element (not only on those ``t2`` has),
+    and with ``t2`` on those it has - the arms in one bundle (such elements
+    go to the join) or each from its own source."""
+    from crossinfer.experiments import ReportFromInputs
+
+    n = 300
+    rng = np.random.default_rng(5)
+    labels = {arm: rng.integers(0, 3, n) for arm in ("control", "t1", "t2")}
+    has = {"control": np.ones(n, bool), "t1": np.ones(n, bool), "t2": np.arange(n) % 3 != 0}
+    model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")
+    node = ci.ABTestNode(name="m3", split="mirror", arms=tuple(
+        ci.Arm(arm, model, 1) for arm in labels))
+    rows = {arm: [ReportInput(f"m3/{arm}/x", not has[arm][i], int(labels[arm][i]), 0.5, None,
+                              None, str(i), None, None) for i in range(n)] for arm in labels}
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        inputs = (p | beam.Create([r for i in range(n) for r in (rows["control"][i], rows["t1"][i],
+                                                                   rows["t2"][i])])
+                  .with_output_types(ReportInput)) if together else _apart(p, rows, "x")
+        report = inputs | ReportFromInputs(ReportSettings(node))
+        _ = report.pairs | beam.Map(Collect("three/failing"))
+    pairs = {pair.treatment: pair for pair in STORE.pop("three/failing")}
+    assert pairs["t1"].pairs == n
+    assert pairs["t1"].agreement == np.mean(labels["t1"] == labels["control"])
+    kept = has["t2"]
+    assert pairs["t2"].pairs == int(kept.sum())
+    assert pairs["t2"].agreement == np.mean(labels["t2"][kept] == labels["control"][kept])
+
+
+def test_results_without_an_id_or_with_a_repeated_one_are_counted_and_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A reviewer's: a wrong ``id_field`` and ids shared by several elements
+    gave pair rows of 0 pairs without a word. Now: results without the id
+    field are counted (``missing_id``) and logged; results the join leaves
+    without a pair (a repeated id) are counted (``unpaired_results``) and
+    logged."""
+    rows = [beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=i)
+            for i in range(20) for arm in ("control", "treatment")]
+    _, pairs, missing = _report_rows(_two_arms("m", "mirror"), rows, "missing_id", caplog,
+                                     id_field="element_id")
+    assert [p.pairs for p in pairs] == [0] and missing == 40
+    assert "id_field: 40 mirror result(s) without a field 'element_id'" in caplog.text
+    caplog.clear()
+    shared = [beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=i // 2)
+              for i in range(20) for arm in ("control", "treatment")]
+    _, pairs, unpaired = _report_rows(_two_arms("m", "mirror"), shared, "unpaired_results",
+                                      caplog)
+    assert [p.pairs for p in pairs] == [0] and unpaired == 40
+    assert "40 mirror result(s) found no result of the same id (id_field 'id')" in caplog.text
 
 
 @pytest.mark.parametrize("max_held", [50_000, 2])

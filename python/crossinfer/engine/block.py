@@ -274,15 +274,18 @@ def _row_columns(originals: list[Any]) -> tuple[tuple[str, ...], list[Any]] | No
         return None
     fields = list(map(vars, originals))  # (a Row keeps its fields in its __dict__)
     names = tuple(fields[0])
-    if any(tuple(f) != names for f in fields):
-        return None
+    if not names or any(tuple(f) != names for f in fields):
+        return None  # (rows without fields: no column would say how many there are)
     columns: list[Any] = []
     for name in names:
         values = list(map(itemgetter(name), fields))
         first = values[0]
-        if type(first) is np.ndarray and first.ndim and all(
+        # Stacked only where the stack gives each row back as it was: np.stack
+        # makes a native-order, writeable array and drops dtype metadata.
+        if type(first) is np.ndarray and first.ndim and first.dtype.isnative \
+                and first.dtype.metadata is None and all(
                 type(v) is np.ndarray and v.dtype == first.dtype and v.shape == first.shape
-                for v in values):
+                and v.flags.writeable for v in values):
             columns.append(np.stack(values))
         else:
             columns.append(values)

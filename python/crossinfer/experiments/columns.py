@@ -399,19 +399,26 @@ def pair_rows(ids: Sequence[Sequence[Any]]) -> tuple[list[np.ndarray], list[np.n
     return paired, left
 
 
-def join_buckets(ids: Sequence[str], buckets: int) -> Iterator[tuple[int, np.ndarray]]:
-    """The rows of ``ids`` per join bucket, ``(bucket, rows)`` (int64 row
-    numbers, in row order), for buckets that have rows. An id's bucket is
-    ``CRC-32(id as UTF-8) mod buckets``: the same in every worker process
-    (Python's ``hash`` of a str is salted per process, so it cannot say where
-    another worker's copy of the id went)."""
-    if not ids:
+def utf8(texts: Sequence[str]) -> list[bytes]:
+    """Ids or keys as UTF-8, lone surrogates kept (``surrogatepass``): what
+    leaves a step for the join (Beam's coders encode ``str`` as strict UTF-8,
+    which fails on a lone surrogate; these bytes are the same for the same
+    text in every arm and process, and differ for different texts)."""
+    return [t.encode("utf-8", "surrogatepass") for t in texts]
+
+
+def join_buckets(keys: Sequence[bytes], buckets: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The rows of ``keys`` (:func:`utf8` ids or keys) per join bucket,
+    ``(bucket, rows)`` (int64 row numbers, in row order), for buckets that
+    have rows. A key's bucket is ``CRC-32(key) mod buckets``: the same in every
+    worker process (Python's ``hash`` of a str is salted per process, so it
+    cannot say where another worker's copy of the key went)."""
+    if not keys:
         return
-    keys = np.fromiter((crc32(id_.encode("utf-8", "surrogatepass")) for id_ in ids),
-                       dtype=np.int64, count=len(ids)) % buckets
-    order = np.argsort(keys, kind="stable")
-    for rows in np.split(order, np.flatnonzero(np.diff(keys[order])) + 1):
-        yield int(keys[rows[0]]), rows
+    found = np.fromiter(map(crc32, keys), dtype=np.int64, count=len(keys)) % buckets
+    order = np.argsort(found, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(found[order])) + 1):
+        yield int(found[rows[0]]), rows
 
 
 def _aligned(ids: Sequence[Sequence[Any]]) -> int:

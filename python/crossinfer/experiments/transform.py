@@ -275,12 +275,6 @@ def _check_schema(results: PCollection[Any], s: ReportSettings) -> None:
                                   f"{s.ground_truth!r} (fields: {', '.join(fields)})")
 
 
-def _tag_keys(arm_key: tuple[str, str], name: str) -> Any:
-    """A distinct ``(arm, key)`` of a window -> one key counted for ``arm``
-    (summed per window by :func:`~crossinfer.experiments.combiners.merge_window`)."""
-    return name, ("keys", arm_key[0], 1)
-
-
 class ReportFromInputs(beam.PTransform[PCollection[ReportInput], ReportOutputs]):
     """The report over :class:`ReportInput` rows (what the service's URN expands to).
 
@@ -322,8 +316,8 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
                     | "Pairs" >> beam.ParDo(_PairJoined(s)))
     if s.hashed:
         accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline)
-                    | "DistinctKeys" >> beam.Distinct()
-                    | "TagKeys" >> beam.Map(_tag_keys, s.name))
+                    | "KeysByBucket" >> beam.GroupByKey()
+                    | "CountKeys" >> beam.ParDo(_CountKeys(s)))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
             | "PerWindow" >> beam.GroupByKey()
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
@@ -398,11 +392,12 @@ _CHUNK = 4096
 #: Mirror results held per bundle waiting for their other arms, beyond those
 #: held at the last pairing (then they go to the join).
 _MAX_HELD = 50_000
-#: Buckets of the mirror join: its GroupByKey's keys per window (CRC-32 of the
-#: id, mod this); each bundle sends its unpaired results as columns, one
-#: record per bucket it has results of, so the join costs per bucket and
-#: bundle, not per result, and a window's unpaired results spread over this
-#: many groups (for the runner to share among workers).
+#: Buckets of the mirror join and of a hash split's distinct keys: their
+#: GroupByKeys' keys per window (CRC-32 of the id or key, mod this); each
+#: bundle sends its unpaired results (its keys) as columns, one record per
+#: bucket it has any of, so these steps cost per bucket and bundle, not per
+#: result, and a window's results spread over this many groups (for the
+#: runner to share among workers).
 _JOIN_BUCKETS = 64
 
 
@@ -472,6 +467,8 @@ class _Accumulate(beam.DoFn):
         self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
         self._bad_timing = Metrics.counter(namespace, "bad_timing")
         self._missing_key = Metrics.counter(namespace, "missing_key")
+        self._missing_id_counter = Metrics.counter(namespace, "missing_id")
+        self._warned_id = False
         self._unrouted_counter = Metrics.counter(namespace, "unrouted_results")
         self._warned_unrouted = False
         self._warned_key = False
@@ -492,6 +489,7 @@ class _Accumulate(beam.DoFn):
         self._pair_at = _MAX_HELD  # pair the held results once this many are held
         self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
         self._paired = self._joined = self._keyless = self._unrouted_results = 0
+        self._missing_id = 0
         self._unrouted_path: Any = None  # one of them, for the log
 
     def process(self, element: Any) -> Any:
@@ -607,7 +605,7 @@ class _Accumulate(beam.DoFn):
             if acc is None:
                 acc = self._accs[(window, arm)] = ArmAcc()
             acc.add_rows(cols, mine, self._accuracy)
-            if self._join and arm != self._unrouted and cols.id is not None:
+            if self._join and arm != self._unrouted:
                 self._hold(cols, mine, arm, window)
         out: list[Any] = []
         if self._hashed and cols.key is not None:
@@ -627,14 +625,19 @@ class _Accumulate(beam.DoFn):
         return list(self._unkey()) if len(self._keys) > _MAX_HELD else []
 
     def _hold(self, cols: Columns, rows: np.ndarray, arm: int, window: Any) -> None:
-        """An arm's results in ``rows`` with an id, held for pairing."""
-        ids = cols.id or []
+        """An arm's results in ``rows`` with an id, held for pairing; those
+        without one counted (:meth:`_count_missing_id`)."""
         rows = rows[~cols.failed[rows]]
+        if cols.id is None:  # no row of the chunk has the id field
+            self._missing_id += len(rows)
+            return
+        ids = cols.id
         # (a chunk of one arm's results, the common case on a runner that
         # sends each arm's results in runs: its ids as they are)
         mine = ids if len(rows) == len(ids) else [ids[i] for i in rows.tolist()]
         if None in mine:
             keep = [i for i, id_ in enumerate(mine) if id_ is not None]
+            self._missing_id += len(mine) - len(keep)
             rows, mine = rows[keep], [mine[i] for i in keep]
         if not mine:
             return
@@ -678,14 +681,15 @@ class _Accumulate(beam.DoFn):
         self._joined += self._n_held
         self._n_held = 0
         for window, held in held_windows.items():
-            parts: dict[int, list[tuple[int, list[str], Sides]]] = {}
+            parts: dict[int, list[tuple[int, list[bytes], Sides]]] = {}
             for arm, h in enumerate(held):
                 if not h.ids:
                     continue
                 sides = Sides.concat(h.sides)
-                for bucket, rows in columns.join_buckets(h.ids, _JOIN_BUCKETS):
+                ids = columns.utf8(h.ids)
+                for bucket, rows in columns.join_buckets(ids, _JOIN_BUCKETS):
                     parts.setdefault(bucket, []).append(
-                        (arm, [h.ids[i] for i in rows.tolist()], sides.take(rows)))
+                        (arm, [ids[i] for i in rows.tolist()], sides.take(rows)))
             for bucket, part in parts.items():
                 yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((bucket, part), window))
 
@@ -729,6 +733,19 @@ class _Accumulate(beam.DoFn):
                 self._s.name, self._keyless, self._s.key_field)
         self._keyless = 0
 
+    def _count_missing_id(self) -> None:
+        """A mirror's results without the id field (or with a null one): in no
+        pair. Counted (``missing_id``) and logged once per worker - a wrong
+        ``id_field`` would otherwise give pair rows of 0 pairs without a word."""
+        self._missing_id_counter.inc(self._missing_id)
+        if not self._warned_id:
+            self._warned_id = True
+            logging.getLogger(__name__).warning(
+                "experiment report %r: id_field: %d mirror result(s) without a field %r (or a "
+                "null one) are in no pair row; pass the report the field that identifies an "
+                "element in every arm", self._s.name, self._missing_id, self._s.id_field)
+        self._missing_id = 0
+
     def _count_bad_timing(self, bad: int) -> None:
         """Rows whose timing was malformed (``combiners.valid_timing``): counted,
         and logged once per worker."""
@@ -742,9 +759,21 @@ class _Accumulate(beam.DoFn):
                 MAX_MODEL_MS)
 
     def _unkey(self) -> Iterator[Any]:
+        """The bundle's distinct ``(arm, key)`` per window, as lists per join
+        bucket: one ``(bucket, [(arm, keys), ...])`` each, for the GroupByKey
+        that makes them distinct across bundles (:class:`_CountKeys`)."""
+        per_window: dict[Any, dict[str, list[str]]] = {}
         for window, arm, key in self._keys:
-            yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((arm, key), window))
+            per_window.setdefault(window, {}).setdefault(arm, []).append(key)
         self._keys = set()
+        for window, arms in per_window.items():
+            parts: dict[int, list[tuple[str, list[bytes]]]] = {}
+            for arm, texts in arms.items():
+                keys = columns.utf8(texts)
+                for bucket, rows in columns.join_buckets(keys, _JOIN_BUCKETS):
+                    parts.setdefault(bucket, []).append((arm, [keys[i] for i in rows.tolist()]))
+            for bucket, part in parts.items():
+                yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((bucket, part), window))
 
     def finish_bundle(self) -> Iterator[Any]:
         if self._buf:
@@ -765,6 +794,8 @@ class _Accumulate(beam.DoFn):
             self._count_bad_timing(bad)
         if self._keyless:
             self._count_keyless()
+        if self._missing_id:
+            self._count_missing_id()
         if self._unrouted_results:
             self._log_unrouted()
         control = self._s.control
@@ -844,30 +875,42 @@ class _AccumulateBlocks(_Accumulate):
 def _add_pairs(pairs: dict[tuple[Any, int], PairAcc], window: Any,
                ids: list[list[str]], sides: list[Sides | None], control: int,
                others: list[int], accuracy: bool) -> tuple[int, list[np.ndarray]]:
-    """Pair one window's results by id (:func:`columns.pair_rows`: ids every
-    arm has once) into ``pairs``, one :class:`PairAcc` per (window, other arm).
+    """Pair one window's results held in a bundle by id - the elements every
+    arm has, once (:func:`columns.pair_rows`) - into ``pairs``, one
+    :class:`PairAcc` per (window, other arm).
 
     ``ids``, ``sides``: per arm (in the settings' order), its results' ids and
     sides, aligned by row (``sides`` None where an arm has none). Returns how
-    many elements were paired, and per arm the rows left unpaired."""
+    many elements were paired, and per arm the rows left unpaired (for the
+    join, which pairs the control with each other arm apart)."""
     paired, left = columns.pair_rows(ids)
     n = len(paired[0])
     if n:
         control_sides = sides[control].take(paired[control])  # type: ignore[union-attr]
         for other in others:
-            pair = pairs.get((window, other))
-            if pair is None:
-                pair = pairs[(window, other)] = PairAcc()
-            pair.add_pairs(control_sides, sides[other].take(paired[other]),  # type: ignore[union-attr]
-                           accuracy)
+            _add_pair(pairs, window, other, control_sides,
+                      sides[other].take(paired[other]), accuracy)  # type: ignore[union-attr]
     return n, left
+
+
+def _add_pair(pairs: dict[tuple[Any, int], PairAcc], window: Any, other: int,
+              control: Sides, treated: Sides, accuracy: bool) -> None:
+    """n elements' control and ``other`` arm sides, aligned by row, into
+    ``pairs[(window, other)]``."""
+    pair = pairs.get((window, other))
+    if pair is None:
+        pair = pairs[(window, other)] = PairAcc()
+    pair.add_pairs(control, treated, accuracy)
 
 
 class _PairJoined(beam.DoFn):
     """A join bucket's held results from every bundle -> pairs, accumulated per
     (window, arm pair) and bundle. Every copy of an id is in its bucket, so an
-    element's arms meet here however the runner bundled them; ids not in every
-    arm (an arm failed) or seen twice in one arm are not paired."""
+    element's arms meet here however the runner bundled them. The control is
+    paired with each other arm apart: an element another arm failed on still
+    pairs the arms that have it. Ids seen twice in one of the two arms are not
+    paired; results left without a pair are counted (``unpaired_results``)
+    and logged once per worker."""
 
     def __init__(self, settings: ReportSettings) -> None:
         self._s = settings
@@ -877,27 +920,84 @@ class _PairJoined(beam.DoFn):
         self._control = s.arm_names.index(s.control)
         self._others = [s.arm_names.index(a) for a in s.others]
         self._accuracy = s.metric == "accuracy"
+        self._unpaired_counter = Metrics.counter(f"crossinfer/{s.name}/report",
+                                                 "unpaired_results")
+        self._warned = False
 
     def start_bundle(self) -> None:
         self._pairs: dict[tuple[Any, int], PairAcc] = {}
+        self._unpaired = 0
 
-    def process(self, kv: tuple[int, Iterable[list[tuple[int, list[str], Sides]]]],
+    def process(self, kv: tuple[int, Iterable[list[tuple[int, list[bytes], Sides]]]],
                 window: Any = beam.DoFn.WindowParam) -> None:
-        ids: list[list[str]] = [[] for _ in self._s.arm_names]
-        sides: list[list[Sides]] = [[] for _ in self._s.arm_names]
+        ids: list[list[bytes]] = [[] for _ in self._s.arm_names]
+        parts: list[list[Sides]] = [[] for _ in self._s.arm_names]
         for part in kv[1]:
             for arm, arm_ids, arm_sides in part:
                 ids[arm].extend(arm_ids)
-                sides[arm].append(arm_sides)
-        if all(ids):
-            _add_pairs(self._pairs, window, ids, [Sides.concat(x) for x in sides],
-                       self._control, self._others, self._accuracy)
+                parts[arm].append(arm_sides)
+        sides = [Sides.concat(p) if p else None for p in parts]
+        control = self._control
+        paired_control = np.zeros(len(ids[control]), dtype=bool)
+        for other in self._others:
+            if not ids[control] or not ids[other]:
+                self._unpaired += len(ids[other])
+                continue
+            (mine, theirs), (_, left) = columns.pair_rows([ids[control], ids[other]])
+            self._unpaired += len(left)
+            if len(mine):
+                paired_control[mine] = True
+                _add_pair(self._pairs, window, other,
+                          sides[control].take(mine),  # type: ignore[union-attr]
+                          sides[other].take(theirs), self._accuracy)  # type: ignore[union-attr]
+        self._unpaired += int(np.count_nonzero(~paired_control))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         names, control = self._s.arm_names, self._s.control
         for (window, other), acc in self._pairs.items():
             yield _windowed((self._s.name, ("pair", (control, names[other]), acc)), window)
         self._pairs = {}
+        if self._unpaired:
+            self._count_unpaired()
+
+    def _count_unpaired(self) -> None:
+        self._unpaired_counter.inc(self._unpaired)
+        if not self._warned:
+            self._warned = True
+            logging.getLogger(__name__).warning(
+                "experiment report %r: %d mirror result(s) found no result of the same id "
+                "(id_field %r) in the arm they are compared with: that arm failed on their "
+                "element, or the id is not unique in an arm (an id met twice is not paired); "
+                "they are in no pair row", self._s.name, self._unpaired, self._s.id_field)
+        self._unpaired = 0
+
+
+class _CountKeys(beam.DoFn):
+    """A join bucket's keys per arm from every bundle -> how many are distinct,
+    per (window, arm), summed per bundle. Every copy of a key is in its
+    bucket, so a key counts once per arm and window however the runner
+    bundled its rows; the buckets' counts add up in
+    :func:`~crossinfer.experiments.combiners.merge_window`."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        self._s = settings
+
+    def start_bundle(self) -> None:
+        self._counts: dict[tuple[Any, str], int] = {}
+
+    def process(self, kv: tuple[int, Iterable[list[tuple[str, list[bytes]]]]],
+                window: Any = beam.DoFn.WindowParam) -> None:
+        distinct: dict[str, set[bytes]] = {}
+        for part in kv[1]:
+            for arm, keys in part:
+                distinct.setdefault(arm, set()).update(keys)
+        for arm, found in distinct.items():
+            self._counts[(window, arm)] = self._counts.get((window, arm), 0) + len(found)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for (window, arm), count in self._counts.items():
+            yield _windowed((self._s.name, ("keys", arm, count)), window)
+        self._counts = {}
 
 
 def _window_ms(window: Any) -> tuple[int | None, int | None]:
