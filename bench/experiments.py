@@ -2,7 +2,8 @@
 
 Side by side in one run, on the same synthetic rows and torch MLPs as
 ``bench.patterns`` (``ab-split``: a seeded random 50/50 split; ``ab-mirror``:
-every element to both arms):
+every element to both arms; ``ab-hash``: a hash split sticky on ``key``,
+10,000 keys round-robin, whose report's SRM counts distinct keys per arm):
 
 * ``A/B``: ``Synthetic(n) | ABTest`` (results and failures counted);
 * ``A/B + report``: the same pipeline plus ``ExperimentReport`` on its
@@ -27,6 +28,7 @@ report's join counters (results paired in their bundle, sent to the join).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -43,7 +45,17 @@ from bench.patterns import crossinfer_spec
 from bench.pipelines import Synthetic, check, count, run, warm_data
 from crossinfer.experiments import ExperimentReport
 
-KINDS = ("ab-split", "ab-mirror")
+KINDS = ("ab-split", "ab-mirror", "ab-hash")
+#: Distinct keys of the ``ab-hash`` pattern's rows (``key`` = ``k<id mod this>``).
+HASH_KEYS = 10_000
+
+
+def spec_of(kind: str, models: Any) -> Any:
+    """The pattern's spec: ``bench.patterns``' A/B, or (``ab-hash``) its random
+    split made a hash split on the rows' ``key``."""
+    if kind == "ab-hash":
+        return dataclasses.replace(crossinfer_spec("ab-split", models), split="hash")
+    return crossinfer_spec(kind, models)
 
 
 class _Nothing(beam.DoFn):
@@ -68,11 +80,12 @@ def _same(row: Any) -> Any:
 
 def pipeline(kind: str, models: Any, n: int, report: bool, noop: bool = False,
              rows: bool = False) -> Any:
-    spec = crossinfer_spec(kind, models)
+    spec = spec_of(kind, models)
     out_count = 2 * n if kind == "ab-mirror" else n
+    keys = HASH_KEYS if kind == "ab-hash" else None
 
     def build(p: beam.Pipeline) -> None:
-        out = p | Synthetic(n) | ci.ABTest(spec)
+        out = p | Synthetic(n, keys=keys) | ci.ABTest(spec)
         count(out.results, "out")
         count(out.failures, "failed")
         if report:
