@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import pickle
 from collections.abc import Sequence
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -274,24 +274,30 @@ def _row_columns(originals: list[Any]) -> tuple[tuple[str, ...], list[Any]] | No
         return None
     fields = list(map(vars, originals))  # (a Row keeps its fields in its __dict__)
     names = tuple(fields[0])
-    if not names or any(tuple(f) != names for f in fields):
+    if not names or set(map(tuple, fields)) != {names}:
         return None  # (rows without fields: no column would say how many there are)
     columns: list[Any] = []
     for name in names:
         values = list(map(itemgetter(name), fields))
-        first = values[0]
-        # Stacked only where the stack gives each row back as it was: np.stack
-        # makes a native-order, writeable array and drops dtype metadata.
-        if type(first) is np.ndarray and first.ndim and first.dtype.isnative \
-                and first.dtype.metadata is None and all(
-                type(v) is np.ndarray and v.dtype == first.dtype and v.shape == first.shape
-                and v.flags.writeable for v in values):
-            columns.append(np.stack(values))
-        else:
-            columns.append(values)
+        columns.append(_stacked(values) if type(values[0]) is np.ndarray else values)
     return names, columns
 
 
+def _stacked(values: list[Any]) -> Any:
+    """``values`` as one stacked array where that gives each row back as it
+    was - ndarrays of one shape (at least 1-D) and dtype, native byte order,
+    no dtype metadata, writeable (np.stack makes a native-order, writeable
+    array and drops metadata) - else ``values`` as they are."""
+    first = values[0]
+    if first.ndim and first.dtype.isnative and first.dtype.metadata is None \
+            and set(map(type, values)) == _NDARRAY and len(set(map(_dtype, values))) == 1 \
+            and len(set(map(_shape, values))) == 1 and all(map(_writeable, values)):
+        return np.stack(values)
+    return values
+
+
+_NDARRAY = {np.ndarray}
+_dtype, _shape, _writeable = attrgetter("dtype"), attrgetter("shape"), attrgetter("flags.writeable")
 _ROW_TYPE = {Row}
 
 
