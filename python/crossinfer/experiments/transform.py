@@ -401,6 +401,24 @@ _MAX_HELD = 50_000
 _JOIN_BUCKETS = 64
 
 
+class _LeftOut:
+    """Rows the report leaves out of a figure (or all of it): a Beam counter,
+    and a warning logged once per worker (per DoFn instance), so that a wrong
+    setting or malformed rows are never silent."""
+
+    def __init__(self, namespace: str, name: str, message: str) -> None:
+        self._counter = Metrics.counter(namespace, name)
+        self._message = message
+        self._warned = False
+
+    def add(self, count: int, *args: Any) -> None:
+        """``count`` more rows; the first call also logs ``message % args``."""
+        self._counter.inc(count)
+        if not self._warned:
+            self._warned = True
+            logging.getLogger(__name__).warning(self._message, *args)
+
+
 class _Held:
     """One arm's mirror results of one window waiting for their other arms:
     ids, and sides as arrays (nothing the garbage collector walks per row)."""
@@ -464,16 +482,27 @@ class _Accumulate(beam.DoFn):
         namespace = f"crossinfer/{s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
-        self._missing_truth = Metrics.counter(namespace, "missing_ground_truth")
-        self._bad_timing = Metrics.counter(namespace, "bad_timing")
-        self._missing_key = Metrics.counter(namespace, "missing_key")
-        self._missing_id_counter = Metrics.counter(namespace, "missing_id")
-        self._warned_id = False
-        self._unrouted_counter = Metrics.counter(namespace, "unrouted_results")
-        self._warned_unrouted = False
-        self._warned_key = False
+        self._missing_truth = _LeftOut(
+            namespace, "missing_ground_truth", "experiment report %r: ground_truth: the "
+            "results have no field %r (fields: %s); they count as without ground truth")
+        self._bad_timing = _LeftOut(
+            namespace, "bad_timing", "experiment report %r: %d row(s) with malformed timing "
+            "left out of the latency (model_ms must hold one number from 0 to %g ms per model "
+            "stage of the row's arm, batch_size as many integers from 1)")
+        self._missing_key = _LeftOut(
+            namespace, "missing_key", "experiment report %r: %d routed row(s) without a key "
+            "(key_field %r): a hash split's SRM counts the distinct keys of the rows that carry "
+            "one, and elements only when none does; pass the report the key_field given to "
+            "ABTest")
+        self._missing_id_rows = _LeftOut(
+            namespace, "missing_id", "experiment report %r: id_field: %d mirror result(s) "
+            "without a field %r (or a null one) are in no pair row; pass the report the field "
+            "that identifies an element in every arm")
+        self._unrouted_rows = _LeftOut(
+            namespace, "unrouted_results", "experiment report %r: %d result(s) in no arm of the "
+            "experiment (path %r; arms: %s) left out of the report: is it given the spec its "
+            "results came from?")
         self._stage_counts = {arm: len(s.stages(arm)) for arm in s.arm_names}
-        self._warned = self._warned_timing = False
 
     def start_bundle(self) -> None:
         # The global window's rows read since the last chunk, their fields one
@@ -552,13 +581,7 @@ class _Accumulate(beam.DoFn):
         """``count`` results without the ground-truth field (a null value is
         fine), one of whose fields are ``fields``: counted, and logged once per
         worker, naming the field and the row's."""
-        self._missing_truth.inc(count)
-        if not self._warned:
-            self._warned = True
-            logging.getLogger(__name__).warning(
-                "experiment report %r: ground_truth: the results have no field %r "
-                "(fields: %s); they count as without ground truth", self._s.name,
-                self._s.ground_truth, ", ".join(fields))
+        self._missing_truth.add(count, self._s.name, self._s.ground_truth, ", ".join(fields))
 
     def _arm_index(self, paths: list[Any]) -> list[int]:
         cache = self._arm_cache
@@ -713,14 +736,8 @@ class _Accumulate(beam.DoFn):
         """Results in no arm: counted (``unrouted_results``) and logged once per
         worker - the report was given another experiment's spec, or rows that
         are no results of it (they are in no report row)."""
-        self._unrouted_counter.inc(self._unrouted_results)
-        if not self._warned_unrouted:
-            self._warned_unrouted = True
-            logging.getLogger(__name__).warning(
-                "experiment report %r: %d result(s) in no arm of the experiment (path %r; "
-                "arms: %s) left out of the report: is it given the spec its results came "
-                "from?", self._s.name, self._unrouted_results, self._unrouted_path,
-                ", ".join(self._s.arm_names))
+        self._unrouted_rows.add(self._unrouted_results, self._s.name, self._unrouted_results,
+                                self._unrouted_path, ", ".join(self._s.arm_names))
         self._unrouted_results, self._unrouted_path = 0, None
 
     def _count_keyless(self) -> None:
@@ -728,40 +745,21 @@ class _Accumulate(beam.DoFn):
         worker (the SRM counts the distinct keys of the rows that carry one,
         elements only when none does - a key_field other than ABTest's would
         otherwise turn a sound split into a false alarm without a word)."""
-        self._missing_key.inc(self._keyless)
-        if not self._warned_key:
-            self._warned_key = True
-            logging.getLogger(__name__).warning(
-                "experiment report %r: %d routed row(s) without a key (key_field %r): a hash "
-                "split's SRM counts the distinct keys of the rows that carry one, and elements "
-                "only when none does; pass the report the key_field given to ABTest",
-                self._s.name, self._keyless, self._s.key_field)
+        self._missing_key.add(self._keyless, self._s.name, self._keyless, self._s.key_field)
         self._keyless = 0
 
     def _count_missing_id(self) -> None:
         """A mirror's results without the id field (or with a null one): in no
         pair. Counted (``missing_id``) and logged once per worker - a wrong
         ``id_field`` would otherwise give pair rows of 0 pairs without a word."""
-        self._missing_id_counter.inc(self._missing_id)
-        if not self._warned_id:
-            self._warned_id = True
-            logging.getLogger(__name__).warning(
-                "experiment report %r: id_field: %d mirror result(s) without a field %r (or a "
-                "null one) are in no pair row; pass the report the field that identifies an "
-                "element in every arm", self._s.name, self._missing_id, self._s.id_field)
+        self._missing_id_rows.add(self._missing_id, self._s.name, self._missing_id,
+                                  self._s.id_field)
         self._missing_id = 0
 
     def _count_bad_timing(self, bad: int) -> None:
         """Rows whose timing was malformed (``combiners.valid_timing``): counted,
         and logged once per worker."""
-        self._bad_timing.inc(bad)
-        if not self._warned_timing:
-            self._warned_timing = True
-            logging.getLogger(__name__).warning(
-                "experiment report %r: %d row(s) with malformed timing left out of the "
-                "latency (model_ms must hold one number from 0 to %g ms per model stage of "
-                "the row's arm, batch_size as many integers from 1)", self._s.name, bad,
-                MAX_MODEL_MS)
+        self._bad_timing.add(bad, self._s.name, bad, MAX_MODEL_MS)
 
     def _unkey(self) -> Iterator[Any]:
         """The bundle's distinct ``(arm, key)`` per window, as lists per join
@@ -925,9 +923,11 @@ class _PairJoined(beam.DoFn):
         self._control = s.arm_names.index(s.control)
         self._others = [s.arm_names.index(a) for a in s.others]
         self._accuracy = s.metric == "accuracy"
-        self._unpaired_counter = Metrics.counter(f"crossinfer/{s.name}/report",
-                                                 "unpaired_results")
-        self._warned = False
+        self._left = _LeftOut(
+            f"crossinfer/{s.name}/report", "unpaired_results", "experiment report %r: %d mirror "
+            "result(s) found no result of the same id (id_field %r) in the arm they are "
+            "compared with: that arm failed on their element, or the id is not unique in an "
+            "arm (an id met twice is not paired); they are in no pair row")
 
     def start_bundle(self) -> None:
         self._pairs: dict[tuple[Any, int], PairAcc] = {}
@@ -963,18 +963,8 @@ class _PairJoined(beam.DoFn):
             yield _windowed((self._s.name, ("pair", (control, names[other]), acc)), window)
         self._pairs = {}
         if self._unpaired:
-            self._count_unpaired()
-
-    def _count_unpaired(self) -> None:
-        self._unpaired_counter.inc(self._unpaired)
-        if not self._warned:
-            self._warned = True
-            logging.getLogger(__name__).warning(
-                "experiment report %r: %d mirror result(s) found no result of the same id "
-                "(id_field %r) in the arm they are compared with: that arm failed on their "
-                "element, or the id is not unique in an arm (an id met twice is not paired); "
-                "they are in no pair row", self._s.name, self._unpaired, self._s.id_field)
-        self._unpaired = 0
+            self._left.add(self._unpaired, self._s.name, self._unpaired, self._s.id_field)
+            self._unpaired = 0
 
 
 class _CountKeys(beam.DoFn):
