@@ -801,6 +801,31 @@ def test_ids_and_keys_with_lone_surrogates_are_joined_and_counted() -> None:
         sps.chisquare([3, 1], [2, 2]).pvalue, rel=1e-9)] * 2
 
 
+@pytest.mark.parametrize("split", ["hash", "random"])
+def test_keys_with_lone_surrogates_are_split_and_reported(zoo: Zoo, split: str) -> None:
+    """A newcomer's: an element key with a lone surrogate failed the whole
+    pipeline in ABTest's split (the key was hashed as strict UTF-8). Now it
+    is hashed as UTF-8 with the surrogate kept: every element has its result,
+    a key's elements share one arm (hash), and the report counts them."""
+    node = ab("s", zoo.node("good"), zoo.node("bad"), split=split)
+    elements = [beam.Row(id=r.id, key=f"bad\ud800{r.id % 7}", features=r.features,
+                         truth=r.truth) for r in zoo.rows()[:60]]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = (p | beam.Create(range(len(elements)), reshuffle=False)
+               | beam.Map(lambda i: elements[i]).with_output_types(Any) | ci.ABTest(node))
+        _ = out.results | "r" >> beam.Map(Collect("surrogate-split/results"))
+        report = out | ExperimentReport(node, ground_truth="truth")
+        _ = report.arms | "a" >> beam.Map(Collect("surrogate-split/arms"))
+    results = STORE.pop("surrogate-split/results")
+    assert sorted(r.id for r in results) == sorted(e.id for e in elements)
+    if split == "hash":
+        arms_of_key: dict[str, set[str]] = {}
+        for r in results:
+            arms_of_key.setdefault(r.key, set()).add(_arm(r))
+        assert all(len(arms) == 1 for arms in arms_of_key.values())
+    assert sum(a.count for a in STORE.pop("surrogate-split/arms")) == 60
+
+
 @pytest.mark.parametrize("together", [True, False])
 def test_three_arms_pair_the_control_with_each_arm_that_has_the_element(together: bool) -> None:
     """A reviewer's: arm ``t2`` fails a third of the elements; the control is

@@ -162,10 +162,11 @@ class ExperimentReport(beam.PTransform[Any, ReportOutputs]):
         ``InferenceSpec``, JSON text or a dict), or ready
         :class:`ReportSettings`.
       **settings: :class:`ReportSettings` fields (``ground_truth``,
-        ``id_field``, ``metric``, ``control``, ``confidence``).
+        ``id_field``, ``key_field``, ``metric``, ``control``, ``confidence``).
 
     Input: an :class:`~crossinfer.patterns.InferenceOutputs` (``results``,
-    ``failures``), in any windowing. Output: :class:`ReportOutputs` -
+    ``failures``) - or the pair ``(results, failures)`` as a tuple, e.g. the
+    results after a step of the user's own - in any windowing. Output: :class:`ReportOutputs` -
     ``arms`` (:class:`ArmReport`) and ``pairs`` (:class:`PairReport`), one set
     per window (the global window in batch), emitted when the window closes.
 
@@ -391,7 +392,7 @@ _MAX_CACHED_PATHS = 4096
 _CHUNK = 4096
 #: Mirror results held per bundle waiting for their other arms, beyond those
 #: held at the last pairing (then they go to the join).
-_MAX_HELD = 50_000
+_MAX_HELD = 200_000
 #: Buckets of the mirror join and of a hash split's distinct keys: their
 #: GroupByKeys' keys per window (CRC-32 of the id or key, mod this); each
 #: bundle sends its unpaired results (its keys) as columns, one record per

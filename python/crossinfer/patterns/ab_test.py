@@ -37,7 +37,7 @@ from crossinfer.wire import FAILURES_TAG
 
 def hash_bucket(salt: str, key: str) -> float:
     """A uniform number in [0, 1) fixed by (salt, key): the sticky split."""
-    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
@@ -48,7 +48,7 @@ def pick_arm(point: float, cumulative: Sequence[float]) -> int:
 
 def split_key(seed: int, salt: str) -> bytes:
     """The BLAKE2b key of a random split: its seed and salt."""
-    return hashlib.sha256(f"{seed}\x00{salt}".encode()).digest()
+    return hashlib.sha256(f"{seed}\x00{salt}".encode("utf-8", "surrogatepass")).digest()
 
 
 def element_points(features: np.ndarray, keys: Sequence[str | None] | None,
@@ -65,7 +65,7 @@ def element_points(features: np.ndarray, keys: Sequence[str | None] | None,
         digest = blake(data[i * width:(i + 1) * width], digest_size=8, key=key)
         key_i = None if keys is None else keys[i]
         if key_i is not None:
-            digest.update(b"\x00" + key_i.encode())
+            digest.update(b"\x00" + key_i.encode("utf-8", "surrogatepass"))
         points[i] = as_int(digest.digest(), "big") / 2.0**64
     return points
 
