@@ -411,8 +411,8 @@ def join_buckets(keys: Sequence[bytes], buckets: int) -> Iterator[tuple[int, np.
     """The rows of ``keys`` (:func:`utf8` ids or keys) per join bucket,
     ``(bucket, rows)`` (int64 row numbers, in row order), for buckets that
     have rows. A key's bucket is ``CRC-32(key) mod buckets``: the same in every
-    worker process (Python's ``hash`` of a str is salted per process, so it
-    cannot say where another worker's copy of the key went)."""
+    worker process (Python's ``hash`` of a str or bytes is salted per
+    process, so it cannot say where another worker's copy of the key went)."""
     if not keys:
         return
     found = np.fromiter(map(crc32, keys), dtype=np.int64, count=len(keys)) % buckets
