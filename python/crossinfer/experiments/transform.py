@@ -402,6 +402,15 @@ _MAX_HELD = 200_000
 _JOIN_BUCKETS = 64
 
 
+def _bucketed(texts: list[str]) -> Iterator[tuple[int, np.ndarray, list[bytes]]]:
+    """Ids or keys per join bucket (:func:`columns.join_buckets`): ``(bucket,
+    their rows, their UTF-8)`` - what a bundle sends the join and the distinct
+    keys step, for buckets that have any."""
+    encoded = columns.utf8(texts)
+    for bucket, rows in columns.join_buckets(encoded, _JOIN_BUCKETS):
+        yield bucket, rows, [encoded[i] for i in rows.tolist()]
+
+
 class _LeftOut:
     """Rows the report leaves out of a figure (or all of it): a Beam counter,
     and a warning logged once per worker (per DoFn instance), so that a wrong
@@ -715,10 +724,8 @@ class _Accumulate(beam.DoFn):
                 if not h.ids:
                     continue
                 sides = Sides.concat(h.sides)
-                ids = columns.utf8(h.ids)
-                for bucket, rows in columns.join_buckets(ids, _JOIN_BUCKETS):
-                    parts.setdefault(bucket, []).append(
-                        (arm, [ids[i] for i in rows.tolist()], sides.take(rows)))
+                for bucket, rows, ids in _bucketed(h.ids):
+                    parts.setdefault(bucket, []).append((arm, ids, sides.take(rows)))
             for bucket, part in parts.items():
                 yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((bucket, part), window))
 
@@ -773,9 +780,8 @@ class _Accumulate(beam.DoFn):
         for window, arms in per_window.items():
             parts: dict[int, list[tuple[str, list[bytes]]]] = {}
             for arm, texts in arms.items():
-                keys = columns.utf8(texts)
-                for bucket, rows in columns.join_buckets(keys, _JOIN_BUCKETS):
-                    parts.setdefault(bucket, []).append((arm, [keys[i] for i in rows.tolist()]))
+                for bucket, _, keys in _bucketed(texts):
+                    parts.setdefault(bucket, []).append((arm, keys))
             for bucket, part in parts.items():
                 yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((bucket, part), window))
 
