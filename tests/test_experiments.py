@@ -1385,24 +1385,32 @@ def test_elements_with_keys_that_are_no_names_get_timed_result_rows(zoo: Zoo) ->
     assert all(r.__dict__[7] == "x" and len(r.model_ms) == 1 for r in results)
 
 
-def test_late_results_of_accumulating_panes_are_counted_once(zoo: Zoo) -> None:
-    """Results in fixed windows with an allowed lateness and accumulating
-    panes (default trigger), 4 of 14 late: the report's late rows hold the
-    late results only, and a window's rows add up to its results, from
-    blocks and from rows (a red-team finding: the report's GroupByKeys took
-    the accumulating mode and added earlier panes up again - a hash split's
-    arms reached 10/14 of 6/8)."""
+@pytest.mark.parametrize("split", ["hash", "mirror", "random"])
+def test_late_panes_restate_the_window_over_every_result(zoo: Zoo, split: str) -> None:
+    """Results in fixed windows with 30 s of allowed lateness (accumulating
+    panes on the input: the report takes them discarding), 10 elements on
+    time, 4 late, 3 later than the lateness (dropped by Beam): the window's
+    on-time rows (pane 0, ``ON_TIME``) are the report a batch pipeline gives
+    over the first 10; each late pane's rows restate the window's report over
+    every result so far (``LATE``, pane 1, 2, ...), and the last pane's are the
+    batch report over all 14 - a mirror's late results paired with their
+    other arm's on-time ones, a hash split's keys counted once however many
+    panes they come in - from blocks and from rows. (Before: a late pane's
+    rows held its late results only, and a mirror's late results and a hash
+    split's late keys came apart.)"""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms import trigger, window
 
-    elements = zoo.rows()[:14]
+    elements = zoo.rows()[:17]
     stream = (TestStream().advance_watermark_to(0)
               .add_elements([window.TimestampedValue(r, 1) for r in elements[:10]])
               .advance_processing_time(1).advance_watermark_to(15)
-              .add_elements([window.TimestampedValue(r, 2) for r in elements[10:]])
+              .add_elements([window.TimestampedValue(r, 2) for r in elements[10:14]])
+              .advance_processing_time(1).advance_watermark_to(100)
+              .add_elements([window.TimestampedValue(r, 3) for r in elements[14:]])
               .advance_processing_time(1).advance_watermark_to_infinity())
-    node = ab("late", zoo.node("good"), zoo.node("bad"), split="hash")
+    node = ab("late", zoo.node("good"), zoo.node("bad"), split=split)
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(runner="DirectRunner", options=options) as p:
@@ -1410,22 +1418,81 @@ def test_late_results_of_accumulating_panes_are_counted_once(zoo: Zoo) -> None:
                | beam.WindowInto(window.FixedWindows(10), allowed_lateness=30,
                                  accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
                | ci.ABTest(node))
-        _ = out.results | "r" >> beam.Map(Collect("late/results"))
         rows = ci.InferenceOutputs(out.results | "same" >> beam.Map(_same), out.failures)
         for way, outputs in (("blocks", out), ("rows", rows)):
             report = outputs | f"{way}/report" >> ExperimentReport(node, ground_truth="truth")
-            _ = report.arms | f"{way}/a" >> beam.Map(Collect(f"late/{way}"))
-    arms = Counter(r.path.split("/")[1] for r in STORE.pop("late/results"))
-    assert sum(arms.values()) == 14
-    found = {way: STORE.pop(f"late/{way}") for way in ("blocks", "rows")}
-    for way, rows_of_way in found.items():
-        totals: Counter[str] = Counter()
-        for r in rows_of_way:
-            totals[r.arm] += r.count
-        assert totals == arms, way
-    # (a hash split's late pane comes as several rows, some empty: docs/experiments.md)
-    assert sorted((r.arm, r.count) for r in found["blocks"]) == \
-        sorted((r.arm, r.count) for r in found["rows"])
+            _ = report.arms | f"{way}/a" >> beam.Map(Collect(f"late/{way}/arms"))
+            _ = report.pairs | f"{way}/p" >> beam.Map(Collect(f"late/{way}/pairs"))
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        for n in (10, 14):
+            report = (p | f"in{n}" >> beam.Create(elements[:n]) | f"ab{n}" >> ci.ABTest(node)
+                      | f"report{n}" >> ExperimentReport(node, ground_truth="truth"))
+            _ = report.arms | f"a{n}" >> beam.Map(Collect(f"late/batch{n}/arms"))
+            _ = report.pairs | f"p{n}" >> beam.Map(Collect(f"late/batch{n}/pairs"))
+    window_fields = ("window_start_ms", "window_end_ms", "pane_index", "pane_timing")
+    for output in ("arms", "pairs"):
+        batch = {n: sorted(STORE.pop(f"late/batch{n}/{output}"), key=_report_key)
+                 for n in (10, 14)}
+        for way in ("blocks", "rows"):
+            found = STORE.pop(f"late/{way}/{output}")
+            assert {(r.window_start_ms, r.window_end_ms) for r in found} == {(0, 10_000)}
+            panes = sorted({(r.pane_index, r.pane_timing) for r in found})
+            assert panes[0] == (0, "ON_TIME") and len(panes) > 1, panes
+            assert panes[1:] == [(i, "LATE") for i in range(1, len(panes))], panes
+            for pane, n in ((0, 10), (panes[-1][0], 14)):
+                mine = sorted((r for r in found if r.pane_index == pane), key=_report_key)
+                assert len(mine) == len(batch[n]), (way, output, pane)
+                for a, b in zip(mine, batch[n], strict=True):
+                    for name, x, y in zip(a._fields, a, b, strict=True):
+                        if name not in window_fields:
+                            assert x == _approx(y), (way, output, pane, name)
+    if split == "mirror":  # (every element paired: 14 in the last pane)
+        assert batch[14][0].pairs == 14
+
+
+def test_a_mirror_result_late_panes_leave_unpaired_is_counted_once_when_its_window_expires(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A mirror's control results for ids 0-9 on time, the treatment's for 0-5
+    on time and 6-8 late (its element 9 failed): every id pairs across the
+    panes (9 in the last pane's row), and the control's result 9 is counted
+    (``unpaired_results``, logged) when the window expires - not the 4 the
+    on-time pane left unpaired, nor once per pane."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import window
+
+    def row(arm: str, i: int) -> beam.Row:
+        return beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=i)
+
+    stream = (TestStream().advance_watermark_to(0)
+              .add_elements([window.TimestampedValue(row("control", i), 1) for i in range(10)]
+                            + [window.TimestampedValue(row("treatment", i), 1) for i in range(6)])
+              .advance_processing_time(1).advance_watermark_to(15)
+              .add_elements([window.TimestampedValue(row("treatment", i), 2) for i in (6, 7)])
+              .advance_processing_time(1).advance_watermark_to(20)
+              .add_elements([window.TimestampedValue(row("treatment", 8), 3)])
+              .advance_processing_time(1).advance_watermark_to(100)  # (the window expires)
+              .advance_processing_time(1).advance_watermark_to_infinity())
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(runner="DirectRunner", options=options)
+    results = (p | stream.with_output_types(Any)
+               | beam.WindowInto(window.FixedWindows(10), allowed_lateness=30))
+    failures = (p | "f" >> beam.Create([]).with_output_types(Any)
+                | "wf" >> beam.WindowInto(window.FixedWindows(10), allowed_lateness=30))
+    report = (results, failures) | ExperimentReport(_two_arms("m", "mirror"))
+    _ = report.pairs | "p" >> beam.Map(Collect("expiry/pairs"))
+    with caplog.at_level("WARNING"):
+        result = p.run()
+        result.wait_until_finish()
+    pairs = sorted(STORE.pop("expiry/pairs"), key=lambda r: r.pane_index)
+    assert pairs[0].pairs == 6 and pairs[-1].pairs == 9
+    assert pairs[-1].agreement == 1.0
+    # (counted in the log: the DirectRunner's streaming mode reports no counters of the
+    # bundles after the first panes; 4 results were unpaired after the on-time pane)
+    found = [r.getMessage() for r in caplog.records if "mirror result(s) found" in r.getMessage()]
+    assert len(found) == 1, found
+    assert "1 mirror result(s) found no result of the same id" in caplog.text
 
 
 class _ByField(beam.transforms.window.NonMergingWindowFn):  # type: ignore[misc]

@@ -24,9 +24,11 @@ from crossinfer.experiments import ExperimentReport, summary_text
 
 
 def _print_window(kv) -> None:
-    start_ms, grouped = kv
+    (start_ms, pane), grouped = kv
     arms = sorted(grouped["arms"], key=lambda a: a.arm)
-    print(f"\n== window {start_ms // 1000}s - {(start_ms // 1000) + 30}s")
+    # (with an allowed lateness, each late pane restates its window: pane 1, 2, ...)
+    late = f" (late pane {pane}: every result so far)" if pane else ""
+    print(f"\n== window {start_ms // 1000}s - {(start_ms // 1000) + 30}s{late}")
     print(summary_text(arms, list(grouped["pairs"])), end="")
 
 
@@ -59,9 +61,10 @@ def main() -> None:
         out = p | stream | beam.WindowInto(FixedWindows(30)) | crossinfer.ABTest(node)
         report = out | ExperimentReport(node, ground_truth="label_true")
         by_window = {
-            "arms": report.arms | "ArmsByWindow" >> beam.Map(lambda a: (a.window_start_ms, a)),
+            "arms": report.arms | "ArmsByWindow" >> beam.Map(
+                lambda a: ((a.window_start_ms, a.pane_index), a)),
             "pairs": report.pairs | "PairsByWindow" >> beam.Map(
-                lambda r: (r.window_start_ms, r)),
+                lambda r: ((r.window_start_ms, r.pane_index), r)),
         }
         _ = by_window | beam.CoGroupByKey() | beam.Map(_print_window)
 

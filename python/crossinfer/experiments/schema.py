@@ -96,6 +96,11 @@ class ArmReport(NamedTuple):
     stage_batch_size_mean: typing.Sequence[float]
     stage_batch_size_max: typing.Sequence[int]
     confidence: float
+    # the window's pane these rows are (Beam's PaneInfo): 0, ON_TIME when the window
+    # closes (batch: its only pane); a late pane's rows restate the window's report over
+    # every result so far, numbered on (1, 2, ...), LATE. Read a window's highest.
+    pane_index: int = 0
+    pane_timing: str = "ON_TIME"
 
 
 class PairReport(NamedTuple):
@@ -123,6 +128,8 @@ class PairReport(NamedTuple):
     flip_count: typing.Sequence[int]
     mean_abs_score_diff: Optional[float]
     confidence: float
+    pane_index: int = 0  # as in ArmReport
+    pane_timing: str = "ON_TIME"
 
 
 #: ReportInput fields a client's rows may lack (added after the first version;

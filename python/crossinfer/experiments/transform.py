@@ -20,7 +20,10 @@ for a hash split, the rows' keys are made distinct per (window, arm) for the
 sample-ratio-mismatch test. A GroupByKey brings a window's accumulators (a few
 per bundle) together, and :class:`_Finish` merges them
 (:func:`~crossinfer.experiments.combiners.merge_window`) and turns them into
-rows, where the statistics run (:mod:`crossinfer.experiments.stats`).
+rows, where the statistics run (:mod:`crossinfer.experiments.stats`). The
+steps after the GroupByKeys keep what a window's panes gave them while late
+panes may follow (:mod:`crossinfer.experiments.panes`), so a late pane's rows
+restate the window's report.
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
@@ -38,12 +41,15 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, Row
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import AccumulationMode, DefaultTrigger
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows, SlidingWindows
+from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.engine.block import Block
-from crossinfer.experiments import columns, stats
+from crossinfer.experiments import columns, panes, stats
 from crossinfer.experiments.columns import (
     Columns,
     Sides,
@@ -168,7 +174,9 @@ class ExperimentReport(beam.PTransform[Any, ReportOutputs]):
     ``failures``) - or the pair ``(results, failures)`` as a tuple, e.g. the
     results after a step of the user's own - in any windowing. Output: :class:`ReportOutputs` -
     ``arms`` (:class:`ArmReport`) and ``pairs`` (:class:`PairReport`), one set
-    per window (the global window in batch), emitted when the window closes.
+    per window (the global window in batch), emitted when the window closes,
+    and again per late pane within the allowed lateness, restating the
+    window's report over every result so far (``pane_index`` 1, 2, ...).
 
     Raises:
       ReportSettingsError: at construction, naming the setting.
@@ -291,6 +299,16 @@ class ReportFromInputs(beam.PTransform[PCollection[ReportInput], ReportOutputs])
 
 
 _JOIN_TAG = "join"
+#: The keys of the report's GroupByKeys, typed: the steps after them keep state
+#: across panes, per key (Beam's state needs a deterministic key coder): a join
+#: bucket, the experiment's name.
+_BUCKET = beam.typehints.KV[int, Any]
+_WINDOW = beam.typehints.KV[str, Any]
+#: Their state (:mod:`~crossinfer.experiments.panes`) and the mirror join's
+#: timer at its window's expiry, as the parameters Beam reads them from.
+_EARLIER = beam.DoFn.StateParam(panes.bag("earlier"))
+_EXPIRY_TIMER = userstate.TimerSpec("expiry", TimeDomain.WATERMARK)
+_EXPIRY = beam.DoFn.TimerParam(_EXPIRY_TIMER)
 _KEYS_TAG = "keys"
 _GLOBAL = GlobalWindow()
 
@@ -302,8 +320,10 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
     everything after works on a few accumulators per window."""
     pipeline = parts[0][1].pipeline
     accs, joins, keys = [], [], []
+    lateness = Duration()
     for name, pcoll, read in parts:
         pcoll = _closing_windows(pcoll, name)
+        lateness = max(lateness, Duration.of(pcoll.windowing.allowed_lateness))
         accumulate = _AccumulateBlocks if read.blocks else \
             _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
@@ -312,14 +332,14 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
         joins.append(out[_JOIN_TAG])
         keys.append(out[_KEYS_TAG])
     if s.mirror:
-        accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline)
+        accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "ByIdBucket" >> beam.GroupByKey()
-                    | "Pairs" >> beam.ParDo(_PairJoined(s)))
+                    | "Pairs" >> beam.ParDo(_PairJoined(s, lateness)))
     if s.hashed:
-        accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline)
+        accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "KeysByBucket" >> beam.GroupByKey()
                     | "CountKeys" >> beam.ParDo(_CountKeys(s)))
-    rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline)
+    rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline).with_output_types(_WINDOW)
             | "PerWindow" >> beam.GroupByKey()
             | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
     arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
@@ -916,14 +936,19 @@ def _add_pair(pairs: dict[tuple[Any, int], PairAcc], window: Any, other: int,
 class _PairJoined(beam.DoFn):
     """A join bucket's held results from every bundle -> pairs, accumulated per
     (window, arm pair) and bundle. Every copy of an id is in its bucket, so an
-    element's arms meet here however the runner bundled them. The control is
+    element's arms meet here however the runner bundled them, and in any of
+    the window's panes: a pane that may not be the window's last keeps its
+    results (:mod:`~crossinfer.experiments.panes`) for the late ones to pair
+    with, and each pane adds only the pairs it completes. The control is
     paired with each other arm apart: an element another arm failed on still
     pairs the arms that have it. Ids seen twice in one of the two arms are not
-    paired; results left without a pair are counted (``unpaired_results``)
-    and logged once per worker."""
+    paired; results left without a pair when the window's last pane is in
+    (or, after late panes, when it expires) are counted
+    (``unpaired_results``) and logged once per worker."""
 
-    def __init__(self, settings: ReportSettings) -> None:
+    def __init__(self, settings: ReportSettings, lateness: Duration) -> None:
         self._s = settings
+        self._lateness = lateness
 
     def setup(self) -> None:
         s = self._s
@@ -941,28 +966,59 @@ class _PairJoined(beam.DoFn):
         self._unpaired = 0
 
     def process(self, kv: tuple[int, Iterable[list[tuple[int, list[bytes], Sides]]]],
-                window: Any = beam.DoFn.WindowParam) -> None:
-        ids: list[list[bytes]] = [[] for _ in self._s.arm_names]
-        parts: list[list[Sides]] = [[] for _ in self._s.arm_names]
-        for part in kv[1]:
-            for arm, arm_ids, arm_sides in part:
-                ids[arm].extend(arm_ids)
-                parts[arm].append(arm_sides)
-        sides = [Sides.concat(p) if p else None for p in parts]
+                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
+                held: Any = _EARLIER,
+                expiry: Any = _EXPIRY) -> None:
+        parts = [held_part for part in kv[1] for held_part in part]
+        earlier = [p for kept in panes.earlier(held, pane) for p in kept]
+        if pane.is_last:
+            held.clear()  # (after late panes: the expiry finds nothing left to count)
+        else:
+            panes.keep(held, pane, parts)
+            expiry.set(window.max_timestamp() + self._lateness)
+        self._pair(earlier, parts, window, final=pane.is_last)
+
+    @userstate.on_timer(_EXPIRY_TIMER)
+    def expire(self, window: Any = beam.DoFn.WindowParam,
+               held: Any = _EARLIER) -> None:
+        """The window expired: what its panes left unpaired is counted."""
+        self._pair([p for kept in panes.kept(held) for p in kept], [], window, final=True)
+        held.clear()
+
+    def _pair(self, earlier: list[tuple[int, list[bytes], Sides]],
+              parts: list[tuple[int, list[bytes], Sides]], window: Any, final: bool) -> None:
+        """Pairs ``earlier`` panes' results and this pane's ``parts``, per arm
+        ``(arm, ids, sides)``: adds the pairs with a result of this pane; with
+        ``final``, counts the results left without a pair."""
+        names = self._s.arm_names
+        ids: list[list[bytes]] = [[] for _ in names]
+        sides_of_arm: list[list[Sides]] = [[] for _ in names]
+        for arm, arm_ids, arm_sides in earlier:
+            ids[arm].extend(arm_ids)
+            sides_of_arm[arm].append(arm_sides)
+        old = [len(arm_ids) for arm_ids in ids]  # an arm's rows from here on are this pane's
+        for arm, arm_ids, arm_sides in parts:
+            ids[arm].extend(arm_ids)
+            sides_of_arm[arm].append(arm_sides)
+        sides = [Sides.concat(p) if p else None for p in sides_of_arm]
         control = self._control
         paired_control = np.zeros(len(ids[control]), dtype=bool)
         for other in self._others:
             if not ids[control] or not ids[other]:
-                self._unpaired += len(ids[other])
+                if final:
+                    self._unpaired += len(ids[other])
                 continue
             (mine, theirs), (_, left) = columns.pair_rows([ids[control], ids[other]])
-            self._unpaired += len(left)
-            if len(mine):
-                paired_control[mine] = True
+            if final:
+                self._unpaired += len(left)
+            paired_control[mine] = True
+            new = (mine >= old[control]) | (theirs >= old[other])
+            if new.any():
                 _add_pair(self._pairs, window, other,
-                          sides[control].take(mine),  # type: ignore[union-attr]
-                          sides[other].take(theirs), self._accuracy)  # type: ignore[union-attr]
-        self._unpaired += int(np.count_nonzero(~paired_control))
+                          sides[control].take(mine[new]),  # type: ignore[union-attr]
+                          sides[other].take(theirs[new]), self._accuracy)  # type: ignore[union-attr]
+        if final:
+            self._unpaired += int(np.count_nonzero(~paired_control))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         names, control = self._s.arm_names, self._s.control
@@ -978,7 +1034,10 @@ class _CountKeys(beam.DoFn):
     """A join bucket's keys per arm from every bundle -> how many are distinct,
     per (window, arm), summed per bundle. Every copy of a key is in its
     bucket, so a key counts once per arm and window however the runner
-    bundled its rows; the buckets' counts add up in
+    bundled its rows - and once however many of the window's panes it comes
+    in: a pane that may not be the last keeps the keys it counted
+    (:mod:`~crossinfer.experiments.panes`), and a later pane counts only keys
+    new to the window. The buckets' counts add up in
     :func:`~crossinfer.experiments.combiners.merge_window`."""
 
     def __init__(self, settings: ReportSettings) -> None:
@@ -988,11 +1047,17 @@ class _CountKeys(beam.DoFn):
         self._counts: dict[tuple[Any, str], int] = {}
 
     def process(self, kv: tuple[int, Iterable[list[tuple[str, list[bytes]]]]],
-                window: Any = beam.DoFn.WindowParam) -> None:
+                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
+                held: Any = _EARLIER) -> None:
         distinct: dict[str, set[bytes]] = {}
         for part in kv[1]:
             for arm, keys in part:
                 distinct.setdefault(arm, set()).update(keys)
+        for counted in panes.earlier(held, pane):
+            for arm, keys in counted.items():
+                if arm in distinct:
+                    distinct[arm] -= keys
+        panes.keep(held, pane, distinct)
         for arm, found in distinct.items():
             self._counts[(window, arm)] = self._counts.get((window, arm), 0) + len(found)
 
@@ -1009,14 +1074,23 @@ def _window_ms(window: Any) -> tuple[int | None, int | None]:
 
 
 class _Finish(beam.DoFn):
-    """One window's accumulators -> its ArmReport rows and PairReport rows."""
+    """One window's accumulators -> its ArmReport rows and PairReport rows, per
+    pane: a late pane's rows restate the window's report over the
+    accumulators of every pane so far (:mod:`~crossinfer.experiments.panes`),
+    with the pane's index and timing."""
 
     def __init__(self, settings: ReportSettings) -> None:
         self._s = settings
 
-    def process(self, kv: Any, window: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+    def process(self, kv: Any, window: Any = beam.DoFn.WindowParam,
+                pane: Any = beam.DoFn.PaneInfoParam,
+                held: Any = _EARLIER) -> Iterator[Any]:
         s = self._s
-        merged = merge_window(kv[1])
+        values = list(kv[1])
+        earlier = [v for kept in panes.earlier(held, pane) for v in kept]
+        panes.keep(held, pane, values)  # (pickled now: merge_window merges in place)
+        merged = merge_window(earlier + values)
+        at = _Pane(pane.index, panes.timing(pane))
         arms: dict[str, ArmAcc] = merged["arm"]
         pairs: dict[tuple[str, str], PairAcc] = merged["pair"]
         start, end = _window_ms(window)
@@ -1032,16 +1106,25 @@ class _Finish(beam.DoFn):
         srm = None if expected is None else stats.srm_p_value(
             [units[a] for a in s.arm_names], [expected[a] for a in s.arm_names])
         for name, acc in accs.items():
-            yield _arm_row(s, name, acc, start, end, routed[name], total, expected, srm, unrouted)
+            yield _arm_row(s, name, acc, start, end, routed[name], total, expected, srm, unrouted,
+                           at)
         for other in s.others:
             yield pvalue.TaggedOutput(PAIRS_TAG, _pair_row(
                 s, other, accs[s.control], accs[other], pairs.get((s.control, other)),
-                start, end))
+                start, end, at))
+
+
+@dataclass(frozen=True)
+class _Pane:
+    """The pane report rows are for (their ``pane_index``, ``pane_timing``)."""
+
+    index: int
+    timing: str
 
 
 def _arm_row(s: ReportSettings, name: str, acc: ArmAcc, start: int | None, end: int | None,
              routed: int, total: int, expected: dict[str, float] | None,
-             srm: float | None, unrouted: int) -> ArmReport:
+             srm: float | None, unrouted: int, pane: _Pane) -> ArmReport:
     conf = s.confidence
     score_lo, score_hi = stats.mean_interval(acc.score, conf)
     metric = s.metric if s.ground_truth is not None else None
@@ -1080,7 +1163,7 @@ def _arm_row(s: ReportSettings, name: str, acc: ArmAcc, start: int | None, end: 
         stage_batch_size_mean=[st.batch_sum / st.batch_n if st.batch_n else 0.0
                                for st in acc.stages],
         stage_batch_size_max=[st.batch_max for st in acc.stages],
-        confidence=float(conf))
+        confidence=float(conf), pane_index=pane.index, pane_timing=pane.timing)
 
 
 def _quantile(sketch: Any, q: float) -> float | None:
@@ -1091,7 +1174,8 @@ def _quantile(sketch: Any, q: float) -> float | None:
 
 
 def _pair_row(s: ReportSettings, other: str, control: ArmAcc, treated: ArmAcc,
-              joined: PairAcc | None, start: int | None, end: int | None) -> PairReport:
+              joined: PairAcc | None, start: int | None, end: int | None, pane: _Pane
+              ) -> PairReport:
     conf = s.confidence
     metric = s.metric if s.ground_truth is not None else None
     comparison = None
@@ -1123,4 +1207,4 @@ def _pair_row(s: ReportSettings, other: str, control: ArmAcc, treated: ArmAcc,
         flip_count=[n for _, n in flips],
         mean_abs_score_diff=joined.score_diff.mean if joined is not None and joined.score_diff.n
         else None,
-        confidence=float(conf))
+        confidence=float(conf), pane_index=pane.index, pane_timing=pane.timing)

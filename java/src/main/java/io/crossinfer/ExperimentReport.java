@@ -398,7 +398,9 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
      * One row per (window, arm): {@code experiment}, {@code window_start_ms}/{@code
      * window_end_ms} (null in the global window), {@code arm}, {@code count}, {@code failures},
      * {@code share}, {@code expected_share}, {@code srm_p_value}, the label histogram, score and
-     * metric with intervals, latency percentiles (docs/wire-contract.md).
+     * metric with intervals, latency percentiles, and the window's pane ({@code pane_index},
+     * {@code pane_timing}: a late pane's rows restate the window's report over every result so
+     * far; read a window's highest {@code pane_index}) (docs/wire-contract.md).
      */
     public PCollection<Row> arms() {
       return arms;
@@ -407,7 +409,8 @@ public final class ExperimentReport extends PTransform<InferenceResult, Experime
     /**
      * One row per (window, other arm): the difference from the control with its interval, {@code
      * p_value} and {@code test}; for a mirror {@code pairs}, {@code agreement}, the label flips
-     * and {@code mean_abs_score_diff}.
+     * and {@code mean_abs_score_diff}; {@code pane_index} and {@code pane_timing} as in {@link
+     * #arms()}.
      */
     public PCollection<Row> pairs() {
       return pairs;
