@@ -123,6 +123,16 @@ class ReportSettings:
         """The arms compared with the control, in spec order."""
         return tuple(a for a in self.arm_names if a != self.control)
 
+    @property
+    def control_index(self) -> int:
+        """The control's index in :attr:`arm_names` (how the report's steps number arms)."""
+        return self.arm_names.index(self.control)
+
+    @property
+    def other_indices(self) -> list[int]:
+        """:attr:`others`' indices in :attr:`arm_names`."""
+        return [self.arm_names.index(a) for a in self.others]
+
     def arm_of(self, path: str) -> str | None:
         """The arm of a result ``path`` or failure ``node`` (the segment after
         the A/B node's name), or None when the element never reached an arm."""

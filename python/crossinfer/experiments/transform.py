@@ -493,8 +493,7 @@ class _Accumulate(beam.DoFn):
         s, reading = self._s, self._reading
         self._arm_names = (*s.arm_names, _UNROUTED)
         self._unrouted = len(s.arm_names)
-        self._control = s.arm_names.index(s.control)
-        self._others = [s.arm_names.index(a) for a in s.others]
+        self._control, self._others = s.control_index, s.other_indices
         self._arm_cache: dict[Any, int] = {}
         self._accuracy = s.metric == "accuracy"
         self._names, self._roles = reading.names, reading.roles
@@ -952,8 +951,7 @@ class _PairJoined(beam.DoFn):
 
     def setup(self) -> None:
         s = self._s
-        self._control = s.arm_names.index(s.control)
-        self._others = [s.arm_names.index(a) for a in s.others]
+        self._control, self._others = s.control_index, s.other_indices
         self._accuracy = s.metric == "accuracy"
         self._left = _LeftOut(
             f"crossinfer/{s.name}/report", "unpaired_results", "experiment report %r: %d mirror "
