@@ -440,8 +440,8 @@ def test_report_rows_have_fixed_schemas_a_java_pipeline_reads() -> None:
     from apache_beam.typehints.schemas import schema_from_element_type
 
     for row_type, uuid in (
-            (ArmReport, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a02"),
-            (PairReport, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a03"),
+            (ArmReport, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a04"),
+            (PairReport, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a05"),
             (ReportInput, "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a01")):
         schema = schema_from_element_type(row_type)
         assert schema.id == uuid
@@ -1450,14 +1450,11 @@ def test_late_panes_restate_the_window_over_every_result(zoo: Zoo, split: str) -
         assert batch[14][0].pairs == 14
 
 
-def test_a_mirror_result_late_panes_leave_unpaired_is_counted_once_when_its_window_expires(
-        caplog: pytest.LogCaptureFixture) -> None:
+def _late_mirror(p: beam.Pipeline) -> Any:
     """A mirror's control results for ids 0-9 on time, the treatment's for 0-5
-    on time and 6-8 late (its element 9 failed): every id pairs across the
-    panes (9 in the last pane's row), and the control's result 9 is counted
-    (``unpaired_results``, logged) when the window expires - not the 4 the
-    on-time pane left unpaired, nor once per pane."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    on time, 6-7 in a late pane and 8 in another (its element 9 failed), in
+    fixed 10 s windows with 30 s of allowed lateness; the watermark passes the
+    window's expiry (40 s) before the stream ends."""
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms import window
 
@@ -1473,26 +1470,126 @@ def test_a_mirror_result_late_panes_leave_unpaired_is_counted_once_when_its_wind
               .add_elements([window.TimestampedValue(row("treatment", 8), 3)])
               .advance_processing_time(1).advance_watermark_to(100)  # (the window expires)
               .advance_processing_time(1).advance_watermark_to_infinity())
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    p = beam.Pipeline(runner="DirectRunner", options=options)
     results = (p | stream.with_output_types(Any)
                | beam.WindowInto(window.FixedWindows(10), allowed_lateness=30))
     failures = (p | "f" >> beam.Create([]).with_output_types(Any)
                 | "wf" >> beam.WindowInto(window.FixedWindows(10), allowed_lateness=30))
-    report = (results, failures) | ExperimentReport(_two_arms("m", "mirror"))
-    _ = report.pairs | "p" >> beam.Map(Collect("expiry/pairs"))
-    with caplog.at_level("WARNING"):
-        result = p.run()
-        result.wait_until_finish()
+    return (results, failures) | ExperimentReport(_two_arms("m", "mirror"))
+
+
+def _left_out_counts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every count the report's steps add to a left-out counter, as (counter
+    name, count): the runner runs them in this process."""
+    from crossinfer.experiments import transform
+
+    counts: list[tuple[str, int]] = []
+    add = transform._LeftOut.add
+
+    def recorded(self: Any, count: int, *args: Any) -> None:
+        counts.append((self._counter.metric_name.name, count))
+        add(self, count, *args)
+
+    monkeypatch.setattr(transform._LeftOut, "add", recorded)
+    return counts
+
+
+def test_a_mirror_result_late_panes_leave_unpaired_is_counted_once_when_its_window_expires(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every id pairs across the panes (6, then 9 pairs in the last pane's row),
+    and the control's result 9 is counted in ``unpaired_results`` once, when
+    the window expires - not the 4 the on-time pane left unpaired, nor once
+    per pane (every count the report adds is recorded: the DirectRunner's
+    streaming mode reports no counters of the bundles after the first panes)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    counts = _left_out_counts(monkeypatch)
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner="DirectRunner", options=options) as p:
+        report = _late_mirror(p)
+        _ = report.pairs | "p" >> beam.Map(Collect("expiry/pairs"))
     pairs = sorted(STORE.pop("expiry/pairs"), key=lambda r: r.pane_index)
     assert pairs[0].pairs == 6 and pairs[-1].pairs == 9
     assert pairs[-1].agreement == 1.0
-    # (counted in the log: the DirectRunner's streaming mode reports no counters of the
-    # bundles after the first panes; 4 results were unpaired after the on-time pane)
-    found = [r.getMessage() for r in caplog.records if "mirror result(s) found" in r.getMessage()]
-    assert len(found) == 1, found
-    assert "1 mirror result(s) found no result of the same id" in caplog.text
+    assert counts == [("unpaired_results", 1)]
+
+
+@pytest.mark.slow
+def test_late_panes_restate_the_window_on_prism(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same late mirror on Prism (the project's runner, Python worker in
+    this process): the late panes pair with the on-time pane's results and the
+    unpaired result is counted once. (A red-team finding: Prism dropped a
+    stateful step's state at the window's end, not at its expiry, so the late
+    panes restated nothing and no unpaired result was counted; fixed by
+    java/scripts/prism-patches/0003-state-until-window-expiry.patch.)"""
+    import shutil
+    import subprocess
+
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("go") is None and not (root / ".tools/bin/prism").exists():
+        pytest.skip("SKIPPED: no Prism at .tools/bin/prism and no Go to build it")
+    subprocess.run(["bash", str(root / "java/scripts/build-prism.sh")], check=True,
+                   capture_output=True, timeout=1200)  # (at once when built with every patch)
+    counts = _left_out_counts(monkeypatch)
+    p = beam.Pipeline(options=PipelineOptions(
+        runner="PrismRunner", prism_location=str(root / ".tools/bin/prism"),
+        environment_type="LOOPBACK", streaming=True))
+    report = _late_mirror(p)
+    _ = report.pairs | "p" >> beam.Map(Collect("prism/pairs"))
+    _ = report.arms | "a" >> beam.Map(Collect("prism/arms"))
+    result = p.run()
+    result.wait_until_finish()
+    pairs = sorted(STORE.pop("prism/pairs"), key=lambda r: r.pane_index)
+    arms = STORE.pop("prism/arms")
+    last = max(r.pane_index for r in arms)
+    assert pairs[0].pairs == 6 and pairs[-1].pairs == 9 and pairs[-1].pane_timing == "LATE"
+    assert sorted((r.arm, r.count) for r in arms if r.pane_index == last) == [
+        ("control", 10), ("treatment", 9)]
+    assert counts == [("unpaired_results", 1)]
+    found = result.metrics().query(MetricsFilter().with_name("unpaired_results"))["counters"]
+    assert sum(c.committed for c in found) == 1
+
+
+def test_bounded_results_in_windows_keep_no_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A windowed batch mirror (fixed windows: the FnApiRunner marks its panes
+    not last) writes no state - no late pane can come to bounded results - and
+    counts its unpaired result at once (a red-team finding: every result its
+    bundles left unpaired was pickled into the runner's state)."""
+    from apache_beam.transforms import window
+
+    from crossinfer.experiments import panes
+
+    added: list[bytes] = []
+    keep = panes.keep
+
+    class _Spy:
+        def __init__(self, state: Any) -> None:
+            self._state = state
+
+        def add(self, value: bytes) -> None:
+            added.append(value)
+            self._state.add(value)
+
+    monkeypatch.setattr(panes, "keep", lambda state, pane, value, late: keep(
+        _Spy(state), pane, value, late))
+    counts = _left_out_counts(monkeypatch)
+    rows = [beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=i)
+            for i in range(20) for arm in ("control", "treatment") if (arm, i) != ("treatment", 7)]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        results = (p | beam.Create(rows).with_output_types(Any)
+                   | beam.Map(lambda r: window.TimestampedValue(r, r.id % 20))
+                   | beam.WindowInto(window.FixedWindows(10)))
+        failures = (p | "f" >> beam.Create([]).with_output_types(Any)
+                    | "wf" >> beam.WindowInto(window.FixedWindows(10)))
+        report = (results, failures) | ExperimentReport(_two_arms("m", "mirror"))
+        _ = report.pairs | "p" >> beam.Map(Collect("bounded/pairs"))
+    pairs = sorted(STORE.pop("bounded/pairs"), key=lambda r: r.window_start_ms)
+    assert [(r.window_start_ms, r.pairs, r.pane_index) for r in pairs] == [
+        (0, 9, 0), (10_000, 10, 0)]
+    assert counts == [("unpaired_results", 1)] and added == []
 
 
 class _ByField(beam.transforms.window.NonMergingWindowFn):  # type: ignore[misc]

@@ -139,8 +139,10 @@ OPTIONAL_INPUT_FIELDS = ("model_ms", "batch_size", "key")
 #: Fixed schema ids (UUIDs: Beam Java parses every schema id as one).
 SCHEMA_IDS = {
     ReportInput: "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a01",
-    ArmReport: "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a02",
-    PairReport: "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a03",
+    # (a02 and a03 named these rows before pane_index and pane_timing: a schema
+    # id names one field list, and Beam Java caches the coder it made per id)
+    ArmReport: "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a04",
+    PairReport: "5f0b8a52-3c61-4f4e-9d0a-6b1e7c2d9a05",
 }
 for _type, _id in SCHEMA_IDS.items():
     _type._beam_schema_id = _id  # type: ignore[attr-defined]  # read by Beam's schemas

@@ -320,10 +320,11 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
     everything after works on a few accumulators per window."""
     pipeline = parts[0][1].pipeline
     accs, joins, keys = [], [], []
-    lateness = Duration()
+    lateness, bounded = Duration(), True
     for name, pcoll, read in parts:
         pcoll = _closing_windows(pcoll, name)
         lateness = max(lateness, Duration.of(pcoll.windowing.allowed_lateness))
+        bounded = bounded and pcoll.is_bounded
         accumulate = _AccumulateBlocks if read.blocks else \
             _Accumulate if pcoll.windowing.is_default() else _AccumulateWindowed
         out = pcoll | f"Accumulate{name}" >> beam.ParDo(
@@ -331,17 +332,18 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
         accs.append(out.accs)
         joins.append(out[_JOIN_TAG])
         keys.append(out[_KEYS_TAG])
+    late = panes.late_panes(bounded, lateness)
     if s.mirror:
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "ByIdBucket" >> beam.GroupByKey()
-                    | "Pairs" >> beam.ParDo(_PairJoined(s, lateness)))
+                    | "Pairs" >> beam.ParDo(_PairJoined(s, late, lateness)))
     if s.hashed:
         accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "KeysByBucket" >> beam.GroupByKey()
-                    | "CountKeys" >> beam.ParDo(_CountKeys(s)))
+                    | "CountKeys" >> beam.ParDo(_CountKeys(s, late)))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline).with_output_types(_WINDOW)
             | "PerWindow" >> beam.GroupByKey()
-            | "Finish" >> beam.ParDo(_Finish(s)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
+            | "Finish" >> beam.ParDo(_Finish(s, late)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
     arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
     arm_rows.element_type = ArmReport
     pair_rows.element_type = PairReport
@@ -945,8 +947,9 @@ class _PairJoined(beam.DoFn):
     (or, after late panes, when it expires) are counted
     (``unpaired_results``) and logged once per worker."""
 
-    def __init__(self, settings: ReportSettings, lateness: Duration) -> None:
+    def __init__(self, settings: ReportSettings, late: bool, lateness: Duration) -> None:
         self._s = settings
+        self._late = late  # (late panes can come: panes.late_panes)
         self._lateness = lateness
 
     def setup(self) -> None:
@@ -968,13 +971,14 @@ class _PairJoined(beam.DoFn):
                 held: Any = _EARLIER,
                 expiry: Any = _EXPIRY) -> None:
         parts = [held_part for part in kv[1] for held_part in part]
-        earlier = [p for kept in panes.earlier(held, pane) for p in kept]
-        if pane.is_last:
-            held.clear()  # (after late panes: the expiry finds nothing left to count)
-        else:
-            panes.keep(held, pane, parts)
+        final = pane.is_last or not self._late
+        earlier = [p for kept in panes.earlier(held, pane, self._late) for p in kept]
+        if not final:
+            panes.keep(held, pane, parts, self._late)
             expiry.set(window.max_timestamp() + self._lateness)
-        self._pair(earlier, parts, window, final=pane.is_last)
+        elif earlier:
+            held.clear()  # (a last pane after late ones: the expiry finds nothing to count)
+        self._pair(earlier, parts, window, final)
 
     @userstate.on_timer(_EXPIRY_TIMER)
     def expire(self, window: Any = beam.DoFn.WindowParam,
@@ -1038,8 +1042,9 @@ class _CountKeys(beam.DoFn):
     new to the window. The buckets' counts add up in
     :func:`~crossinfer.experiments.combiners.merge_window`."""
 
-    def __init__(self, settings: ReportSettings) -> None:
+    def __init__(self, settings: ReportSettings, late: bool) -> None:
         self._s = settings
+        self._late = late  # (late panes can come: panes.late_panes)
 
     def start_bundle(self) -> None:
         self._counts: dict[tuple[Any, str], int] = {}
@@ -1051,11 +1056,11 @@ class _CountKeys(beam.DoFn):
         for part in kv[1]:
             for arm, keys in part:
                 distinct.setdefault(arm, set()).update(keys)
-        for counted in panes.earlier(held, pane):
+        for counted in panes.earlier(held, pane, self._late):
             for arm, keys in counted.items():
                 if arm in distinct:
                     distinct[arm] -= keys
-        panes.keep(held, pane, distinct)
+        panes.keep(held, pane, distinct, self._late)
         for arm, found in distinct.items():
             self._counts[(window, arm)] = self._counts.get((window, arm), 0) + len(found)
 
@@ -1077,16 +1082,17 @@ class _Finish(beam.DoFn):
     accumulators of every pane so far (:mod:`~crossinfer.experiments.panes`),
     with the pane's index and timing."""
 
-    def __init__(self, settings: ReportSettings) -> None:
+    def __init__(self, settings: ReportSettings, late: bool) -> None:
         self._s = settings
+        self._late = late  # (late panes can come: panes.late_panes)
 
     def process(self, kv: Any, window: Any = beam.DoFn.WindowParam,
                 pane: Any = beam.DoFn.PaneInfoParam,
                 held: Any = _EARLIER) -> Iterator[Any]:
         s = self._s
         values = list(kv[1])
-        earlier = [v for kept in panes.earlier(held, pane) for v in kept]
-        panes.keep(held, pane, values)  # (pickled now: merge_window merges in place)
+        earlier = [v for kept in panes.earlier(held, pane, self._late) for v in kept]
+        panes.keep(held, pane, values, self._late)  # (pickled now: merge_window merges in place)
         merged = merge_window(earlier + values)
         at = _Pane(pane.index, panes.timing(pane))
         arms: dict[str, ArmAcc] = merged["arm"]
