@@ -26,7 +26,8 @@ from crossinfer.experiments import ExperimentReport, summary_text
 def _print_window(kv) -> None:
     (start_ms, pane), grouped = kv
     arms = sorted(grouped["arms"], key=lambda a: a.arm)
-    # (with an allowed lateness, each late pane restates its window: pane 1, 2, ...)
+    # (with an allowed lateness - beam.WindowInto(FixedWindows(30), allowed_lateness=60) -
+    # each late pane restates its window over every result so far: pane 1, 2, ...)
     late = f" (late pane {pane}: every result so far)" if pane else ""
     print(f"\n== window {start_ms // 1000}s - {(start_ms // 1000) + 30}s{late}")
     print(summary_text(arms, list(grouped["pairs"])), end="")
