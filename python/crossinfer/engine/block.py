@@ -301,16 +301,29 @@ _dtype, _shape, _writeable = attrgetter("dtype"), attrgetter("shape"), attrgette
 _ROW_TYPE = {Row}
 
 
+class ColumnRows(list):  # type: ignore[type-arg]  # of beam.Row
+    """The originals of a block rebuilt from :func:`_row_columns`: ``beam.Row``
+    s of the same fields in the same order, with those fields as ``columns``
+    (name -> a stacked array or the list of the rows' values, row order), for
+    a reader that wants one field of every row without reading each row (the
+    experiment report). A list made from it (a slice, a comprehension) is a
+    plain list, without columns."""
+
+    __slots__ = ("columns",)
+    columns: dict[str, Any]
+
+
 def _rebuild_rows(*values: Any) -> Block:
     """A block whose originals were pickled as :func:`_row_columns`: each
     row's array is its row of the stacked array (a view: same dtype, shape
-    and values)."""
+    and values); the originals keep their columns (:class:`ColumnRows`)."""
     names, columns = values[_ORIGINALS]
-    rows = []
+    rows = ColumnRows()
     for row_values in zip(*(list(c) for c in columns), strict=True):
         row = _new(Row)
         row.__dict__ = dict(zip(names, row_values, strict=True))
         rows.append(row)
+    rows.columns = dict(zip(names, columns, strict=True))
     return _rebuild(*values[:_ORIGINALS], rows, *values[_ORIGINALS + 1:])
 
 

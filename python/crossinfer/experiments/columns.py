@@ -25,7 +25,7 @@ from zlib import crc32
 import numpy as np
 from apache_beam.pvalue import Row
 
-from crossinfer.engine.block import Block
+from crossinfer.engine.block import Block, ColumnRows
 from crossinfer.engine.emit import output_columns, row_originals
 from crossinfer.experiments.schema import ReportInput
 from crossinfer.rows import fields_view
@@ -112,15 +112,15 @@ def columns_of_block(block: Block, arm: int, truth: str | None, id_field: str | 
     the one-value inference is read (else NaN)."""
     n = len(block)
     c = output_columns(block)
-    fields, plain = _fields_of(row_originals(block))
+    field = _FieldReader(row_originals(block), n)
     missing = 0
     example: Sequence[str] = ()
     truths = np.full(n, np.nan)
     if truth:
-        found, missing = _field(fields, truth, plain)
+        found, missing = field(truth)
         truths = floats_of(found)
         if missing:
-            example = (*next(f for f in fields if truth not in f), *OUTPUT_FIELDS)
+            example = (*field.example_without(truth), *OUTPUT_FIELDS)
     values = np.full(n, np.nan)
     inference = c.inference
     if value and inference.shape[1] == 1:  # (a result row's one-value inference list)
@@ -128,9 +128,9 @@ def columns_of_block(block: Block, arm: int, truth: str | None, id_field: str | 
     if block.timing is not None:
         model_ms: list[Any] | None = [ms for ms, _ in block.timing]
         batch_size: list[Any] | None = [sizes for _, sizes in block.timing]
-    elif any(map(_HAS_MODEL_MS, fields)):
-        model_ms = _unless_none(_field(fields, "model_ms", plain)[0])
-        batch_size = _unless_none(_field(fields, "batch_size", plain)[0])
+    elif field.any_has("model_ms"):
+        model_ms = _unless_none(list(field("model_ms")[0]))  # (copies: a column is the
+        batch_size = _unless_none(list(field("batch_size")[0]))  # block's own)
     else:
         model_ms = batch_size = None
     return BlockColumns(Columns(
@@ -139,12 +139,50 @@ def columns_of_block(block: Block, arm: int, truth: str | None, id_field: str | 
         else c.label.astype(np.int64).reshape(n),
         score=np.full(n, np.nan) if c.score is None else c.score.astype(np.float64).reshape(n),
         value=values, truth=truths,
-        id=ids_of(_field(fields, id_field, plain)[0]) if id_field else None,
-        key=texts_of(_field(fields, key_field, plain)[0]) if key_field else None,
+        id=ids_of(field(id_field)[0]) if id_field else None,
+        key=texts_of(field(key_field)[0]) if key_field else None,
         model_ms=model_ms, batch_size=batch_size), missing, example)
 
 
-_HAS_MODEL_MS = methodcaller("__contains__", "model_ms")
+class _FieldReader:
+    """One field of every original of a block's rows: from the originals'
+    columns when the block was rebuilt from them (:class:`ColumnRows`: every
+    row has the same fields), else read row by row (each row's fields found
+    once, on the first read)."""
+
+    def __init__(self, originals: list[Any], n: int) -> None:
+        self._originals = originals
+        self._n = n
+        self._columns: dict[str, Any] | None = \
+            originals.columns if type(originals) is ColumnRows else None
+        self._fields: tuple[list[Mapping[str, Any]], bool] | None = None
+
+    def __call__(self, name: str) -> tuple[list[Any], int]:
+        """Each row's value of ``name`` (None where it has none, as in the copy
+        of its fields a result row is), and how many have none."""
+        if self._columns is not None:
+            column = self._columns.get(name)
+            if column is None:
+                return [None] * self._n, self._n
+            if type(column) is list:  # (a stacked array's rows: read from the rows)
+                return column, 0
+        return _field(*self._rows(), name)
+
+    def any_has(self, name: str) -> bool:
+        if self._columns is not None:
+            return name in self._columns
+        return any(map(methodcaller("__contains__", name), self._rows()[0]))
+
+    def example_without(self, name: str) -> Sequence[str]:
+        """The fields of a row without ``name`` (for the log)."""
+        return tuple(next(f for f in self._rows()[0] if name not in f))
+
+    def _rows(self) -> tuple[list[Mapping[str, Any]], bool]:
+        if self._fields is None:
+            self._fields = _fields_of(self._originals)
+        return self._fields
+
+
 
 
 def _fields_of(originals: list[Any]) -> tuple[list[Mapping[str, Any]], bool]:
@@ -164,7 +202,7 @@ _ROW = {Row}
 _DICT = {dict}
 
 
-def _field(fields: list[Mapping[str, Any]], name: str, plain: bool) -> tuple[list[Any], int]:
+def _field(fields: list[Mapping[str, Any]], plain: bool, name: str) -> tuple[list[Any], int]:
     """Each row's value of ``name`` (None where it has none, as in the copy
     of its fields a result row is), and how many have none."""
     if plain:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import compress
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
@@ -547,7 +548,7 @@ class _Accumulate(beam.DoFn):
         self._held: dict[Any, list[_Held]] = {}  # per window, per arm
         self._n_held = 0
         self._pair_at = _MAX_HELD  # pair the held results once this many are held
-        self._keys: set[tuple[Any, str, str]] = set()  # (window, arm, key)
+        self._keys: dict[tuple[Any, str], set[str]] = {}  # per (window, arm): its keys
         self._paired = self._joined = self._keyless = self._unrouted_results = 0
         self._missing_id = 0
         self._unrouted_path: Any = None  # one of them, for the log
@@ -669,14 +670,22 @@ class _Accumulate(beam.DoFn):
         return out
 
     def _add_keys(self, cols: Columns, window: Any) -> list[Any]:
-        names, unrouted = self._arm_names, self._unrouted
-        keys = [(window, names[arm], key) for arm, key in zip(cols.arm.tolist(), cols.key or (),
-                                                              strict=True)
-                if arm != unrouted]
-        found = [k for k in keys if k[2] is not None]
-        self._keyless += len(keys) - len(found)
-        self._keys.update(found)  # type: ignore[arg-type]  # None left out
-        return list(self._unkey()) if len(self._keys) > _MAX_HELD else []
+        """The chunk's keys into their (window, arm)'s set - per arm, not per
+        row (a chunk has a few arms) -; routed rows without a key counted."""
+        keys: list[Any] = cols.key or []
+        arms = cols.arm
+        present = np.unique(arms).tolist()
+        for arm in present:
+            if arm == self._unrouted:
+                continue
+            mine = keys if len(present) == 1 else list(compress(keys, (arms == arm).tolist()))
+            found = self._keys.setdefault((window, self._arm_names[arm]), set())
+            found.update(mine)
+            if None in found:
+                self._keyless += mine.count(None)
+                found.discard(None)
+        held = sum(map(len, self._keys.values()))
+        return list(self._unkey()) if held > _MAX_HELD else []
 
     def _hold(self, cols: Columns, rows: np.ndarray, arm: int, window: Any) -> None:
         """An arm's results in ``rows`` with an id, held for pairing; those
@@ -795,14 +804,14 @@ class _Accumulate(beam.DoFn):
         bucket: one ``(bucket, [(arm, keys), ...])`` each, for the GroupByKey
         that makes them distinct across bundles (:class:`_CountKeys`)."""
         per_window: dict[Any, dict[str, list[str]]] = {}
-        for window, arm, key in self._keys:
-            per_window.setdefault(window, {}).setdefault(arm, []).append(key)
-        self._keys = set()
+        for (window, arm), keys in self._keys.items():
+            per_window.setdefault(window, {})[arm] = list(keys)
+        self._keys = {}
         for window, arms in per_window.items():
             parts: dict[int, list[tuple[str, list[bytes]]]] = {}
             for arm, texts in arms.items():
-                for bucket, _, keys in _bucketed(texts):
-                    parts.setdefault(bucket, []).append((arm, keys))
+                for bucket, _, encoded in _bucketed(texts):
+                    parts.setdefault(bucket, []).append((arm, encoded))
             for bucket, part in parts.items():
                 yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((bucket, part), window))
 
