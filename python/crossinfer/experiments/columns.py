@@ -183,8 +183,6 @@ class _FieldReader:
         return self._fields
 
 
-
-
 def _fields_of(originals: list[Any]) -> tuple[list[Mapping[str, Any]], bool]:
     """Each element's fields (:func:`~crossinfer.rows.fields_view`), and
     whether each is a plain ``dict`` (a Row's ``__dict__``, or a dict: read by
