@@ -1480,16 +1480,16 @@ def _late_mirror(p: beam.Pipeline) -> Any:
 def _left_out_counts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every count the report's steps add to a left-out counter, as (counter
     name, count): the runner runs them in this process."""
-    from crossinfer.experiments import transform
+    from crossinfer.experiments import grouped
 
     counts: list[tuple[str, int]] = []
-    add = transform._LeftOut.add
+    add = grouped.LeftOut.add
 
     def recorded(self: Any, count: int, *args: Any) -> None:
         counts.append((self._counter.metric_name.name, count))
         add(self, count, *args)
 
-    monkeypatch.setattr(transform._LeftOut, "add", recorded)
+    monkeypatch.setattr(grouped.LeftOut, "add", recorded)
     return counts
 
 

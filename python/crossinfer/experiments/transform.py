@@ -18,19 +18,19 @@ For a mirror, results are also paired per (window, element id) and
 accumulated per arm pair (:class:`~crossinfer.experiments.combiners.PairAcc`);
 for a hash split, the rows' keys are made distinct per (window, arm) for the
 sample-ratio-mismatch test. A GroupByKey brings a window's accumulators (a few
-per bundle) together, and :class:`_Finish` merges them
+per bundle) together, and :class:`~.grouped.Finish` merges them
 (:func:`~crossinfer.experiments.combiners.merge_window`) and turns them into
 rows, where the statistics run (:mod:`crossinfer.experiments.stats`). The
-steps after the GroupByKeys keep what a window's panes gave them while late
-panes may follow (:mod:`crossinfer.experiments.panes`), so a late pane's rows
-restate the window's report.
+steps after the GroupByKeys (:mod:`crossinfer.experiments.grouped`) keep what
+a window's panes gave them while late panes may follow
+(:mod:`crossinfer.experiments.panes`), so a late pane's rows restate the
+window's report.
 The service's report URN runs the same :class:`ReportFromInputs` on rows a
 client already projected.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress
@@ -42,15 +42,12 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import PCollection, Row
-from apache_beam.transforms import userstate
-from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import AccumulationMode, DefaultTrigger
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows, SlidingWindows
 from apache_beam.utils.timestamp import Duration
-from apache_beam.utils.windowed_value import WindowedValue
 
 from crossinfer.engine.block import Block
-from crossinfer.experiments import columns, panes, stats
+from crossinfer.experiments import columns, panes
 from crossinfer.experiments.columns import (
     Columns,
     Sides,
@@ -64,18 +61,23 @@ from crossinfer.experiments.combiners import (
     MAX_MODEL_MS,
     ArmAcc,
     PairAcc,
-    merge_window,
+)
+from crossinfer.experiments.grouped import (
+    ARMS_TAG,
+    PAIRS_TAG,
+    UNROUTED,
+    CountKeys,
+    Finish,
+    LeftOut,
+    PairJoined,
+    add_pair,
+    windowed,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
 from crossinfer.experiments.settings import ReportSettings, ReportSettingsError
 from crossinfer.patterns.edges import finished_blocks
 from crossinfer.rows import fields_view
 from crossinfer.wire import OUTPUT_FIELDS, TIMING_FIELDS
-
-PAIRS_TAG = "pairs"
-ARMS_TAG = "arms"
-#: The key of rows that reached no arm (failures of malformed input, say).
-_UNROUTED = ""
 
 
 class ReportOutputs(NamedTuple):
@@ -305,13 +307,7 @@ _JOIN_TAG = "join"
 #: bucket, the experiment's name.
 _BUCKET = beam.typehints.KV[int, Any]
 _WINDOW = beam.typehints.KV[str, Any]
-#: Their state (:mod:`~crossinfer.experiments.panes`) and the mirror join's
-#: timer at its window's expiry, as the parameters Beam reads them from.
-_EARLIER = beam.DoFn.StateParam(panes.bag("earlier"))
-_EXPIRY_TIMER = userstate.TimerSpec("expiry", TimeDomain.WATERMARK)
-_EXPIRY = beam.DoFn.TimerParam(_EXPIRY_TIMER)
 _KEYS_TAG = "keys"
-_GLOBAL = GlobalWindow()
 
 
 def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading]]
@@ -337,14 +333,14 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
     if s.mirror:
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "ByIdBucket" >> beam.GroupByKey()
-                    | "Pairs" >> beam.ParDo(_PairJoined(s, late, lateness)))
+                    | "Pairs" >> beam.ParDo(PairJoined(s, late, lateness)))
     if s.hashed:
         accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "KeysByBucket" >> beam.GroupByKey()
-                    | "CountKeys" >> beam.ParDo(_CountKeys(s, late)))
+                    | "CountKeys" >> beam.ParDo(CountKeys(s, late)))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline).with_output_types(_WINDOW)
             | "PerWindow" >> beam.GroupByKey()
-            | "Finish" >> beam.ParDo(_Finish(s, late)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
+            | "Finish" >> beam.ParDo(Finish(s, late)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
     arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
     arm_rows.element_type = ArmReport
     pair_rows.element_type = PairReport
@@ -434,24 +430,6 @@ def _bucketed(texts: list[str]) -> Iterator[tuple[int, np.ndarray, list[bytes]]]
         yield bucket, rows, [encoded[i] for i in rows.tolist()]
 
 
-class _LeftOut:
-    """Rows the report leaves out of a figure (or all of it): a Beam counter,
-    and a warning logged once per worker (per DoFn instance), so that a wrong
-    setting or malformed rows are never silent."""
-
-    def __init__(self, namespace: str, name: str, message: str) -> None:
-        self._counter = Metrics.counter(namespace, name)
-        self._message = message
-        self._warned = False
-
-    def add(self, count: int, *args: Any) -> None:
-        """``count`` more rows; the first call also logs ``message % args``."""
-        self._counter.inc(count)
-        if not self._warned:
-            self._warned = True
-            logging.getLogger(__name__).warning(self._message, *args)
-
-
 class _Held:
     """One arm's mirror results of one window waiting for their other arms:
     ids, and sides as arrays (nothing the garbage collector walks per row)."""
@@ -480,7 +458,7 @@ class _Accumulate(beam.DoFn):
     unpaired when the bundle ends, or more than ``_MAX_HELD`` after a pairing,
     leave on ``join`` as columns per join bucket (:meth:`_unhold`) for the
     GroupByKey, so pairing works however the runner splits or orders them
-    (:class:`_PairJoined`). An id seen twice in an arm of a bundle leaves for
+    (:class:`~.grouped.PairJoined`). An id seen twice in an arm of a bundle leaves for
     the join too (which does not pair it).
 
     For a hash split each row's ``(arm, key)`` is kept once per (window, bundle)
@@ -494,7 +472,7 @@ class _Accumulate(beam.DoFn):
 
     def setup(self) -> None:
         s, reading = self._s, self._reading
-        self._arm_names = (*s.arm_names, _UNROUTED)
+        self._arm_names = (*s.arm_names, UNROUTED)
         self._unrouted = len(s.arm_names)
         self._control, self._others = s.control_index, s.other_indices
         self._arm_cache: dict[Any, int] = {}
@@ -514,23 +492,23 @@ class _Accumulate(beam.DoFn):
         namespace = f"crossinfer/{s.name}/report"
         self._paired_counter = Metrics.counter(namespace, "paired_in_bundle")
         self._joined_counter = Metrics.counter(namespace, "sent_to_join")
-        self._missing_truth = _LeftOut(
+        self._missing_truth = LeftOut(
             namespace, "missing_ground_truth", "experiment report %r: ground_truth: the "
             "results have no field %r (fields: %s); they count as without ground truth")
-        self._bad_timing = _LeftOut(
+        self._bad_timing = LeftOut(
             namespace, "bad_timing", "experiment report %r: %d row(s) with malformed timing "
             "left out of the latency (model_ms must hold one number from 0 to %g ms per model "
             "stage of the row's arm, batch_size as many integers from 1)")
-        self._missing_key = _LeftOut(
+        self._missing_key = LeftOut(
             namespace, "missing_key", "experiment report %r: %d routed row(s) without a key "
             "(key_field %r): a hash split's SRM counts the distinct keys of the rows that carry "
             "one, and elements only when none does; pass the report the key_field given to "
             "ABTest")
-        self._missing_id_rows = _LeftOut(
+        self._missing_id_rows = LeftOut(
             namespace, "missing_id", "experiment report %r: id_field: %d mirror result(s) "
             "without a field %r (or a null one) are in no pair row; pass the report the field "
             "that identifies an element in every arm")
-        self._unrouted_rows = _LeftOut(
+        self._unrouted_rows = LeftOut(
             namespace, "unrouted_results", "experiment report %r: %d result(s) in no arm of the "
             "experiment (path %r; arms: %s) left out of the report: is it given the spec its "
             "results came from?")
@@ -744,7 +722,7 @@ class _Accumulate(beam.DoFn):
     def _unhold(self) -> Iterator[Any]:
         """The held results, as columns per (window, join bucket): one
         ``(bucket, [(arm, ids, sides), ...])`` each, for the GroupByKey that
-        brings every bundle's copies of an id together (:class:`_PairJoined`)."""
+        brings every bundle's copies of an id together (:class:`~.grouped.PairJoined`)."""
         held_windows, self._held = self._held, {}
         self._joined += self._n_held
         self._n_held = 0
@@ -757,7 +735,7 @@ class _Accumulate(beam.DoFn):
                 for bucket, rows, ids in _bucketed(h.ids):
                     parts.setdefault(bucket, []).append((arm, ids, sides.take(rows)))
             for bucket, part in parts.items():
-                yield pvalue.TaggedOutput(_JOIN_TAG, _windowed((bucket, part), window))
+                yield pvalue.TaggedOutput(_JOIN_TAG, windowed((bucket, part), window))
 
     def _count_unrouted(self, cols: Columns, rows: np.ndarray,
                         path_at: Callable[[int], Any] | None) -> None:
@@ -802,7 +780,7 @@ class _Accumulate(beam.DoFn):
     def _unkey(self) -> Iterator[Any]:
         """The bundle's distinct ``(arm, key)`` per window, as lists per join
         bucket: one ``(bucket, [(arm, keys), ...])`` each, for the GroupByKey
-        that makes them distinct across bundles (:class:`_CountKeys`)."""
+        that makes them distinct across bundles (:class:`~.grouped.CountKeys`)."""
         per_window: dict[Any, dict[str, list[str]]] = {}
         for (window, arm), keys in self._keys.items():
             per_window.setdefault(window, {})[arm] = list(keys)
@@ -813,7 +791,7 @@ class _Accumulate(beam.DoFn):
                 for bucket, _, encoded in _bucketed(texts):
                     parts.setdefault(bucket, []).append((arm, encoded))
             for bucket, part in parts.items():
-                yield pvalue.TaggedOutput(_KEYS_TAG, _windowed((bucket, part), window))
+                yield pvalue.TaggedOutput(_KEYS_TAG, windowed((bucket, part), window))
 
     def finish_bundle(self) -> Iterator[Any]:
         if self._buf:
@@ -829,7 +807,7 @@ class _Accumulate(beam.DoFn):
             arm_name = self._arm_names[arm]
             acc.compact(self._stage_counts.get(arm_name))
             bad += acc.bad_timing
-            yield _windowed((name, ("arm", arm_name, acc)), window)
+            yield windowed((name, ("arm", arm_name, acc)), window)
         if bad:
             self._count_bad_timing(bad)
         if self._keyless:
@@ -840,19 +818,13 @@ class _Accumulate(beam.DoFn):
             self._log_unrouted()
         control = self._s.control
         for (window, other), pair in self._pairs.items():
-            yield _windowed((name, ("pair", (control, self._arm_names[other]), pair)), window)
+            yield windowed((name, ("pair", (control, self._arm_names[other]), pair)), window)
         yield from self._unkey()
         self._accs, self._pairs = {}, {}
         if self._paired:
             self._paired_counter.inc(self._paired)
         if self._joined:
             self._joined_counter.inc(self._joined)
-
-
-def _windowed(value: Any, window: Any) -> WindowedValue:
-    """``value`` in ``window`` (None: the global window), at the window's end."""
-    window = _GLOBAL if window is None else window
-    return WindowedValue(value, window.max_timestamp(), (window,))
 
 
 class _AccumulateWindowed(_Accumulate):
@@ -928,296 +900,8 @@ def _add_pairs(pairs: dict[tuple[Any, int], PairAcc], window: Any,
     if n:
         control_sides = sides[control].take(paired[control])  # type: ignore[union-attr]
         for other in others:
-            _add_pair(pairs, window, other, control_sides,
+            add_pair(pairs, window, other, control_sides,
                       sides[other].take(paired[other]), accuracy)  # type: ignore[union-attr]
     return n, left
 
 
-def _add_pair(pairs: dict[tuple[Any, int], PairAcc], window: Any, other: int,
-              control: Sides, treated: Sides, accuracy: bool) -> None:
-    """n elements' control and ``other`` arm sides, aligned by row, into
-    ``pairs[(window, other)]``."""
-    pair = pairs.get((window, other))
-    if pair is None:
-        pair = pairs[(window, other)] = PairAcc()
-    pair.add_pairs(control, treated, accuracy)
-
-
-class _PairJoined(beam.DoFn):
-    """A join bucket's held results from every bundle -> pairs, accumulated per
-    (window, arm pair) and bundle. Every copy of an id is in its bucket, so an
-    element's arms meet here however the runner bundled them, and in any of
-    the window's panes: a pane that may not be the window's last keeps its
-    results (:mod:`~crossinfer.experiments.panes`) for the late ones to pair
-    with, and each pane adds only the pairs it completes. The control is
-    paired with each other arm apart: an element another arm failed on still
-    pairs the arms that have it. Ids seen twice in one of the two arms are not
-    paired; results left without a pair when the window's last pane is in
-    (or, after late panes, when it expires) are counted
-    (``unpaired_results``) and logged once per worker."""
-
-    def __init__(self, settings: ReportSettings, late: bool, lateness: Duration) -> None:
-        self._s = settings
-        self._late = late  # (late panes can come: panes.late_panes)
-        self._lateness = lateness
-
-    def setup(self) -> None:
-        s = self._s
-        self._control, self._others = s.control_index, s.other_indices
-        self._accuracy = s.metric == "accuracy"
-        self._left = _LeftOut(
-            f"crossinfer/{s.name}/report", "unpaired_results", "experiment report %r: %d mirror "
-            "result(s) found no result of the same id (id_field %r) in the arm they are "
-            "compared with: that arm failed on their element, or the id is not unique in an "
-            "arm (an id met twice is not paired); they are in no pair row")
-
-    def start_bundle(self) -> None:
-        self._pairs: dict[tuple[Any, int], PairAcc] = {}
-        self._unpaired = 0
-
-    def process(self, kv: tuple[int, Iterable[list[tuple[int, list[bytes], Sides]]]],
-                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
-                held: Any = _EARLIER,
-                expiry: Any = _EXPIRY) -> None:
-        parts = [held_part for part in kv[1] for held_part in part]
-        final = pane.is_last or not self._late
-        earlier = [p for kept in panes.earlier(held, pane, self._late) for p in kept]
-        if not final:
-            panes.keep(held, pane, parts, self._late)
-            expiry.set(window.max_timestamp() + self._lateness)
-        elif earlier:
-            held.clear()  # (a last pane after late ones: the expiry finds nothing to count)
-        self._pair(earlier, parts, window, final)
-
-    @userstate.on_timer(_EXPIRY_TIMER)
-    def expire(self, window: Any = beam.DoFn.WindowParam,
-               held: Any = _EARLIER) -> None:
-        """The window expired: what its panes left unpaired is counted."""
-        self._pair([p for kept in panes.kept(held) for p in kept], [], window, final=True)
-        held.clear()
-
-    def _pair(self, earlier: list[tuple[int, list[bytes], Sides]],
-              parts: list[tuple[int, list[bytes], Sides]], window: Any, final: bool) -> None:
-        """Pairs ``earlier`` panes' results and this pane's ``parts``, per arm
-        ``(arm, ids, sides)``: adds the pairs with a result of this pane; with
-        ``final``, counts the results left without a pair."""
-        names = self._s.arm_names
-        ids: list[list[bytes]] = [[] for _ in names]
-        sides_of_arm: list[list[Sides]] = [[] for _ in names]
-        for arm, arm_ids, arm_sides in earlier:
-            ids[arm].extend(arm_ids)
-            sides_of_arm[arm].append(arm_sides)
-        old = [len(arm_ids) for arm_ids in ids]  # an arm's rows from here on are this pane's
-        for arm, arm_ids, arm_sides in parts:
-            ids[arm].extend(arm_ids)
-            sides_of_arm[arm].append(arm_sides)
-        sides = [Sides.concat(p) if p else None for p in sides_of_arm]
-        control = self._control
-        paired_control = np.zeros(len(ids[control]), dtype=bool)
-        for other in self._others:
-            if not ids[control] or not ids[other]:
-                if final:
-                    self._unpaired += len(ids[other])
-                continue
-            (mine, theirs), (_, left) = columns.pair_rows([ids[control], ids[other]])
-            if final:
-                self._unpaired += len(left)
-            paired_control[mine] = True
-            new = (mine >= old[control]) | (theirs >= old[other])
-            if new.any():
-                _add_pair(self._pairs, window, other,
-                          sides[control].take(mine[new]),  # type: ignore[union-attr]
-                          sides[other].take(theirs[new]), self._accuracy)  # type: ignore[union-attr]
-        if final:
-            self._unpaired += int(np.count_nonzero(~paired_control))
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        names, control = self._s.arm_names, self._s.control
-        for (window, other), acc in self._pairs.items():
-            yield _windowed((self._s.name, ("pair", (control, names[other]), acc)), window)
-        self._pairs = {}
-        if self._unpaired:
-            self._left.add(self._unpaired, self._s.name, self._unpaired, self._s.id_field)
-            self._unpaired = 0
-
-
-class _CountKeys(beam.DoFn):
-    """A join bucket's keys per arm from every bundle -> how many are distinct,
-    per (window, arm), summed per bundle. Every copy of a key is in its
-    bucket, so a key counts once per arm and window however the runner
-    bundled its rows - and once however many of the window's panes it comes
-    in: a pane that may not be the last keeps the keys it counted
-    (:mod:`~crossinfer.experiments.panes`), and a later pane counts only keys
-    new to the window. The buckets' counts add up in
-    :func:`~crossinfer.experiments.combiners.merge_window`."""
-
-    def __init__(self, settings: ReportSettings, late: bool) -> None:
-        self._s = settings
-        self._late = late  # (late panes can come: panes.late_panes)
-
-    def start_bundle(self) -> None:
-        self._counts: dict[tuple[Any, str], int] = {}
-
-    def process(self, kv: tuple[int, Iterable[list[tuple[str, list[bytes]]]]],
-                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
-                held: Any = _EARLIER) -> None:
-        distinct: dict[str, set[bytes]] = {}
-        for part in kv[1]:
-            for arm, keys in part:
-                distinct.setdefault(arm, set()).update(keys)
-        for counted in panes.earlier(held, pane, self._late):
-            for arm, keys in counted.items():
-                if arm in distinct:
-                    distinct[arm] -= keys
-        panes.keep(held, pane, distinct, self._late)
-        for arm, found in distinct.items():
-            self._counts[(window, arm)] = self._counts.get((window, arm), 0) + len(found)
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        for (window, arm), count in self._counts.items():
-            yield _windowed((self._s.name, ("keys", arm, count)), window)
-        self._counts = {}
-
-
-def _window_ms(window: Any) -> tuple[int | None, int | None]:
-    if isinstance(window, GlobalWindow):
-        return None, None
-    return window.start.micros // 1000, window.end.micros // 1000
-
-
-class _Finish(beam.DoFn):
-    """One window's accumulators -> its ArmReport rows and PairReport rows, per
-    pane: a late pane's rows restate the window's report over the
-    accumulators of every pane so far (:mod:`~crossinfer.experiments.panes`),
-    with the pane's index and timing."""
-
-    def __init__(self, settings: ReportSettings, late: bool) -> None:
-        self._s = settings
-        self._late = late  # (late panes can come: panes.late_panes)
-
-    def process(self, kv: Any, window: Any = beam.DoFn.WindowParam,
-                pane: Any = beam.DoFn.PaneInfoParam,
-                held: Any = _EARLIER) -> Iterator[Any]:
-        s = self._s
-        values = list(kv[1])
-        earlier = [v for kept in panes.earlier(held, pane, self._late) for v in kept]
-        panes.keep(held, pane, values, self._late)  # (pickled now: merge_window merges in place)
-        merged = merge_window(earlier + values)
-        at = _Pane(pane.index, panes.timing(pane))
-        arms: dict[str, ArmAcc] = merged["arm"]
-        pairs: dict[tuple[str, str], PairAcc] = merged["pair"]
-        start, end = _window_ms(window)
-        unrouted = arms.pop(_UNROUTED, ArmAcc()).failures
-        accs = {name: arms.get(name, ArmAcc()) for name in s.arm_names}
-        routed = {name: acc.results + acc.failures for name, acc in accs.items()}
-        total = sum(routed.values())
-        expected = s.expected_shares
-        # A hash split assigns keys, not elements: its SRM counts distinct keys
-        # per arm when the rows carry them (rows written without keys: routed rows).
-        keys = merged.get("keys") or {}
-        units = {a: keys.get(a, 0) for a in s.arm_names} if keys else routed
-        srm = None if expected is None else stats.srm_p_value(
-            [units[a] for a in s.arm_names], [expected[a] for a in s.arm_names])
-        for name, acc in accs.items():
-            yield _arm_row(s, name, acc, start, end, routed[name], total, expected, srm, unrouted,
-                           at)
-        for other in s.others:
-            yield pvalue.TaggedOutput(PAIRS_TAG, _pair_row(
-                s, other, accs[s.control], accs[other], pairs.get((s.control, other)),
-                start, end, at))
-
-
-@dataclass(frozen=True)
-class _Pane:
-    """The pane report rows are for (their ``pane_index``, ``pane_timing``)."""
-
-    index: int
-    timing: str
-
-
-def _arm_row(s: ReportSettings, name: str, acc: ArmAcc, start: int | None, end: int | None,
-             routed: int, total: int, expected: dict[str, float] | None,
-             srm: float | None, unrouted: int, pane: _Pane) -> ArmReport:
-    conf = s.confidence
-    score_lo, score_hi = stats.mean_interval(acc.score, conf)
-    metric = s.metric if s.ground_truth is not None else None
-    value = lo = hi = None
-    if metric == "accuracy" and acc.metric_n:
-        value = acc.correct / acc.metric_n
-        lo, hi = stats.proportion_interval(acc.correct, acc.metric_n, conf)
-    elif metric == "mean_abs_error" and acc.metric_n:
-        value = acc.abs_error.mean
-        lo, hi = stats.mean_interval(acc.abs_error, conf)
-    labels = sorted(acc.labels)
-    stage_names = list(s.stages(name))
-    while len(stage_names) < len(acc.stages):
-        stage_names.append(f"stage{len(stage_names)}")
-    stage_names = stage_names[:len(acc.stages)]
-    lat = acc.latency
-    return ArmReport(
-        experiment=s.name, window_start_ms=start, window_end_ms=end, arm=name,
-        count=acc.results, failures=acc.failures,
-        failure_rate=acc.failures / routed if routed else None,
-        routed=routed, share=routed / total if total else None,
-        expected_share=None if expected is None else expected[name],
-        srm_p_value=srm, unrouted_failures=unrouted,
-        label_values=labels, label_counts=[acc.labels[v] for v in labels],
-        score_count=acc.score.n, score_mean=acc.score.mean if acc.score.n else None,
-        score_ci_low=score_lo, score_ci_high=score_hi,
-        metric=metric, metric_count=acc.metric_n if metric else 0, metric_value=value,
-        metric_ci_low=lo, metric_ci_high=hi,
-        latency_count=int(lat.count) if lat is not None else 0,
-        latency_p50_ms=_quantile(lat, 0.50), latency_p95_ms=_quantile(lat, 0.95),
-        latency_p99_ms=_quantile(lat, 0.99),
-        stages=stage_names,
-        stage_p50_ms=[_quantile(st.ms, 0.50) or 0.0 for st in acc.stages],
-        stage_p95_ms=[_quantile(st.ms, 0.95) or 0.0 for st in acc.stages],
-        stage_p99_ms=[_quantile(st.ms, 0.99) or 0.0 for st in acc.stages],
-        stage_batch_size_mean=[st.batch_sum / st.batch_n if st.batch_n else 0.0
-                               for st in acc.stages],
-        stage_batch_size_max=[st.batch_max for st in acc.stages],
-        confidence=float(conf), pane_index=pane.index, pane_timing=pane.timing)
-
-
-def _quantile(sketch: Any, q: float) -> float | None:
-    if sketch is None or sketch.count == 0:
-        return None
-    value = sketch.get_quantile_value(q)
-    return None if value is None else float(value)
-
-
-def _pair_row(s: ReportSettings, other: str, control: ArmAcc, treated: ArmAcc,
-              joined: PairAcc | None, start: int | None, end: int | None, pane: _Pane
-              ) -> PairReport:
-    conf = s.confidence
-    metric = s.metric if s.ground_truth is not None else None
-    comparison = None
-    if s.mirror:
-        joined = joined or PairAcc()
-        if metric == "accuracy":
-            comparison = stats.paired_proportions(joined.only_other, joined.only_control,
-                                                  joined.metric_n, conf)
-        elif metric == "mean_abs_error":
-            comparison = stats.paired_mean(joined.error_diff, conf)
-    elif metric == "accuracy":
-        comparison = stats.two_proportions(treated.correct, treated.metric_n, control.correct,
-                                           control.metric_n, conf)
-    elif metric == "mean_abs_error":
-        comparison = stats.welch(treated.abs_error, control.abs_error, conf)
-    flips = sorted(joined.flips.items()) if joined is not None else []
-    return PairReport(
-        experiment=s.name, window_start_ms=start, window_end_ms=end, control=s.control,
-        treatment=other, paired=s.mirror, metric=metric,
-        difference=comparison.difference if comparison else None,
-        difference_ci_low=comparison.low if comparison else None,
-        difference_ci_high=comparison.high if comparison else None,
-        p_value=comparison.p_value if comparison else None,
-        test=comparison.test if comparison else None,
-        pairs=joined.pairs if joined is not None else 0,
-        agreement=joined.agree / joined.labeled if joined is not None and joined.labeled
-        else None,
-        flip_from=[a for (a, _), _ in flips], flip_to=[b for (_, b), _ in flips],
-        flip_count=[n for _, n in flips],
-        mean_abs_score_diff=joined.score_diff.mean if joined is not None and joined.score_diff.n
-        else None,
-        confidence=float(conf), pane_index=pane.index, pane_timing=pane.timing)
