@@ -74,7 +74,7 @@ def windowed(value: Any, window: Any) -> WindowedValue:
 
 
 def add_pair(pairs: dict[tuple[Any, int], PairAcc], window: Any, other: int,
-              control: Sides, treated: Sides, accuracy: bool) -> None:
+             control: Sides, treated: Sides, accuracy: bool) -> None:
     """n elements' control and ``other`` arm sides, aligned by row, into
     ``pairs[(window, other)]``."""
     pair = pairs.get((window, other))
@@ -166,8 +166,8 @@ class PairJoined(beam.DoFn):
             new = (mine >= old[control]) | (theirs >= old[other])
             if new.any():
                 add_pair(self._pairs, window, other,
-                          sides[control].take(mine[new]),  # type: ignore[union-attr]
-                          sides[other].take(theirs[new]), self._accuracy)  # type: ignore[union-attr]
+                         sides[control].take(mine[new]),  # type: ignore[union-attr]
+                         sides[other].take(theirs[new]), self._accuracy)  # type: ignore[union-attr]
         if final:
             self._unpaired += int(np.count_nonzero(~paired_control))
 

@@ -901,7 +901,7 @@ def _add_pairs(pairs: dict[tuple[Any, int], PairAcc], window: Any,
         control_sides = sides[control].take(paired[control])  # type: ignore[union-attr]
         for other in others:
             add_pair(pairs, window, other, control_sides,
-                      sides[other].take(paired[other]), accuracy)  # type: ignore[union-attr]
+                     sides[other].take(paired[other]), accuracy)  # type: ignore[union-attr]
     return n, left
 
 
