@@ -116,9 +116,12 @@ class PairJoined(beam.DoFn):
         self._unpaired = 0
 
     def process(self, kv: tuple[int, Iterable[list[tuple[int, list[bytes], Sides]]]],
-                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
-                held: Any = _EARLIER,
-                expiry: Any = _EXPIRY) -> None:
+                window: Any = beam.DoFn.WindowParam,
+                pane: Any = beam.DoFn.PaneInfoParam) -> None:
+        self._join(kv, window, pane, None, None)
+
+    def _join(self, kv: tuple[int, Iterable[list[tuple[int, list[bytes], Sides]]]],
+              window: Any, pane: Any, held: Any, expiry: Any) -> None:
         parts = [held_part for part in kv[1] for held_part in part]
         final = pane.is_last or not self._late
         earlier = [p for kept in panes.earlier(held, pane, self._late) for p in kept]
@@ -128,13 +131,6 @@ class PairJoined(beam.DoFn):
         elif earlier:
             held.clear()  # (a last pane after late ones: the expiry finds nothing to count)
         self._pair(earlier, parts, window, final)
-
-    @userstate.on_timer(_EXPIRY_TIMER)
-    def expire(self, window: Any = beam.DoFn.WindowParam,
-               held: Any = _EARLIER) -> None:
-        """The window expired: what its panes left unpaired is counted."""
-        self._pair([p for kept in panes.kept(held) for p in kept], [], window, final=True)
-        held.clear()
 
     def _pair(self, earlier: list[tuple[int, list[bytes], Sides]],
               parts: list[tuple[int, list[bytes], Sides]], window: Any, final: bool) -> None:
@@ -181,6 +177,23 @@ class PairJoined(beam.DoFn):
             self._unpaired = 0
 
 
+class StatefulPairJoined(PairJoined):
+    """:class:`PairJoined` where late panes can come: the window's unpaired
+    results in state, and a timer at its expiry that counts those left."""
+
+    def process(self, kv: tuple[int, Iterable[list[tuple[int, list[bytes], Sides]]]],
+                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
+                held: Any = _EARLIER, expiry: Any = _EXPIRY) -> None:
+        self._join(kv, window, pane, held, expiry)
+
+    @userstate.on_timer(_EXPIRY_TIMER)
+    def expire(self, window: Any = beam.DoFn.WindowParam,
+               held: Any = _EARLIER) -> None:
+        """The window expired: what its panes left unpaired is counted."""
+        self._pair([p for kept in panes.kept(held) for p in kept], [], window, final=True)
+        held.clear()
+
+
 class CountKeys(beam.DoFn):
     """A join bucket's keys per arm from every bundle -> how many are distinct,
     per (window, arm), summed per bundle. Every copy of a key is in its
@@ -199,8 +212,12 @@ class CountKeys(beam.DoFn):
         self._counts: dict[tuple[Any, str], int] = {}
 
     def process(self, kv: tuple[int, Iterable[list[tuple[str, list[bytes]]]]],
-                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
-                held: Any = _EARLIER) -> None:
+                window: Any = beam.DoFn.WindowParam,
+                pane: Any = beam.DoFn.PaneInfoParam) -> None:
+        self._count(kv, window, pane, None)
+
+    def _count(self, kv: tuple[int, Iterable[list[tuple[str, list[bytes]]]]], window: Any,
+               pane: Any, held: Any) -> None:
         distinct: dict[str, set[bytes]] = {}
         for part in kv[1]:
             for arm, keys in part:
@@ -217,6 +234,16 @@ class CountKeys(beam.DoFn):
         for (window, arm), count in self._counts.items():
             yield windowed((self._s.name, ("keys", arm, count)), window)
         self._counts = {}
+
+
+class StatefulCountKeys(CountKeys):
+    """:class:`CountKeys` where late panes can come: the keys each pane
+    counted, in state."""
+
+    def process(self, kv: tuple[int, Iterable[list[tuple[str, list[bytes]]]]],
+                window: Any = beam.DoFn.WindowParam, pane: Any = beam.DoFn.PaneInfoParam,
+                held: Any = _EARLIER) -> None:
+        self._count(kv, window, pane, held)
 
 
 def _window_ms(window: Any) -> tuple[int | None, int | None]:
@@ -236,8 +263,10 @@ class Finish(beam.DoFn):
         self._late = late  # (late panes can come: panes.late_panes)
 
     def process(self, kv: Any, window: Any = beam.DoFn.WindowParam,
-                pane: Any = beam.DoFn.PaneInfoParam,
-                held: Any = _EARLIER) -> Iterator[Any]:
+                pane: Any = beam.DoFn.PaneInfoParam) -> Iterator[Any]:
+        return self._rows(kv, window, pane, None)
+
+    def _rows(self, kv: Any, window: Any, pane: Any, held: Any) -> Iterator[Any]:
         s = self._s
         values = list(kv[1])
         earlier = [v for kept in panes.earlier(held, pane, self._late) for v in kept]
@@ -265,6 +294,27 @@ class Finish(beam.DoFn):
             yield pvalue.TaggedOutput(PAIRS_TAG, _pair_row(
                 s, other, accs[s.control], accs[other], pairs.get((s.control, other)),
                 start, end, at))
+
+
+class StatefulFinish(Finish):
+    """:class:`Finish` where late panes can come: each pane's accumulators, in
+    state."""
+
+    def process(self, kv: Any, window: Any = beam.DoFn.WindowParam,
+                pane: Any = beam.DoFn.PaneInfoParam,
+                held: Any = _EARLIER) -> Iterator[Any]:
+        return self._rows(kv, window, pane, held)
+
+
+def steps(late: bool) -> tuple[type[PairJoined], type[CountKeys], type[Finish]]:
+    """The report's steps after its GroupByKeys: with Beam state where late
+    panes can come (``late``: :func:`~crossinfer.experiments.panes.late_panes`),
+    else without - a stateful DoFn costs a runner more (Beam inspects its state
+    and timers at construction and each bundle; a runner may key its input),
+    and batch or streaming without lateness would keep nothing in it."""
+    if late:
+        return StatefulPairJoined, StatefulCountKeys, StatefulFinish
+    return PairJoined, CountKeys, Finish
 
 
 @dataclass(frozen=True)

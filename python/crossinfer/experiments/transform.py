@@ -66,11 +66,9 @@ from crossinfer.experiments.grouped import (
     ARMS_TAG,
     PAIRS_TAG,
     UNROUTED,
-    CountKeys,
-    Finish,
     LeftOut,
-    PairJoined,
     add_pair,
+    steps,
     windowed,
 )
 from crossinfer.experiments.schema import ArmReport, PairReport, ReportInput
@@ -330,17 +328,18 @@ def _report(s: ReportSettings, parts: list[tuple[str, PCollection[Any], _Reading
         joins.append(out[_JOIN_TAG])
         keys.append(out[_KEYS_TAG])
     late = panes.late_panes(bounded, lateness)
+    pair_joined, count_keys, finish = steps(late)  # (with state only where late panes can come)
     if s.mirror:
         accs.append(joins | "JoinRows" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "ByIdBucket" >> beam.GroupByKey()
-                    | "Pairs" >> beam.ParDo(PairJoined(s, late, lateness)))
+                    | "Pairs" >> beam.ParDo(pair_joined(s, late, lateness)))
     if s.hashed:
         accs.append(keys | "Keys" >> beam.Flatten(pipeline=pipeline).with_output_types(_BUCKET)
                     | "KeysByBucket" >> beam.GroupByKey()
-                    | "CountKeys" >> beam.ParDo(CountKeys(s, late)))
+                    | "CountKeys" >> beam.ParDo(count_keys(s, late)))
     rows = (accs | "Accumulators" >> beam.Flatten(pipeline=pipeline).with_output_types(_WINDOW)
             | "PerWindow" >> beam.GroupByKey()
-            | "Finish" >> beam.ParDo(Finish(s, late)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
+            | "Finish" >> beam.ParDo(finish(s, late)).with_outputs(PAIRS_TAG, main=ARMS_TAG))
     arm_rows, pair_rows = rows[ARMS_TAG], rows[PAIRS_TAG]
     arm_rows.element_type = ArmReport
     pair_rows.element_type = PairReport
