@@ -1040,11 +1040,19 @@ def test_results_in_no_arm_are_counted_and_logged(caplog: pytest.LogCaptureFixtu
            "treatment)" in caplog.text
 
 
-def test_mirror_ids_pair_as_text_whatever_their_type(caplog: pytest.LogCaptureFixture) -> None:
-    """One arm's ids ints, the other's the same ids as text: every element is
-    paired (the join's key is text; in a bundle, so are the ids compared)."""
-    rows = [beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=i if arm == "control"
-                     else str(i)) for i in range(50) for arm in ("control", "treatment")]
+@pytest.mark.parametrize("ints", ["control", "half of each"])
+def test_mirror_ids_pair_as_text_whatever_their_type(caplog: pytest.LogCaptureFixture,
+                                                     ints: str) -> None:
+    """One arm's ids ints, the other's the same ids as text, or half of each
+    arm's ids ints: every element is paired (the join's key is text; in a
+    bundle, ids are held as ints only while every id is one)."""
+    def id_of(arm: str, i: int) -> int | str:
+        if ints == "control":
+            return i if arm == "control" else str(i)
+        return i if (i < 25) == (arm == "control") else str(i)
+
+    rows = [beam.Row(path=f"m/{arm}/x", label=i % 3, score=0.5, id=id_of(arm, i))
+            for i in range(50) for arm in ("control", "treatment")]
     _, pairs, paired = _report_rows(_two_arms("m", "mirror"), rows, "paired_in_bundle", caplog)
     (pair,) = pairs
     assert pair.pairs == 50 == paired and pair.agreement == 1.0
@@ -1590,6 +1598,54 @@ def test_bounded_results_in_windows_keep_no_state(monkeypatch: pytest.MonkeyPatc
     assert [(r.window_start_ms, r.pairs, r.pane_index) for r in pairs] == [
         (0, 9, 0), (10_000, 10, 0)]
     assert counts == [("unpaired_results", 1)] and added == []
+
+
+@pytest.mark.parametrize("split", ["mirror", "hash"])
+def test_the_steps_after_the_groupbykeys_are_stateful_only_where_late_panes_can_come(
+        split: str) -> None:
+    """Beam state (and the mirror join's expiry timer) only where late panes
+    can come - unbounded results with an allowed lateness; plain DoFns for
+    bounded results, windowed or not, and unbounded ones without lateness (a
+    stateful DoFn costs a runner more at construction and per bundle, and
+    would keep nothing there)."""
+    from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.runners.common import DoFnSignature
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import window
+
+    from crossinfer.experiments import grouped
+
+    def steps(unbounded: bool, lateness: int | None) -> dict[str, bool]:
+        p = beam.Pipeline(runner="DirectRunner")
+        rows = [beam.Row(path=f"m/{arm}/x", label=1, score=0.5, id=i, key=f"k{i}")
+                for i in range(4) for arm in ("control", "treatment")]
+        source = TestStream().add_elements(rows) if unbounded else beam.Create(rows)
+        results = p | source.with_output_types(Any)
+        failures = p | "f" >> beam.Create([]).with_output_types(Any)
+        if lateness is not None:
+            results = results | beam.WindowInto(window.FixedWindows(10), allowed_lateness=lateness)
+            failures = failures | "wf" >> beam.WindowInto(window.FixedWindows(10),
+                                                          allowed_lateness=lateness)
+        _ = (results, failures) | ExperimentReport(
+            _two_arms("m", split), **({"key_field": "key"} if split == "hash" else {}))
+        found: dict[str, bool] = {}
+
+        class Steps(PipelineVisitor):  # type: ignore[misc]
+            def visit_transform(self, applied: Any) -> None:
+                fn = getattr(applied.transform, "fn", None)
+                for step, cls in (("Pairs", grouped.PairJoined), ("CountKeys", grouped.CountKeys),
+                                  ("Finish", grouped.Finish)):
+                    if isinstance(fn, cls):
+                        found[step] = DoFnSignature(fn).is_stateful_dofn()
+
+        p.visit(Steps())
+        return found
+
+    middle = "Pairs" if split == "mirror" else "CountKeys"
+    assert steps(False, None) == {middle: False, "Finish": False}
+    assert steps(False, 30) == {middle: False, "Finish": False}  # (bounded: no late pane)
+    assert steps(True, 0) == {middle: False, "Finish": False}
+    assert steps(True, 30) == {middle: True, "Finish": True}
 
 
 class _ByField(beam.transforms.window.NonMergingWindowFn):  # type: ignore[misc]

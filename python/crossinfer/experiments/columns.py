@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter, methodcaller
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from zlib import crc32
 
 import numpy as np
@@ -42,6 +42,12 @@ FIELDS = ReportInput._fields
 INFERENCE = "inference"
 
 
+#: An element id as the report holds it: its text, or an ``int`` as it is
+#: (``1`` and ``"1"`` are one id: ints are made text only where ids of other
+#: types meet them, :func:`same_ids`, and when they leave for the join).
+Id = str | int
+
+
 @dataclass
 class Columns:
     """A chunk of report inputs, one array per field (n rows).
@@ -58,7 +64,7 @@ class Columns:
     score: np.ndarray
     value: np.ndarray
     truth: np.ndarray
-    id: list[str | None] | None
+    id: list[Id | None] | None
     key: list[str | None] | None
     model_ms: Sequence[Any] | None
     batch_size: Sequence[Any] | None
@@ -320,15 +326,25 @@ def text(x: Any) -> str | None:
     return None if x is None else str(x)
 
 
-def ids_of(values: Sequence[Any]) -> list[str | None]:
-    """Element ids to pair a mirror's results on, as text (the join's key:
-    ``1`` and ``"1"`` are one id however the rows are chunked); None kept."""
+def ids_of(values: Sequence[Any]) -> list[Id | None]:
+    """Element ids to pair a mirror's results on: ints as they are when every
+    value is an ``int`` (an int's text names it alone, so ints pair as their
+    texts would, without making 100,000 texts a bundle), else as text; None
+    kept."""
     kinds = set(map(type, values))
-    if kinds == _STR:
+    if kinds == _STR or kinds == _INT:
         return list(values)
-    if kinds == _INT:
-        return list(map(str, values))
-    return texts_of(values)
+    return cast(list[Id | None], texts_of(values))
+
+
+def same_ids(ids: list[list[Id]]) -> list[list[Id]]:
+    """Per arm, its held ids, as they are when every arm's are all ``int`` or
+    all text, else as text (ids read as ints from one chunk and as text from
+    another pair as text: ``1`` and ``"1"`` are one id)."""
+    kinds: set[type] = set().union(*(set(map(type, arm_ids)) for arm_ids in ids))
+    if kinds <= _INT or kinds <= _STR:
+        return ids
+    return [cast(list[Id], texts_of(arm_ids)) for arm_ids in ids]
 
 
 _STR = {str}

@@ -50,12 +50,15 @@ from crossinfer.engine.block import Block
 from crossinfer.experiments import columns, panes
 from crossinfer.experiments.columns import (
     Columns,
+    Id,
     Sides,
     columns_of,
     columns_of_block,
     number,
+    same_ids,
     sides_of,
     text,
+    texts_of,
 )
 from crossinfer.experiments.combiners import (
     MAX_MODEL_MS,
@@ -434,10 +437,10 @@ class _Held:
     ids, and sides as arrays (nothing the garbage collector walks per row)."""
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
+        self.ids: list[Id] = []
         self.sides: list[Sides] = []
 
-    def add(self, ids: list[str], sides: Sides) -> None:
+    def add(self, ids: list[Id], sides: Sides) -> None:
         self.ids.extend(ids)
         self.sides.append(sides)
 
@@ -684,7 +687,7 @@ class _Accumulate(beam.DoFn):
         held = self._held.get(window)
         if held is None:
             held = self._held[window] = [_Held() for _ in self._s.arm_names]
-        held[arm].add(cast(list[str], mine), sides_of(cols, rows))  # (None left out above)
+        held[arm].add(cast(list[Id], mine), sides_of(cols, rows))  # (None left out above)
         self._n_held += len(mine)
 
     def _pair(self, final: bool) -> list[Any]:
@@ -695,7 +698,7 @@ class _Accumulate(beam.DoFn):
         held_windows, self._held = self._held, {}
         self._n_held = 0
         for window, held in held_windows.items():
-            ids = [h.ids for h in held]
+            ids = same_ids([h.ids for h in held])
             if not all(ids):  # an arm has none yet: nothing pairs (a runner that
                 # sends each arm's results in runs), so nothing is looked up
                 self._held[window] = held
@@ -706,9 +709,9 @@ class _Accumulate(beam.DoFn):
                                       self._others, self._accuracy)
             self._paired += paired
             kept = [_Held() for _ in held]
-            for arm, (h, rows) in enumerate(zip(held, left, strict=True)):
+            for arm, rows in enumerate(left):
                 if len(rows):
-                    kept[arm].add([h.ids[i] for i in rows.tolist()],
+                    kept[arm].add([ids[arm][i] for i in rows.tolist()],
                                   sides[arm].take(rows))  # type: ignore[union-attr]
                     self._n_held += len(rows)
             if any(h.ids for h in kept):
@@ -731,7 +734,7 @@ class _Accumulate(beam.DoFn):
                 if not h.ids:
                     continue
                 sides = Sides.concat(h.sides)
-                for bucket, rows, ids in _bucketed(h.ids):
+                for bucket, rows, ids in _bucketed(cast(list[str], texts_of(h.ids))):
                     parts.setdefault(bucket, []).append((arm, ids, sides.take(rows)))
             for bucket, part in parts.items():
                 yield pvalue.TaggedOutput(_JOIN_TAG, windowed((bucket, part), window))
@@ -884,7 +887,7 @@ class _AccumulateBlocks(_Accumulate):
 
 
 def _add_pairs(pairs: dict[tuple[Any, int], PairAcc], window: Any,
-               ids: list[list[str]], sides: list[Sides | None], control: int,
+               ids: list[list[Id]], sides: list[Sides | None], control: int,
                others: list[int], accuracy: bool) -> tuple[int, list[np.ndarray]]:
     """Pair one window's results held in a bundle by id - the elements every
     arm has, once (:func:`columns.pair_rows`) - into ``pairs``, one
