@@ -1058,6 +1058,46 @@ def test_mirror_ids_pair_as_text_whatever_their_type(caplog: pytest.LogCaptureFi
     assert pair.pairs == 50 == paired and pair.agreement == 1.0
 
 
+@pytest.mark.parametrize("meets", ["nothing", "text ids"])
+def test_an_int_id_too_long_for_its_decimal_text_is_its_hex_text(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, meets: str) -> None:
+    """An int id past CPython's limit on decimal digits (``str()`` refuses it)
+    in one arm only - left for the join, or met by the other arm's text ids -
+    is unpaired and counted, not a crash (a red-team finding: one such id
+    failed the pipeline); its copies in other arms pair with it."""
+    big = 10 ** 5000
+    rows = [beam.Row(path="m/control/x", label=1, score=0.5, id=i) for i in range(10)]
+    rows += [beam.Row(path="m/treatment/x", label=1, score=0.5,
+                      id=str(i) if meets == "text ids" else i) for i in range(10)]
+    rows += [beam.Row(path="m/control/x", label=1, score=0.5, id=big),
+             beam.Row(path="m/control/x", label=1, score=0.5, id=big + 1),
+             beam.Row(path="m/treatment/x", label=2, score=0.5, id=big + 1)]
+    counts = _left_out_counts(monkeypatch)
+    _, pairs, _ = _report_rows(_two_arms("m", "mirror"), rows, "unpaired_results", caplog)
+    (pair,) = pairs
+    assert pair.pairs == 11 and pair.agreement == _approx(10 / 11)
+    assert sum(n for name, n in counts if name == "unpaired_results") == 1
+    from crossinfer.experiments import columns
+
+    assert columns.text(-big) == "-" + format(big, "#x")
+
+
+def test_an_int_key_too_long_for_its_decimal_text_counts_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A hash split's key past the digit limit counts as one key (a red-team
+    finding: it failed the pipeline)."""
+    rows = [beam.Row(path=f"h/{arm}/x", label=1, score=0.5, key=i)
+            for arm in ("control", "treatment") for i in range(10)]
+    rows += [beam.Row(path="h/control/x", label=1, score=0.5, key=10 ** 5000)] * 2
+    arms, _, _ = _report_rows(_two_arms("h", "hash"), rows, "missing_key", caplog)
+    assert sorted((a.arm, a.count) for a in arms) == [("control", 12), ("treatment", 10)]
+    from crossinfer.experiments import stats
+
+    # (the SRM counts distinct keys per arm: 11 and 10, the big key once)
+    expected = stats.srm_p_value([11, 10], [0.5, 0.5])
+    assert [a.srm_p_value for a in arms] == [_approx(expected)] * 2
+
+
 @pytest.mark.parametrize("names", [("control", ""), ("control", "a/b"), ("a", "a")])
 def test_report_settings_refuse_arm_names_abtest_refuses(names: tuple[str, str]) -> None:
     model = ci.ModelNode(name="x", framework="sklearn", uri="x.pkl")

@@ -322,8 +322,20 @@ def number(x: Any) -> float | None:
 
 
 def text(x: Any) -> str | None:
-    """A field's value as text, None kept."""
-    return None if x is None else str(x)
+    """A field's value as text, None kept. An ``int`` too long for its decimal
+    text (CPython refuses ``str()`` of one past ``sys.get_int_max_str_digits()``
+    digits, 4,300 by default: its conversion takes quadratic time) is its hex
+    text, ``0x...`` - still one text per int, the same in every process, so
+    such an id pairs with its own copies and such a key counts once; it
+    cannot meet its decimal text."""
+    if x is None:
+        return None
+    try:
+        return str(x)
+    except ValueError:
+        if isinstance(x, int):
+            return format(x, "#x")
+        raise
 
 
 def ids_of(values: Sequence[Any]) -> list[Id | None]:

@@ -102,7 +102,7 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None,
     id_ = get(id_field) if id_field else None
     key = get(key_field) if key_field else None
     return ReportInput(
-        str(path), False, label if label is None or type(label) is int else int(label),
+        str(text(path)), False, label if label is None or type(label) is int else int(label),
         number(score),
         number(inference[0]) if inference is not None and len(inference) == 1 else None,
         number(truth), text(id_),
@@ -123,7 +123,7 @@ def read_failure(row: Any, ground_truth: str | None, id_field: str | None,
         source = fields_view(fields.get("element"))
     except TypeError:
         source = {}
-    return ReportInput(str(fields.get("node")), True, None, None, None,
+    return ReportInput(str(text(fields.get("node"))), True, None, None, None,
                        number(source.get(ground_truth)) if ground_truth else None,
                        text(source.get(id_field)) if id_field else None, None, None,
                        text(source.get(key_field)) if key_field else None)
@@ -607,7 +607,7 @@ class _Accumulate(beam.DoFn):
             return [self._learn_path(p) for p in paths]
 
     def _learn_path(self, path: Any) -> int:
-        arm = self._s.arm_of(path if type(path) is str else str(path))
+        arm = self._s.arm_of(path if type(path) is str else str(text(path)))
         index = self._unrouted if arm is None else self._s.arm_names.index(arm)
         if len(self._arm_cache) < _MAX_CACHED_PATHS and type(path) is str:
             self._arm_cache[path] = index
