@@ -413,6 +413,32 @@ def test_rows_with_malformed_timing_are_left_out_of_the_latency(
     assert all((a["latency_p99_ms"] or 0) <= 2.5 * 1.011 for a in arms)
 
 
+def test_result_rows_with_labels_that_are_no_integer_count_as_unlabelled(
+        written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Result rows whose ``label`` is text that is no integer, NaN, an infinity
+    or past int64 are results without a label, as the pipeline's report reads
+    them - not the end of the report (``int()`` of such a label raised, and
+    the CLI stopped at the first)."""
+    out: Path = written["dir"]
+    spec = json.loads((out / "ab.json").read_text())
+    node = spec.get("node", spec)
+    control, treatment = (a["name"] for a in node["arms"])
+    rows = [{"path": f"{node['name']}/{arm}/m", "label": 1, "score": 0.5, "digit": 1, "id": i}
+            for i in range(8) for arm in (control, treatment)]
+    for row, label in zip(rows[::2], ("abc", float("nan"), float("inf"), 2 ** 70), strict=False):
+        row["label"] = label  # (control's first four)
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    json_out = tmp_path / "report.jsonl"
+    assert main(["report", str(path), "--spec", str(out / "ab.json"), "--ground-truth",
+                 "digit", "--json", str(json_out)]) == 0
+    capsys.readouterr()
+    found = {a["arm"]: a for a in map(json.loads, json_out.read_text().splitlines())
+             if a["kind"] == "arm"}
+    assert {arm: (a["count"], a["metric_count"]) for arm, a in found.items()} == {
+        control: (8, 4), treatment: (8, 8)}
+
+
 def test_report_rows_with_numeric_keys_and_ids_are_read_as_text(
         written: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A report-row file whose ``key`` and ``id`` are numbers (another writer's,

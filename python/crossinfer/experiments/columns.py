@@ -283,6 +283,14 @@ _NONE = {type(None)}
 _NUMBERS = {int, float}
 
 
+def label_of(x: Any) -> int | None:
+    """A label field's value as the report reads it (``int()`` of it, as
+    :func:`labels_of`); None where it has none - none, text that is no
+    integer, NaN, an infinity, or past int64."""
+    v = _label(x)
+    return None if v == NO_LABEL else v
+
+
 def _label(x: Any) -> int:
     if x is None:
         return NO_LABEL

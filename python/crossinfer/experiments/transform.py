@@ -54,6 +54,7 @@ from crossinfer.experiments.columns import (
     Sides,
     columns_of,
     columns_of_block,
+    label_of,
     number,
     same_ids,
     sides_of,
@@ -102,7 +103,7 @@ def read_result(row: Any, ground_truth: str | None, id_field: str | None,
     id_ = get(id_field) if id_field else None
     key = get(key_field) if key_field else None
     return ReportInput(
-        str(text(path)), False, label if label is None or type(label) is int else int(label),
+        str(text(path)), False, label_of(label),
         number(score),
         number(inference[0]) if inference is not None and len(inference) == 1 else None,
         number(truth), text(id_),
