@@ -333,14 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"  {kind}: of its elements, {joined['paired_in_bundle']:,} "
                          f"paired in their bundle, {joined['sent_to_join']:,} "
                          "results sent to the join")
-        target = harness.target(f"{kind}: report time / A/B time", share, 0.10, op="<=",
-                                cpu_value=cpu_share)
-        target["met"] = share <= 0.10
-        targets.append(target)
-        in_run_target = harness.target(f"{kind}: in-run report CPU / rest (steps + fixed)",
-                                       in_run["total"], 0.10, op="<=")
-        in_run_target["met"] = in_run["total"] <= 0.10
-        targets.append(in_run_target)
+        targets.append(harness.target(f"{kind}: report time / A/B time", share, 0.10, op="<=",
+                                      cpu_value=cpu_share))
+        targets.append(harness.target(f"{kind}: in-run report CPU / rest (steps + fixed)",
+                                      in_run["total"], 0.10, op="<="))
     harness.report(args.name, vars(args), measured, targets, refs=("beam",),
                    notes=[load, "report steps timed in-run: " + ", ".join(stepped),
                           "in-run (report steps s, run cpu s) per run, and fixed costs: "

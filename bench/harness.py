@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import operator
 import os
 import platform
 import statistics
@@ -233,7 +234,8 @@ def target(name: str, value: float | None, goal: float, op: str = ">=",
            cpu_value: float | None = None) -> dict[str, Any]:
     """A target and where it stands (judged on ``value``, the wall-clock
     ratio; ``cpu_value`` is the same ratio by CPU time, for reference)."""
-    met = None if value is None else (value >= goal if op == ">=" else value == goal)
+    compare = {">=": operator.ge, "<=": operator.le}.get(op, operator.eq)
+    met = None if value is None else compare(value, goal)
     return {"target": name, "value": value, "cpu_value": cpu_value, "goal": f"{op} {goal}",
             "met": met}
 

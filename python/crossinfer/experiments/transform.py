@@ -699,12 +699,13 @@ class _Accumulate(beam.DoFn):
         held_windows, self._held = self._held, {}
         self._n_held = 0
         for window, held in held_windows.items():
-            ids = same_ids([h.ids for h in held])
+            ids = [h.ids for h in held]
             if not all(ids):  # an arm has none yet: nothing pairs (a runner that
                 # sends each arm's results in runs), so nothing is looked up
                 self._held[window] = held
                 self._n_held += sum(map(len, ids))
                 continue
+            ids = same_ids(ids)
             sides = [Sides.concat(h.sides) if h.sides else None for h in held]
             paired, left = _add_pairs(self._pairs, window, ids, sides, self._control,
                                       self._others, self._accuracy)
