@@ -168,10 +168,16 @@ def surely_finite(features: np.ndarray) -> bool:
 def nonfinite_rows(arrays: list[np.ndarray | None], n: int) -> np.ndarray | None:
     """A boolean mask of the rows (of ``n``, the first axis of every array)
     where any of ``arrays`` holds NaN or infinity, or None when all values are
-    finite (one sum per array: only a non-finite sum is looked at row by row)."""
+    finite (one sum per array, once per array object - post-processing often
+    hands the model's output on as ``inference`` - and only a non-finite sum is
+    looked at row by row)."""
     bad: np.ndarray | None = None
+    seen: set[int] = set()  # (ids of arrays the caller holds for the whole call)
     for values in arrays:
-        if values is None or values.dtype.kind != "f" or surely_finite(values):
+        if values is None or values.dtype.kind != "f" or id(values) in seen:
+            continue
+        seen.add(id(values))
+        if surely_finite(values):
             continue
         rows = ~np.isfinite(values.reshape(n, -1)).all(axis=1)
         bad = rows if bad is None else bad | rows

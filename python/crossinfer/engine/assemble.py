@@ -59,6 +59,14 @@ class _Group:
         self.unit = unit  # bytes of features per row
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray | None:
+    """``parts`` as one array (None for none); one part as it is, uncopied
+    (a batch-native element as large as a block is the common case)."""
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class Assembler:
     """Turns rows into blocks (see the module doc); one per DoFn instance,
     :meth:`start` at every bundle. ``name`` is the features field (for
@@ -177,9 +185,7 @@ class Assembler:
         arrays = group.arrays
         x = (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=None)).reshape(
             (group.rows, *shape))
-        block = self._screened(group.originals, x,
-                               np.concatenate(group.owner) if group.owner else None,
-                               np.concatenate(group.index) if group.index else None,
+        block = self._screened(group.originals, x, _joined(group.owner), _joined(group.index),
                                group.keys)
         if self._failures:
             block.failures.extend(self._failures)

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from apache_beam.pvalue import Row
 
-from crossinfer.engine.block import Block, Failure
+from crossinfer.engine.block import Block, Failure, element_starts
 from crossinfer.rows import fields_view, is_named_tuple
 from crossinfer.wire import OUTPUT_FIELDS, RESULT_BATCH_ROWS, RESULT_COLUMNS, TIMING_COLUMNS
 
@@ -194,7 +194,7 @@ class BatchRowFormat(RowFormat):
         inference = block.features  # arrays keep the model's shape per row
         owner = block.owner if block.owner is not None else np.arange(n)
         index = block.index if block.index is not None else np.zeros(n, dtype=np.int64)
-        starts = np.flatnonzero(np.diff(owner, prepend=-1)).tolist()
+        starts = element_starts(owner)
         out = []
         for lo, hi in zip(starts, [*starts[1:], n], strict=True):
             original = block.originals[int(owner[lo])]

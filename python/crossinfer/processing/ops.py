@@ -137,7 +137,7 @@ def _argmax(p: spec_ops.Argmax) -> BuiltOp:
 
     def on_batch(out: Outputs) -> Outputs:
         rows = _flat_rows(out.inference)
-        out.label = np.argmax(rows, axis=1)
+        out.label = rows.argmax(axis=1)  # (the method: np.argmax's wrapper costs 0.6 us)
         out.score = rows[np.arange(rows.shape[0]), out.label].astype(np.float64)
         return out
 
