@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.common_args(parser, "flink")
     parser.set_defaults(repeats=3)
     args = parser.parse_args(argv)
-    harness.apply_threads(args.threads)  # OMP_NUM_THREADS for the workers
+    harness.apply_common(args)  # OMP_NUM_THREADS for the workers
     for script in ("build-prism.sh", "build-flink.sh"):
         subprocess.run(["bash", str(ROOT / "java" / "scripts" / script)], check=True)
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.gpu: CUDA is not available here (torch.cuda.is_available() is False); "
               "run it on a machine with an NVIDIA GPU")
         return 2
-    harness.apply_threads(args.threads)
+    harness.apply_common(args)
     models = prepare()
     variants: list[Variant] = []
     for name, n in (("mlp", args.elements), ("big_mlp", args.big_elements)):

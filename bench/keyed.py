@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="elements for plain Beam without a GroupByKey (it thrashes)")
     harness.common_args(parser, "keyed")
     args = parser.parse_args(argv)
-    harness.apply_threads(args.threads)
+    harness.apply_common(args)
     models = prepare()
     n, small = args.elements, min(args.beam_elements, args.elements)
     warm_data(n)

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patterns", default=",".join(KINDS))
     harness.common_args(parser, "patterns")
     args = parser.parse_args(argv)
-    harness.apply_threads(args.threads)
+    harness.apply_common(args)
     models = prepare()
     n = args.elements
     data = dataset(n, SHARDS)

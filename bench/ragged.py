@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                              "that many batches' worth of rows held back at most")
     harness.common_args(parser, "ragged")
     args = parser.parse_args(argv)
-    harness.apply_threads(args.threads)
+    harness.apply_common(args)
     models = prepare()
     n = args.elements
     spec = node(models)

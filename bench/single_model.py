@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                              "pipeline's fixed start-up cost must not dominate)")
     harness.common_args(parser, "single_model")
     args = parser.parse_args(argv)
-    harness.apply_threads(args.threads)
+    harness.apply_common(args)
 
     frameworks = [f for f in args.frameworks.split(",") if f]
     models = prepare()

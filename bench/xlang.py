@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The work runs in the worker pool: its threads are set by the environment
     # it inherits (torch and ONNX Runtime both read OMP_NUM_THREADS).
-    harness.apply_threads(args.threads)  # this process's raw loops, and OMP_NUM_THREADS
+    harness.apply_common(args)  # this process's raw loops, and OMP_NUM_THREADS
     # The Python pipeline's source (bench.pipelines) must import in the workers.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
