@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+import numpy as np
 import pytest
 import torch
 
@@ -47,6 +48,18 @@ def test_auto_device_falls_back_to_cpu_without_cuda(models, digits_data):
                         device="auto", preprocess=(SCALE,))
     results, failures, _ = run(rows(digits_data[0]), ci.Model(node, policy=CODE_OK))
     assert len(results) == 20 and failures == []
+
+
+def test_pytorch_outputs_are_numpy_arrays_of_their_own_not_views_of_the_tensor():
+    # A view would keep torch's buffer alive as long as the block holding the
+    # output (PytorchAdapter.to_numpy says what that cost).
+    adapter = adapter_for(ci.ModelNode(name="m", framework="pytorch", format="state_dict",
+                                       uri="unused.pt", model_class="crossinfer.models:MLP"),
+                          ci.LoadPolicy())
+    tensor = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+    out = adapter.batch_output(tensor, 4)
+    assert out.dtype == np.float32 and out.shape == (4, 3)
+    assert np.array_equal(out, tensor.numpy()) and not np.shares_memory(out, tensor.numpy())
 
 
 def test_onnx_providers_follow_the_device_setting():
