@@ -5,26 +5,34 @@ One ``BatchedInference`` pipeline (the ``single_model`` benchmark's
 the raw loop at the same batch size, alternated in one process; with
 ``--per-element``, ``crossinfer.Model`` on one row per element, alternated
 with plain Beam RunInference and the empty pipeline (``single_model``'s
-per-element variants). A run splits into:
+per-element variants; the empty pipeline - the same source and sink, nothing
+between them - is printed as the runner's own limit, not used in a ratio).
+Each round runs every variant once, in an order that rotates from round to
+round; wall clock only. A crossinfer run splits into (printed names first):
 
+* ``wall``: the whole run;
 * ``fixed``: the run outside its bundles (building and translating the
   pipeline, starting the in-process SDK worker, loading the model);
-* ``model``: the model calls (``LoadedModel.predict``), the same calls the
+* ``model calls``: the model calls (``LoadedModel.predict``), the same calls the
   raw loop makes but on the pipeline's own arrays;
-* ``crossinfer``: crossinfer's own steps: reading elements into blocks
+* ``crossinfer's own steps``: reading elements into blocks
   (``ToBlocks.process``), the node runner beyond the model call
   (``BlockRunner.run``: post-processing, the non-finite check, block
   bookkeeping) and the output rows (``ToOutputs.process``);
-* ``beam``: the rest of the bundles: the source, Beam's RunInference DoFn
+* ``Beam's steps``: the rest of the bundles: the source, Beam's RunInference DoFn
   and metrics, the runner passing each element from step to step.
 
 It prints the ratio to the reference (the raw loop; per element, plain
 Beam), and what that ratio would be if crossinfer's own steps cost nothing:
-``reference / (wall - crossinfer)``, the most any change to crossinfer's
-steps can reach on this runner for this model and batch size. The timers add
-two ``perf_counter`` calls per step call: under 0.1% of a 256-row element's
-time; per element, ~0.1 us an element to ``crossinfer`` and to ``wall``
-alike (reading each element is timed), which the bound does not gain from.
+``reference / (wall - crossinfer's own steps)``, the most any change to
+crossinfer's steps can reach on this runner for this model and batch size.
+Both are medians of each round's ratio, not ratios of the medians printed.
+With ``--detail`` it also times steps inside crossinfer's own (they overlap
+the parts above; ``model + post-processing`` includes the model calls).
+The timers add two ``perf_counter`` calls per step call: under 0.1% of a
+256-row element's time; per element ~0.1 us an element, inside the time of
+crossinfer's own steps (reading each element is timed), so the ratio is that
+much lower than untimed and the bound is not raised by it.
 
     python -m bench.split --framework pytorch --source-batch 256
     python -m bench.split --framework onnx --source-batch 4096
@@ -63,9 +71,9 @@ STEPS = {
 }
 #: With ``--detail``, steps inside those (printed, not in any part's sum).
 DETAIL = {
-    ("crossinfer.patterns.edges", "RowReader", "read"): "detail: a row element read",
-    ("crossinfer.engine.runner", "BlockRunner", "_predict"): "detail: model + post-processing",
-    ("crossinfer.engine.emit", "RowFormat", "results"): "detail: result rows",
+    ("crossinfer.patterns.edges", "RowReader", "read"): "  inside: reading a row element",
+    ("crossinfer.engine.runner", "BlockRunner", "_predict"): "  inside: model + post-processing",
+    ("crossinfer.engine.emit", "RowFormat", "results"): "  inside: result rows",
 }
 
 
@@ -96,6 +104,12 @@ def _timed(spent: collections.Counter[str], steps: dict[tuple[str, str, str], st
     return missing
 
 
+CROSSINFER = "crossinfer"
+#: Printed names of a run's parts (see the module doc).
+LABELS = {"wall": "wall", "fixed": "fixed (outside the bundles)", "model": "model calls",
+          "crossinfer": "crossinfer's own steps", "beam": "Beam's steps"}
+
+
 def split(wall: float, spent: collections.Counter[str]) -> dict[str, float]:
     """One run's seconds by part (see the module doc), then any detail."""
     beyond_model = spent["runner"] - spent["model"] if "runner" in spent else 0.0
@@ -108,14 +122,17 @@ def split(wall: float, spent: collections.Counter[str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--framework", default="pytorch", choices=("sklearn", "pytorch", "onnx"))
-    parser.add_argument("--source-batch", type=int, default=256, help="rows per element")
+    parser.add_argument("--framework", default="pytorch", choices=("sklearn", "pytorch", "onnx"),
+                        help="default pytorch")
+    parser.add_argument("--source-batch", type=int, default=256,
+                        help="rows per element, default 256 (ignored with --per-element)")
     parser.add_argument("--rows", type=int, default=None,
                         help="rows (default 1,000,000; per element 100,000)")
     parser.add_argument("--per-element", action="store_true",
                         help="one row per element: crossinfer.Model against plain Beam")
     parser.add_argument("--detail", action="store_true",
-                        help="also time steps inside crossinfer's (adds timer calls per element)")
+                        help="also time steps inside crossinfer's own steps (overlapping "
+                             "the parts, not added to them; adds timer calls per element)")
     harness.common_args(parser, "split")
     args = parser.parse_args(argv)
     harness.apply_common(args)
@@ -154,25 +171,30 @@ def main(argv: list[str] | None = None) -> int:
         ref()
     runs: list[dict[str, float]] = []
     ref_s: dict[str, list[float]] = {name: [] for name in refs}
-    for _ in range(args.repeats):
-        spent.clear()
-        start = time.perf_counter()
-        run()
-        runs.append(split(time.perf_counter() - start, spent))
-        for name, ref in refs.items():
-            start = time.perf_counter()
-            ref()
-            ref_s[name].append(time.perf_counter() - start)
+    variants = [CROSSINFER, *refs]
+    for round_ in range(args.repeats):
+        k = round_ % len(variants)  # the order rotates, as in harness.measure
+        for name in variants[k:] + variants[:k]:
+            if name == CROSSINFER:
+                spent.clear()
+                start = time.perf_counter()
+                run()
+                runs.append(split(time.perf_counter() - start, spent))
+            else:
+                start = time.perf_counter()
+                refs[name]()
+                ref_s[name].append(time.perf_counter() - start)
 
     med = {part: statistics.median(r[part] for r in runs) for part in runs[0]}
     first = next(iter(refs))  # the reference of the ratios
     ratios = [rf / r["wall"] for r, rf in zip(runs, ref_s[first], strict=True)]
     bounds = [rf / (r["wall"] - r["crossinfer"]) for r, rf in zip(runs, ref_s[first], strict=True)]
-    print(f"{args.framework}, {what}, median of {args.repeats} runs (seconds):")
+    print(f"{args.framework}, {what}, median of {args.repeats} rounds (seconds):")
     for name, seconds in ref_s.items():
-        print(f"  {name}: {statistics.median(seconds):.3f}")
+        print(f"  {name + ':':<42} {statistics.median(seconds):7.3f}")
+    print("  crossinfer:")
     for part, value in med.items():
-        print(f"  crossinfer {part:<11} {value:.3f}")
+        print(f"    {LABELS.get(part, part) + ':':<40} {value:7.3f}")
     if missing:  # an older tree: its own steps are counted under "beam"
         print(f"crossinfer / {first}: {statistics.median(ratios):.2f}")
     else:
