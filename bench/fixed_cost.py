@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--sampling-period-ms", type=int, default=harness.SAMPLING_PERIOD_MS)
+    harness.sampling_period_arg(parser)
     args = parser.parse_args(argv)
     harness.apply_common(args)
 

@@ -79,6 +79,12 @@ def common_args(parser: argparse.ArgumentParser, name: str) -> None:
                              "(0: the frameworks' defaults); 1 keeps timings stable on a "
                              "small shared machine")
     parser.add_argument("--name", default=name, help="results file: bench/results/NAME.json")
+    sampling_period_arg(parser)
+
+
+def sampling_period_arg(parser: argparse.ArgumentParser) -> None:
+    """``--sampling-period-ms`` (for benchmarks that take none of the other
+    :func:`common_args`); :func:`apply_sampling_period` applies it."""
     parser.add_argument("--sampling-period-ms", type=int, default=SAMPLING_PERIOD_MS,
                         help="longest sleep of Beam's state sampler in pipelines run in this "
                              "process (every variant alike; 200: Beam's default, which rounds "
