@@ -27,8 +27,9 @@ Runner = Callable[[], dict[str, Any] | None]
 # ------------------------------------------------------------------ raw loops
 
 
-def raw_loop(framework: str, models: BenchModels, data: np.ndarray, batch: int) -> Runner:
-    """Call the framework directly on slices of a ready array (the limit)."""
+def model_step(framework: str, models: BenchModels) -> Callable[[np.ndarray], np.ndarray]:
+    """The framework's own call on one batch (n, 32) float32 -> labels (n,):
+    what the raw loop runs, and what ``bench.between_calls`` times."""
     if framework == "sklearn":
         with open(models.path("lr.pkl"), "rb") as f:
             lr = pickle.load(f)
@@ -56,6 +57,13 @@ def raw_loop(framework: str, models: BenchModels, data: np.ndarray, batch: int) 
 
         def step(x: np.ndarray) -> np.ndarray:
             return session.run(None, {name: x})[0].argmax(axis=1)
+
+    return step
+
+
+def raw_loop(framework: str, models: BenchModels, data: np.ndarray, batch: int) -> Runner:
+    """Call the framework directly on slices of a ready array (the limit)."""
+    step = model_step(framework, models)
 
     def once() -> dict[str, Any]:
         done = 0
