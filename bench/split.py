@@ -7,6 +7,11 @@ the raw loop at the same batch size, alternated in one process; with
 with plain Beam RunInference and the empty pipeline (``single_model``'s
 per-element variants; the empty pipeline - the same source and sink, nothing
 between them - is printed as the runner's own limit, not used in a ratio).
+Batch-native runs also time ``bench.variants.engine_loop``: the same
+crossinfer steps (reading elements into blocks, the node's runner, the result
+rows) on the raw loop's slices in a plain loop, without Beam, printed as its
+ratio to the raw loop - what the engine reaches where Beam costs nothing -
+with its model calls and crossinfer's own steps timed as in the pipeline.
 Each round runs every variant once, in an order that rotates from round to
 round; wall clock only. A crossinfer run splits into (printed names first):
 
@@ -58,6 +63,7 @@ from bench.variants import (
     crossinfer_node,
     crossinfer_pipeline,
     empty_pipeline,
+    engine_loop,
     raw_loop,
 )
 
@@ -105,6 +111,8 @@ def _timed(spent: collections.Counter[str], steps: dict[tuple[str, str, str], st
 
 
 CROSSINFER = "crossinfer"
+#: Batch-native runs' second reference: crossinfer's steps in a plain loop.
+ENGINE = "crossinfer's steps without Beam"
 #: Printed names of a run's parts (see the module doc).
 LABELS = {"wall": "wall", "fixed": "fixed (outside the bundles)", "model": "model calls",
           "crossinfer": "crossinfer's own steps", "beam": "Beam's steps"}
@@ -163,14 +171,17 @@ def main(argv: list[str] | None = None) -> int:
                 "empty pipeline": empty_pipeline(rows)}
     else:
         what = f"{rows:,} rows in {args.source_batch}-row elements"
+        data = dataset(rows, SHARDS)
         refs = {f"raw loop at {args.source_batch}": raw_loop(
-            args.framework, models, dataset(rows, SHARDS), args.source_batch)}
+            args.framework, models, data, args.source_batch),
+            ENGINE: engine_loop(args.framework, models, data, args.source_batch)}
     pipeline(2_000)()
     run()  # warm: the source's rows are made (and cached) on the first run
     for ref in refs.values():
         ref()
     runs: list[dict[str, float]] = []
     ref_s: dict[str, list[float]] = {name: [] for name in refs}
+    engine_runs: list[dict[str, float]] = []
     variants = [CROSSINFER, *refs]
     for round_ in range(args.repeats):
         k = round_ % len(variants)  # the order rotates, as in harness.measure
@@ -181,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                 run()
                 runs.append(split(time.perf_counter() - start, spent))
             else:
+                spent.clear()  # the engine loop runs the timed steps too
                 start = time.perf_counter()
                 refs[name]()
                 ref_s[name].append(time.perf_counter() - start)
+                if name == ENGINE:
+                    engine_runs.append(split(ref_s[name][-1], spent))
 
     med = {part: statistics.median(r[part] for r in runs) for part in runs[0]}
     first = next(iter(refs))  # the reference of the ratios
@@ -192,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.framework}, {what}, median of {args.repeats} rounds (seconds):")
     for name, seconds in ref_s.items():
         print(f"  {name + ':':<42} {statistics.median(seconds):7.3f}")
+        if name == ENGINE and engine_runs:  # no bundles: only these two parts apply
+            for part in ("model", "crossinfer"):
+                value = statistics.median(r[part] for r in engine_runs)
+                print(f"    {LABELS[part] + ':':<40} {value:7.3f}")
     print("  crossinfer:")
     for part, value in med.items():
         print(f"    {LABELS.get(part, part) + ':':<40} {value:7.3f}")
@@ -200,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"crossinfer / {first}: {statistics.median(ratios):.2f}; with crossinfer's own "
               f"steps free: {statistics.median(bounds):.2f}")
+    engine_ratio = None
+    if ENGINE in ref_s:  # the engine without Beam, against the same raw loop, paired by round
+        engine_ratio = statistics.median(
+            rf / e for rf, e in zip(ref_s[first], ref_s[ENGINE], strict=True))
+        print(f"{ENGINE} / {first}: {engine_ratio:.2f}")
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
     path = harness.RESULTS / f"{args.name}.json"
     path.write_text(json.dumps({
@@ -207,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "environment": harness.environment(), "params": {**vars(args), "rows": rows},
         "reference_s": ref_s,
         "not_timed": missing, "runs": runs, "ratio": statistics.median(ratios),
-        "bound": statistics.median(bounds),
+        "bound": statistics.median(bounds), "engine_ratio": engine_ratio,
+        "engine_runs": [{part: r[part] for part in ("wall", "model", "crossinfer")}
+                        for r in engine_runs],
     }, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

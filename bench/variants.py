@@ -203,3 +203,47 @@ def crossinfer_pipeline(transform: Callable[[], beam.PTransform], n: int, *,
         return {"failures": got["failed"]}
 
     return once
+
+
+def engine_loop(framework: str, models: BenchModels, data: np.ndarray, batch: int) -> Runner:
+    """crossinfer's own steps without Beam: the raw loop's slices, each as a
+    batch-native element (``beam.Row(id, features=<the slice>)``), read into
+    blocks, run by the node's runner (model call, post-processing, the
+    non-finite check) and written as result rows, in a plain loop, by the
+    same objects ``BatchedInference`` hands Beam. What the engine costs
+    outside a runner: against the raw loop at the same batch size, the most a
+    pipeline could reach if Beam's own steps, its fixed cost and its effect on
+    the model calls were free."""
+    from crossinfer.handlers.node_handler import Arrival
+    from crossinfer.handlers.registry import model_handler
+    from crossinfer.patterns.batched import BatchedInference
+    from crossinfer.patterns.edges import ToBlocks, ToOutputs
+    from crossinfer.policy import LoadPolicy
+
+    node = crossinfer_node(framework, models)
+    transform = BatchedInference(node)
+    # The transform's own ways in and out (its reader, block size and format),
+    # as its expand() builds them for bounded input in the global window.
+    to_blocks = ToBlocks(transform._reader(), transform._block_rows(),
+                         transform.io.features_field, False)
+    to_blocks.setup()
+    handler = model_handler(node, LoadPolicy(), node.name, arrival=Arrival.BLOCKS, bounded=True)
+    model = handler.load_model()
+    to_outputs = ToOutputs(transform._format())
+    elements = [beam.Row(id=start, features=data[start:start + batch])
+                for start in range(0, len(data), batch)]
+
+    def once() -> dict[str, Any]:
+        results = 0
+        to_blocks.start_bundle()
+        for element in elements:
+            for block in to_blocks.process(element):
+                for done in handler.run_inference(block, model):
+                    results += len(to_outputs.process(done))
+        for last in to_blocks.finish_bundle():
+            for done in handler.run_inference(last.value, model):
+                results += len(to_outputs.process(done))
+        assert results == len(elements), (results, len(elements))  # a result row per element
+        return {}
+
+    return once
