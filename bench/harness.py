@@ -73,7 +73,7 @@ class Measured:
 def common_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed rounds (every variant once per round, in a rotating "
-                             "order); medians are reported")
+                             "order); medians are reported (default 5)")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads of torch and ONNX Runtime, for every variant "
                              "(0: the frameworks' defaults); 1 keeps timings stable on a "

@@ -7,13 +7,15 @@ the raw loop at the same batch size, alternated in one process; with
 with plain Beam RunInference and the empty pipeline (``single_model``'s
 per-element variants; the empty pipeline - the same source and sink, nothing
 between them - is printed as the runner's own limit, not used in a ratio).
-Batch-native runs also time ``bench.variants.engine_loop``: the same
-crossinfer steps (reading elements into blocks, the node's runner, the result
-rows) on the raw loop's slices in a plain loop, without Beam, printed as its
-ratio to the raw loop - what the engine reaches where Beam costs nothing -
-with its model calls and crossinfer's own steps timed as in the pipeline.
-Each round runs every variant once, in an order that rotates from round to
-round; wall clock only. A crossinfer run splits into (printed names first):
+Batch-native runs also time ``bench.variants.engine_loop`` (printed as
+``engine loop without Beam``): the same crossinfer steps (reading elements
+into blocks, the node's runner, the result rows) on the raw loop's slices of
+``--source-batch`` rows, in a plain loop, without Beam - what the engine
+reaches where Beam costs nothing - with its model calls and crossinfer's own
+steps timed as in the pipeline. Each round runs every variant once, in an
+order that rotates from round to round; wall clock only. A crossinfer
+pipeline run (printed as ``crossinfer pipeline``) splits into (printed names
+first):
 
 * ``wall``: the whole run;
 * ``fixed``: the run outside its bundles (building and translating the
@@ -28,10 +30,17 @@ round; wall clock only. A crossinfer run splits into (printed names first):
   and metrics, the runner passing each element from step to step.
 
 It prints the ratio to the reference (the raw loop; per element, plain
-Beam), and what that ratio would be if crossinfer's own steps cost nothing:
+Beam): the reference's seconds / crossinfer's, higher is better; what that
+ratio would be if crossinfer's own steps cost nothing (the *bound*):
 ``reference / (wall - crossinfer's own steps)``, the most any change to
-crossinfer's steps can reach on this runner for this model and batch size.
-Both are medians of each round's ratio, not ratios of the medians printed.
+crossinfer's steps can reach on this runner for this model and batch size;
+and, batch-native, the engine loop's. Each is the median of the per-round
+ratios (not a ratio of the medians printed), then its lowest and highest
+round. The JSON file holds every round: ``reference_s`` (seconds, by
+reference; round ``i`` of each list pairs with ``runs[i]``), ``runs`` (the
+pipeline's parts), ``engine_runs`` (the engine loop's wall, model calls and
+crossinfer's own steps), the per-round ``ratios``, ``bounds`` and
+``engine_ratios``, and their medians ``ratio``, ``bound``, ``engine_ratio``.
 With ``--detail`` it also times steps inside crossinfer's own (they overlap
 the parts above; ``model + post-processing`` includes the model calls).
 The timers add two ``perf_counter`` calls per step call: under 0.1% of a
@@ -112,7 +121,7 @@ def _timed(spent: collections.Counter[str], steps: dict[tuple[str, str, str], st
 
 CROSSINFER = "crossinfer"
 #: Batch-native runs' second reference: crossinfer's steps in a plain loop.
-ENGINE = "crossinfer's steps without Beam"
+ENGINE = "engine loop without Beam, wall"
 #: Printed names of a run's parts (see the module doc).
 LABELS = {"wall": "wall", "fixed": "fixed (outside the bundles)", "model": "model calls",
           "crossinfer": "crossinfer's own steps", "beam": "Beam's steps"}
@@ -128,8 +137,16 @@ def split(wall: float, spent: collections.Counter[str]) -> dict[str, float]:
             **{part: spent[part] for part in DETAIL.values() if part in spent}}
 
 
+def _spread(ratios: list[float]) -> str:
+    """A ratio's median over rounds, then its lowest and highest round."""
+    return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + (
+        " Batch-native runs also time crossinfer's steps in a plain loop without Beam "
+        "(bench.variants.engine_loop). Ratios are the reference's seconds / the variant's "
+        "(higher is better), medians of the per-round ratios; see bench/README.md."))
     parser.add_argument("--framework", default="pytorch", choices=("sklearn", "pytorch", "onnx"),
                         help="default pytorch")
     parser.add_argument("--source-batch", type=int, default=256,
@@ -210,19 +227,18 @@ def main(argv: list[str] | None = None) -> int:
             for part in ("model", "crossinfer"):
                 value = statistics.median(r[part] for r in engine_runs)
                 print(f"    {LABELS[part] + ':':<40} {value:7.3f}")
-    print("  crossinfer:")
+    print("  crossinfer pipeline:")
     for part, value in med.items():
         print(f"    {LABELS.get(part, part) + ':':<40} {value:7.3f}")
-    if missing:  # an older tree: its own steps are counted under "beam"
-        print(f"crossinfer / {first}: {statistics.median(ratios):.2f}")
-    else:
-        print(f"crossinfer / {first}: {statistics.median(ratios):.2f}; with crossinfer's own "
-              f"steps free: {statistics.median(bounds):.2f}")
-    engine_ratio = None
-    if ENGINE in ref_s:  # the engine without Beam, against the same raw loop, paired by round
-        engine_ratio = statistics.median(
-            rf / e for rf, e in zip(ref_s[first], ref_s[ENGINE], strict=True))
-        print(f"{ENGINE} / {first}: {engine_ratio:.2f}")
+    engine_ratios = [rf / e for rf, e in zip(ref_s[first], ref_s.get(ENGINE, []), strict=False)]
+    print(f"ratios ({first} s / the variant's s, higher is better;\n"
+          f"        median of the per-round ratios [lowest-highest round]):")
+    print(f"  {'crossinfer / ' + first + ':':<46} {_spread(ratios)}")
+    if not missing:  # (an older tree: its own steps are counted under "beam", no bound)
+        bound = "with crossinfer's own steps free (bound):"
+        print(f"  {bound:<46} {_spread(bounds)}")
+    if engine_ratios:  # the engine without Beam, against the same raw loop, paired by round
+        print(f"  {'engine loop without Beam / ' + first + ':':<46} {_spread(engine_ratios)}")
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
     path = harness.RESULTS / f"{args.name}.json"
     path.write_text(json.dumps({
@@ -230,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         "environment": harness.environment(), "params": {**vars(args), "rows": rows},
         "reference_s": ref_s,
         "not_timed": missing, "runs": runs, "ratio": statistics.median(ratios),
-        "bound": statistics.median(bounds), "engine_ratio": engine_ratio,
+        "bound": statistics.median(bounds),
+        "engine_ratio": statistics.median(engine_ratios) if engine_ratios else None,
+        "ratios": ratios, "bounds": bounds, "engine_ratios": engine_ratios,
         "engine_runs": [{part: r[part] for part in ("wall", "model", "crossinfer")}
                         for r in engine_runs],
     }, indent=2) + "\n")
