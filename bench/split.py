@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  crossinfer pipeline:")
     for part, value in med.items():
         print(f"    {LABELS.get(part, part) + ':':<40} {value:7.3f}")
-    engine_ratios = [rf / e for rf, e in zip(ref_s[first], ref_s.get(ENGINE, []), strict=False)]
+    engine_ratios = ([rf / e for rf, e in zip(ref_s[first], ref_s[ENGINE], strict=True)]
+                     if ENGINE in ref_s else [])
     print(f"ratios ({first} s / the variant's s, higher is better;\n"
           f"        median of the per-round ratios [lowest-highest round]):")
     print(f"  {'crossinfer / ' + first + ':':<46} {_spread(ratios)}")

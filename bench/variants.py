@@ -217,17 +217,19 @@ def engine_loop(framework: str, models: BenchModels, data: np.ndarray, batch: in
     from crossinfer.handlers.node_handler import Arrival
     from crossinfer.handlers.registry import model_handler
     from crossinfer.patterns.batched import BatchedInference
+    from crossinfer.patterns.context import child_path
     from crossinfer.patterns.edges import ToBlocks, ToOutputs
-    from crossinfer.policy import LoadPolicy
 
     node = crossinfer_node(framework, models)
     transform = BatchedInference(node)
-    # The transform's own ways in and out (its reader, block size and format),
-    # as its expand() builds them for bounded input in the global window.
+    # The transform's own settings and ways in and out (its reader, block size,
+    # keys, timing, load policy and format), as Inference.expand and
+    # expand_model build them for bounded input in the global window.
     to_blocks = ToBlocks(transform._reader(), transform._block_rows(),
-                         transform.io.features_field, False)
+                         transform.io.features_field, transform.keyed, transform.timing)
     to_blocks.setup()
-    handler = model_handler(node, LoadPolicy(), node.name, arrival=Arrival.BLOCKS, bounded=True)
+    handler = model_handler(node, transform.policy, child_path("", node.name),
+                            arrival=Arrival.BLOCKS, bounded=True)
     model = handler.load_model()
     to_outputs = ToOutputs(transform._format())
     elements = [beam.Row(id=start, features=data[start:start + batch])
